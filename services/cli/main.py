@@ -1,0 +1,26 @@
+"""The ``kflow`` command line: one Typer app with a sub-app per area."""
+
+from __future__ import annotations
+
+import typer
+
+app = typer.Typer(
+    name="kflow",
+    help="kflow: event-sourced DAG workflows on Apache Kafka.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+)
+
+
+def _register() -> None:
+    # Each area module exposes `register(app)`; keep one line per area.
+    from services.cli import dev, topics
+
+    dev.register(app)
+    topics.register(app)
+
+
+def main() -> None:
+    """Console-script entry point."""
+    _register()
+    app()

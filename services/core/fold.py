@@ -1,0 +1,415 @@
+"""``evolve``: apply events to state. Pure, deterministic, no decisions.
+
+A ``StateBuilder`` copies the state's dicts lazily (first write only) and applies
+any number of events in place, then freezes a new ``WorkflowState``; ``evolve`` is
+one builder per event, ``evolve_all`` one builder per batch (what adapters and
+``replay`` use: O(changed parts) per event instead of a state copy per event).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Iterable, Mapping
+from typing import Any, overload
+
+from services.core.definition import OnFailure
+from services.core.events import (
+    DuplicateStartIgnored,
+    Event,
+    InputRejected,
+    MapExpanded,
+    StepAwaitingReview,
+    StepCancelled,
+    StepFailed,
+    StepHeartbeatRecorded,
+    StepRetryDue,
+    StepRetryScheduled,
+    StepScheduled,
+    StepSkipped,
+    StepSucceeded,
+    StepTimedOut,
+    WorkflowCancelled,
+    WorkflowCompleted,
+    WorkflowFailed,
+    WorkflowPaused,
+    WorkflowRejected,
+    WorkflowResumed,
+    WorkflowSignalled,
+    WorkflowStarted,
+)
+from services.core.graph import Graph, graph_from_dict
+from services.core.state import (
+    StepRecord,
+    WorkflowState,
+    WorkflowStatus,
+    step_key,
+    step_sort_key,
+)
+
+
+class StateBuilder:
+    """A mutable working copy of one workflow's state (copy-on-first-write per dict)."""
+
+    def __init__(self, state: WorkflowState) -> None:
+        self._base = state
+        self.graph: Graph = state.graph
+        self.status: WorkflowStatus = state.status
+        self.seq = state.seq
+        self.finished_at = state.finished_at
+        self.unresolved = state.unresolved
+        self.output: Any = state.output
+        self.reason = state.reason
+        self._steps: dict[str, StepRecord] | None = None
+        self._waiting: dict[str, int] | None = None
+        self._ready: set[str] | None = None
+        self._reviews: set[str] | None = None
+
+    # -- reads ------------------------------------------------------------------------
+    @property
+    def workflow_id(self) -> str:
+        """The workflow this builder belongs to."""
+        return self._base.workflow_id
+
+    @property
+    def base(self) -> WorkflowState:
+        """The state the builder started from (immutable fields are read from it)."""
+        return self._base
+
+    def step(self, key: str) -> StepRecord | None:
+        """The current record of a step key, if any."""
+        steps = self._steps if self._steps is not None else self._base.steps
+        return steps.get(key)
+
+    def steps_view(self) -> Mapping[str, StepRecord]:
+        """All current records (read-only use)."""
+        return self._steps if self._steps is not None else self._base.steps
+
+    def ready_keys(self) -> list[str]:
+        """Step keys ready to schedule, sorted (map children by index)."""
+        ready = self._ready if self._ready is not None else self._base.ready
+        return sorted(ready, key=step_sort_key)
+
+    def has_reviews(self) -> bool:
+        """True while any step awaits a review signal."""
+        reviews = self._reviews if self._reviews is not None else self._base.reviews
+        return bool(reviews)
+
+    # -- copy-on-write handles ------------------------------------------------------
+    def _w_steps(self) -> dict[str, StepRecord]:
+        if self._steps is None:
+            self._steps = dict(self._base.steps)
+        return self._steps
+
+    def _w_waiting(self) -> dict[str, int]:
+        if self._waiting is None:
+            self._waiting = dict(self._base.waiting_deps)
+        return self._waiting
+
+    def _w_ready(self) -> set[str]:
+        if self._ready is None:
+            self._ready = set(self._base.ready)
+        return self._ready
+
+    def _w_reviews(self) -> set[str]:
+        if self._reviews is None:
+            self._reviews = set(self._base.reviews)
+        return self._reviews
+
+    def _put(self, record: StepRecord) -> None:
+        self._w_steps()[record.step_key] = record
+        ready_has = record.step_key in (
+            self._ready if self._ready is not None else self._base.ready
+        )
+        if record.status == "ready" and not ready_has:
+            self._w_ready().add(record.step_key)
+        elif record.status != "ready" and ready_has:
+            self._w_ready().discard(record.step_key)
+        reviews = self._reviews if self._reviews is not None else self._base.reviews
+        if record.status == "review" and record.step_key not in reviews:
+            self._w_reviews().add(record.step_key)
+        elif record.status != "review" and record.step_key in reviews:
+            self._w_reviews().discard(record.step_key)
+
+    def _update(self, key: str, **changes: Any) -> StepRecord:
+        current = self.step(key)
+        if current is None:
+            raise ValueError(f"event refers to unknown step {key!r}")
+        record = _replace(current, changes)
+        self._put(record)
+        return record
+
+    def _resolve_node(self, node_id: str) -> None:
+        self.unresolved -= 1
+        waiting = self._w_waiting()
+        for child in self.graph.dependents[node_id]:
+            left = waiting[child] - 1
+            if left:
+                waiting[child] = left
+            else:
+                del waiting[child]
+                key = step_key(self.workflow_id, child)
+                self._put(StepRecord(step_key=key, node_id=child))
+
+    # -- apply ------------------------------------------------------------------------
+    def apply(self, event: Event) -> None:
+        """Apply one state-changing event (notices are ignored)."""
+        if isinstance(event, WorkflowRejected | DuplicateStartIgnored | InputRejected):
+            return
+        if event.workflow_id != self.workflow_id:
+            raise ValueError(
+                f"event for workflow {event.workflow_id!r} applied to {self.workflow_id!r}"
+            )
+        if event.seq != self.seq + 1:
+            raise ValueError(f"event seq {event.seq} does not follow {self.seq} (gapless)")
+        self.seq = event.seq
+        handler = _HANDLERS.get(type(event))
+        if handler is None:
+            raise ValueError(f"cannot apply {type(event).__name__} to an existing workflow")
+        handler(self, event)
+
+    def freeze(self) -> WorkflowState:
+        """The new immutable state (shares unchanged dicts with the old one)."""
+        base = self._base
+        return WorkflowState(
+            workflow_id=base.workflow_id,
+            name=base.name,
+            version=base.version,
+            input=base.input,
+            seed=base.seed,
+            tenant=base.tenant,
+            actor=base.actor,
+            status=self.status,
+            seq=self.seq,
+            started_at=base.started_at,
+            finished_at=self.finished_at,
+            steps=self._steps if self._steps is not None else base.steps,
+            waiting_deps=self._waiting if self._waiting is not None else base.waiting_deps,
+            ready=frozenset(self._ready) if self._ready is not None else base.ready,
+            reviews=frozenset(self._reviews) if self._reviews is not None else base.reviews,
+            unresolved=self.unresolved,
+            output=self.output,
+            reason=self.reason,
+            graph=self.graph,
+        )
+
+
+_RECORD_FIELDS = tuple(f.name for f in dataclasses.fields(StepRecord))
+
+
+def _replace(record: StepRecord, changes: dict[str, Any]) -> StepRecord:
+    # dataclasses.replace re-validates via __init__; this is ~35% cheaper on the hot path.
+    new = object.__new__(StepRecord)
+    for name in _RECORD_FIELDS:
+        object.__setattr__(new, name, changes[name] if name in changes else getattr(record, name))
+    return new
+
+
+def start_state(event: WorkflowStarted, graph: Graph | None = None) -> WorkflowState:
+    """The state right after ``WorkflowStarted`` (roots ready)."""
+    if event.seq != 1:
+        raise ValueError(f"WorkflowStarted must have seq 1, got {event.seq}")
+    graph = graph if graph is not None else graph_from_dict(event.definition)
+    steps = {
+        step_key(event.workflow_id, root): StepRecord(
+            step_key=step_key(event.workflow_id, root), node_id=root
+        )
+        for root in graph.roots
+    }
+    return WorkflowState(
+        workflow_id=event.workflow_id,
+        name=event.name,
+        version=event.version,
+        input=event.input,
+        seed=event.seed,
+        tenant=event.tenant,
+        actor=event.actor,
+        status="running",
+        seq=1,
+        started_at=event.at,
+        finished_at=None,
+        steps=steps,
+        waiting_deps={k: v for k, v in graph.dep_count.items() if v},
+        ready=frozenset(steps),
+        reviews=frozenset(),
+        unresolved=len(graph.nodes),
+        graph=graph,
+    )
+
+
+# -- per-event handlers -----------------------------------------------------------------
+
+
+def _paused(b: StateBuilder, e: Any) -> None:
+    b.status = "paused"
+    b.reason = e.reason
+
+
+def _resumed(b: StateBuilder, e: Any) -> None:
+    b.status = "running"
+    b.reason = ""
+
+
+def _signalled(b: StateBuilder, e: Any) -> None:
+    return None
+
+
+def _completed(b: StateBuilder, e: Any) -> None:
+    b.status, b.output, b.finished_at = "completed", e.output, e.at
+
+
+def _failed(b: StateBuilder, e: Any) -> None:
+    b.status, b.reason, b.finished_at = "failed", e.reason, e.at
+
+
+def _cancelled(b: StateBuilder, e: Any) -> None:
+    b.status, b.reason, b.finished_at = "cancelled", e.reason, e.at
+
+
+def _scheduled(b: StateBuilder, e: Any) -> None:
+    record = b.step(e.step_key)
+    if record is None:  # a map child
+        record = StepRecord(step_key=e.step_key, node_id=e.node_id, index=e.index)
+    b._put(
+        _replace(
+            record,
+            dict(
+                status="running" if e.kind == "task" else "waiting",
+                attempt=e.attempt,
+                kind=e.kind,
+                input=e.input,
+                scheduled_at=e.at,
+                heartbeat_at=None,
+                timeout_ms=e.timeout_ms,
+                heartbeat_timeout_ms=e.heartbeat_timeout_ms,
+                due_at=e.due_at,
+            ),
+        )
+    )
+
+
+def _expanded(b: StateBuilder, e: Any) -> None:
+    record = b._update(
+        e.step_key, status="running", kind="map", scheduled_at=e.at, children=e.count
+    )
+    for index, child_input in enumerate(e.inputs):
+        key = step_key(b.workflow_id, record.node_id, index)
+        b._put(StepRecord(step_key=key, node_id=record.node_id, index=index, input=child_input))
+
+
+def _succeeded(b: StateBuilder, e: Any) -> None:
+    record = b._update(e.step_key, status="succeeded", output=e.output, finished_at=e.at)
+    if record.index is None:
+        b._resolve_node(record.node_id)
+    else:
+        parent = b.step(step_key(b.workflow_id, record.node_id))
+        assert parent is not None
+        b._update(parent.step_key, children_done=parent.children_done + 1)
+
+
+def _retry_scheduled(b: StateBuilder, e: Any) -> None:
+    b._update(
+        e.step_key,
+        status="backoff",
+        error_class=e.error_class,
+        error_type=e.error_type,
+        message=e.message,
+        due_at=e.due_at,
+    )
+
+
+def _retry_due(b: StateBuilder, e: Any) -> None:
+    b._update(e.step_key, status="ready", attempt=e.attempt, due_at=None)
+
+
+def _step_failed(b: StateBuilder, e: Any) -> None:
+    record = b._update(
+        e.step_key,
+        status="failed",
+        error_class=e.error_class,
+        error_type=e.error_type,
+        message=e.message,
+        finished_at=e.at,
+    )
+    if record.index is None and b.graph.nodes[record.node_id].on_failure == OnFailure.CONTINUE:
+        b._resolve_node(record.node_id)
+
+
+def _review(b: StateBuilder, e: Any) -> None:
+    b._update(
+        e.step_key,
+        status="review",
+        error_class=e.error_class,
+        error_type=e.error_type,
+        message=e.message,
+    )
+
+
+def _timed_out(b: StateBuilder, e: Any) -> None:
+    return None  # the retry/failure event that follows carries the change
+
+
+def _heartbeat(b: StateBuilder, e: Any) -> None:
+    b._update(e.step_key, heartbeat_at=e.at)
+
+
+def _skipped(b: StateBuilder, e: Any) -> None:
+    record = b._update(e.step_key, status="skipped", attempt=0, finished_at=e.at, message=e.reason)
+    b._resolve_node(record.node_id)
+
+
+def _step_cancelled(b: StateBuilder, e: Any) -> None:
+    b._update(e.step_key, status="cancelled", finished_at=e.at)
+
+
+_HANDLERS: dict[type[Event], Any] = {
+    WorkflowPaused: _paused,
+    WorkflowResumed: _resumed,
+    WorkflowSignalled: _signalled,
+    WorkflowCompleted: _completed,
+    WorkflowFailed: _failed,
+    WorkflowCancelled: _cancelled,
+    StepScheduled: _scheduled,
+    MapExpanded: _expanded,
+    StepSucceeded: _succeeded,
+    StepRetryScheduled: _retry_scheduled,
+    StepRetryDue: _retry_due,
+    StepFailed: _step_failed,
+    StepAwaitingReview: _review,
+    StepTimedOut: _timed_out,
+    StepHeartbeatRecorded: _heartbeat,
+    StepSkipped: _skipped,
+    StepCancelled: _step_cancelled,
+}
+
+
+@overload
+def evolve(state: WorkflowState, event: Event) -> WorkflowState: ...
+@overload
+def evolve(state: None, event: Event) -> WorkflowState | None: ...
+def evolve(state: WorkflowState | None, event: Event) -> WorkflowState | None:
+    """Apply one event. Notices leave the state as it is (``None`` stays ``None``).
+
+    Raises ``ValueError`` for an event that cannot follow the state (wrong workflow,
+    seq gap, unknown step): the log is corrupt, never a normal condition.
+    """
+    return evolve_all(state, (event,))
+
+
+def evolve_all(state: WorkflowState | None, events: Iterable[Event]) -> WorkflowState | None:
+    """Apply events in order with one working copy (the fast path for batches and replay)."""
+    builder = StateBuilder(state) if state is not None else None
+    for event in events:
+        if builder is None:
+            if isinstance(event, WorkflowStarted):
+                builder = StateBuilder(start_state(event))
+            elif isinstance(event, WorkflowRejected | DuplicateStartIgnored | InputRejected):
+                continue
+            else:
+                raise ValueError(f"{type(event).__name__} before WorkflowStarted")
+        elif isinstance(event, WorkflowStarted):
+            raise ValueError(f"second WorkflowStarted for {event.workflow_id!r}")
+        else:
+            builder.apply(event)
+    if builder is None or (state is not None and builder.seq == state.seq):
+        return state  # nothing applied (only notices): keep the very same object
+    return builder.freeze()

@@ -1,0 +1,396 @@
+"""The state machine: ``decide(state, input, now) -> events`` and ``evolve(state, event)``.
+
+``decide`` never raises for bad input and never reads a clock or random source: the
+adapter passes ``now`` (ms) and every outcome, including refusals, is an event.
+Inputs that change nothing (duplicate, late or stale results and timers) give ``[]``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from services.core.backoff import seed_for
+from services.core.decision import Decision, json_size
+from services.core.errors import DefinitionError, ErrorClass
+from services.core.events import (
+    DuplicateStartIgnored,
+    Event,
+    InputRejected,
+    StepHeartbeatRecorded,
+    StepTimedOut,
+    WorkflowCancelled,
+    WorkflowPaused,
+    WorkflowRejected,
+    WorkflowResumed,
+    WorkflowSignalled,
+    WorkflowStarted,
+)
+from services.core.fold import StateBuilder, evolve, evolve_all, start_state
+from services.core.graph import compile_graph
+from services.core.inputs import (
+    CancelWorkflow,
+    Input,
+    PauseWorkflow,
+    ResumeWorkflow,
+    SignalWorkflow,
+    StartWorkflow,
+    StepError,
+    StepHeartbeat,
+    StepResult,
+    TimerFired,
+    input_to_dict,
+)
+from services.core.limits import DEFAULT_LIMITS, Limits
+from services.core.state import (
+    FINISHED_STEP,
+    StepRecord,
+    WorkflowState,
+    is_terminal,
+    step_timers,
+)
+
+__all__ = ["decide", "decide_and_evolve", "evolve", "evolve_all"]
+
+
+def decide(
+    state: WorkflowState | None, command: Input, now: int, limits: Limits = DEFAULT_LIMITS
+) -> list[Event]:
+    """The events that follow from ``command`` at time ``now`` (ms); pure and deterministic."""
+    outcome = _decide(state, command, now, limits)
+    return outcome if isinstance(outcome, list) else outcome.events
+
+
+def decide_and_evolve(
+    state: WorkflowState | None, command: Input, now: int, limits: Limits = DEFAULT_LIMITS
+) -> tuple[list[Event], WorkflowState | None]:
+    """``decide`` plus the state after its events, without applying them a second time.
+
+    Equal to ``(events, evolve_all(state, events))``; the fast path for adapters.
+    """
+    outcome = _decide(state, command, now, limits)
+    if isinstance(outcome, list):
+        return outcome, state
+    if not outcome.events:
+        return [], state
+    return outcome.events, outcome.b.freeze()
+
+
+def _decide(
+    state: WorkflowState | None, command: Input, now: int, limits: Limits
+) -> Decision | list[Event]:
+    if isinstance(command, StartWorkflow):
+        return _start(state, command, now, limits)
+    if state is None:
+        return [_notice(command, now, "unknown_workflow", "no such workflow")]
+    if state.workflow_id != command.workflow_id:
+        raise ValueError(f"input for {command.workflow_id!r} given state of {state.workflow_id!r}")
+    if isinstance(command, StepResult | StepError | StepHeartbeat):
+        return _on_result(state, command, now, limits)
+    if isinstance(command, TimerFired):
+        return _on_timer(state, command, now, limits)
+    if is_terminal(state):
+        return [_notice(command, now, "workflow_finished", f"the workflow is {state.status}")]
+    decision = Decision(StateBuilder(state), now, command, limits)
+    if isinstance(command, CancelWorkflow):
+        decision.cancel_active(reason=command.reason or "cancelled")
+        decision.emit(WorkflowCancelled, reason=command.reason)
+    elif isinstance(command, PauseWorkflow):
+        if state.status == "paused":
+            return [_notice(command, now, "not_applicable", "the workflow is already paused")]
+        decision.emit(WorkflowPaused, reason=command.reason)
+    elif isinstance(command, ResumeWorkflow):
+        if state.status != "paused":
+            return [_notice(command, now, "not_applicable", "the workflow is not paused")]
+        decision.emit(WorkflowResumed)
+        decision.advance()
+    elif isinstance(command, SignalWorkflow):
+        return _on_signal(state, command, now, limits)
+    return decision
+
+
+def _notice(
+    command: Input, now: int, code: str, reason: str, step_key: str | None = None
+) -> InputRejected:
+    return InputRejected(
+        workflow_id=command.workflow_id,
+        seq=0,
+        at=now,
+        cause=input_to_dict(command),
+        code=code,
+        reason=reason,
+        input_type=type(command).__name__,
+        step_key=step_key,
+    )
+
+
+def _start(
+    state: WorkflowState | None, command: StartWorkflow, now: int, limits: Limits
+) -> Decision | list[Event]:
+    def rejected(code: str, reason: str, cause: dict[str, Any] | None = None) -> list[Event]:
+        return [
+            WorkflowRejected(
+                workflow_id=command.workflow_id,
+                seq=0,
+                at=now,
+                cause=cause if cause is not None else input_to_dict(command),
+                code=code,
+                reason=reason,
+                name=command.name,
+                version=command.version,
+            )
+        ]
+
+    if state is not None:
+        return [
+            DuplicateStartIgnored(
+                workflow_id=command.workflow_id,
+                seq=0,
+                at=now,
+                cause=input_to_dict(command),
+                name=command.name,
+                version=command.version,
+            )
+        ]
+    if not command.workflow_id:
+        return rejected("invalid_workflow_id", "workflow_id is empty; give a unique id")
+    defn = command.definition
+    if defn is None:
+        return rejected(
+            "unknown_definition",
+            f"no workflow definition {command.name}@{command.version}; register it first",
+        )
+    try:
+        graph = compile_graph(defn)
+    except DefinitionError as exc:
+        return rejected("invalid_definition", str(exc))
+    try:
+        size = json_size(command.input)
+    except ValueError as exc:
+        return rejected("invalid_input", f"input is not a JSON document: {exc}")
+    if size > limits.max_payload_bytes:
+        elided = {**input_to_dict(command), "input": None, "elided": ["input"]}
+        return rejected(
+            "payload_too_large",
+            f"input is {size} bytes; the limit is {limits.max_payload_bytes}",
+            elided,
+        )
+    if graph.input_validator is not None:
+        try:
+            errors = sorted(
+                graph.input_validator.iter_errors(command.input),
+                key=lambda e: ([str(p) for p in e.path], e.message),
+            )
+        except Exception as exc:  # e.g. an unresolvable $ref: the schema, not the input, is bad
+            return rejected("invalid_definition", f"input_schema cannot be applied: {exc}")
+        if errors:
+            details = "; ".join(
+                f"input{''.join(f'[{p!r}]' for p in err.path)}: {err.message}" for err in errors[:5]
+            )
+            return rejected("invalid_input", f"input does not match the input_schema: {details}")
+    started = WorkflowStarted(
+        workflow_id=command.workflow_id,
+        seq=1,
+        at=now,
+        cause={
+            "type": "StartWorkflow",
+            "workflow_id": command.workflow_id,
+            "name": command.name,
+            "version": command.version,
+            "tenant": command.tenant,
+            "actor": command.actor,
+        },
+        name=command.name,
+        version=command.version,
+        input=command.input,
+        definition=graph.definition_dict,
+        seed=seed_for(command.workflow_id),
+        tenant=command.tenant,
+        actor=command.actor,
+    )
+    decision = Decision(StateBuilder(start_state(started, graph)), now, None, limits)
+    decision.events.append(started)
+    decision.advance()
+    return decision
+
+
+def _live_step(state: WorkflowState, key: str, attempt: int) -> StepRecord | None:
+    """The record if ``(key, attempt)`` is the attempt in flight, else None (stale/duplicate)."""
+    record = state.steps.get(key)
+    if record is None or record.attempt != attempt or record.status in FINISHED_STEP:
+        return None
+    return record
+
+
+def _on_result(
+    state: WorkflowState, command: StepResult | StepError | StepHeartbeat, now: int, limits: Limits
+) -> Decision | list[Event]:
+    record = state.steps.get(command.step_key)
+    if record is None or record.scheduled_at is None:
+        return [
+            _notice(
+                command,
+                now,
+                "unknown_step",
+                f"workflow {state.workflow_id!r} has no scheduled step {command.step_key!r}",
+                command.step_key,
+            )
+        ]
+    if record.kind not in ("task", None):
+        return [
+            _notice(
+                command,
+                now,
+                "not_a_task",
+                f"step {command.step_key!r} is a {record.kind} step; processors do not run it",
+                command.step_key,
+            )
+        ]
+    if is_terminal(state) or _live_step(state, command.step_key, command.attempt) is None:
+        return []  # late, duplicate or stale: ignored without a trace
+    if record.status != "running":
+        return []
+    decision = Decision(StateBuilder(state), now, command, limits)
+    if isinstance(command, StepHeartbeat):
+        if record.heartbeat_timeout_ms is None:
+            return []  # nothing to reset: not worth an event in the log
+        decision.emit(
+            StepHeartbeatRecorded,
+            step_key=record.step_key,
+            attempt=record.attempt,
+            details=command.details,
+        )
+        return decision
+    if isinstance(command, StepResult):
+        try:
+            size = json_size(command.output)
+        except ValueError as exc:
+            decision.elide("output")
+            decision.fail(
+                record, ErrorClass.PERMANENT, "InvalidOutput", f"output is not JSON: {exc}"
+            )
+            decision.advance()
+            return decision
+        if size > limits.max_payload_bytes:
+            decision.elide("output")
+            decision.fail(
+                record,
+                ErrorClass.PERMANENT,
+                "PayloadTooLarge",
+                f"output is {size} bytes; the limit is {limits.max_payload_bytes}",
+            )
+        else:
+            decision.succeed(record, command.output)
+    else:
+        decision.attempt_failed(record, command.error_class, command.error_type, command.message)
+    decision.advance()
+    return decision
+
+
+def _parse_timer(timer_id: str) -> tuple[str, str, int] | None:
+    kind, sep, rest = timer_id.partition(":")
+    key, hash_sign, attempt = rest.rpartition("#")
+    if not sep or not hash_sign or not attempt.isdigit():
+        return None
+    return kind, key, int(attempt)
+
+
+def _on_timer(
+    state: WorkflowState, command: TimerFired, now: int, limits: Limits
+) -> Decision | list[Event]:
+    parsed = _parse_timer(command.timer_id)
+    if parsed is None or parsed[0] not in ("retry", "timeout", "heartbeat", "sleep"):
+        return [_notice(command, now, "unknown_timer", f"malformed timer id {command.timer_id!r}")]
+    kind, key, attempt = parsed
+    if is_terminal(state):
+        return []
+    record = _live_step(state, key, attempt)
+    if record is None or not _timer_current(record, kind, command.due_at):
+        return []  # stale: the step moved on or the deadline moved
+    if now < command.due_at:
+        return [
+            _notice(command, now, "timer_not_due", f"timer fired {command.due_at - now} ms early")
+        ]
+    decision = Decision(StateBuilder(state), now, command, limits)
+    if kind == "retry":
+        decision.retry_now(record)
+    elif kind == "sleep":
+        decision.succeed(record, {"slept_ms": command.due_at - (record.scheduled_at or 0)})
+    else:
+        decision.emit(StepTimedOut, step_key=key, attempt=attempt, timeout=kind)
+        fresh = decision.b.step(key)
+        assert fresh is not None
+        label = "step timeout" if kind == "timeout" else "no heartbeat"
+        decision.attempt_failed(
+            fresh,
+            ErrorClass.TRANSIENT,
+            "Timeout" if kind == "timeout" else "HeartbeatTimeout",
+            f"{label} after {command.due_at - (record.scheduled_at or 0)} ms",
+        )
+    decision.advance()
+    return decision
+
+
+def _timer_current(record: StepRecord, kind: str, due_at: int) -> bool:
+    wanted = f"{kind}:{record.step_key}#{record.attempt}"
+    return any(t.timer_id == wanted and t.due_at == due_at for t in step_timers(record))
+
+
+def _on_signal(
+    state: WorkflowState, command: SignalWorkflow, now: int, limits: Limits
+) -> Decision | list[Event]:
+    key = f"{state.workflow_id}/{command.name}"
+    record = state.steps.get(key)
+    waiting = record is not None and (
+        record.status == "review" or (record.status == "waiting" and record.kind == "approval")
+    )
+    if record is None or not waiting:
+        return [
+            _notice(
+                command,
+                now,
+                "no_waiting_step",
+                f"no step {command.name!r} is waiting for a signal; signal an approval step"
+                " or a step awaiting review by its node id (map child: node[i])",
+                key,
+            )
+        ]
+    payload = command.payload
+    if not isinstance(payload, dict) or not isinstance(payload.get("approved"), bool):
+        return [
+            _notice(
+                command,
+                now,
+                "invalid_signal",
+                'payload must be an object with "approved": true or false',
+                key,
+            )
+        ]
+    decision = Decision(StateBuilder(state), now, command, limits)
+    decision.emit(WorkflowSignalled, name=command.name, payload=payload)
+    approved = payload["approved"]
+    if record.status == "waiting":  # approval step
+        if approved:
+            decision.succeed(record, payload)
+        else:
+            decision.fail(
+                record, ErrorClass.PERMANENT, "Rejected", _rejection(payload), allow_pause=False
+            )
+    elif approved and "output" in payload:
+        decision.succeed(record, payload["output"])
+    elif approved:
+        decision.retry_now(record)
+    else:
+        decision.fail(
+            record,
+            ErrorClass.PERMANENT,
+            record.error_type or "Rejected",
+            _rejection(payload),
+            allow_pause=False,
+        )
+    decision.advance()
+    return decision
+
+
+def _rejection(payload: dict[str, object]) -> str:
+    comment = payload.get("comment")
+    return f"rejected by review: {comment}" if comment else "rejected by review"

@@ -1,0 +1,167 @@
+#!/usr/bin/env bash
+# Run a single-node Apache Kafka (KRaft, broker+controller) from Maven Central jars, no Docker.
+#
+#   kafka.sh install   resolve the jars into deploy/local/.cache/kafka-<version>/lib (once)
+#   kafka.sh up        format the data dir if new, start, wait until the broker serves clients
+#   kafka.sh down      stop our broker (TERM, then KILL after KFLOW_KAFKA_STOP_TIMEOUT seconds)
+#   kafka.sh status    exit 0 when our broker is running and its port is open
+#
+# Settings (environment): KFLOW_HOME (default <repo>/.kflow), KFLOW_KAFKA_PORT (9092),
+# KFLOW_KAFKA_CONTROLLER_PORT (port+1), KFLOW_KAFKA_DIR (KFLOW_HOME/kafka), KFLOW_KAFKA_VERSION,
+# KFLOW_KAFKA_HEAP (512m), KFLOW_KAFKA_LOG_LEVEL (WARN).
+set -euo pipefail
+
+HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+REPO="$(cd "$HERE/../.." && pwd)"
+KAFKA_VERSION="${KFLOW_KAFKA_VERSION:-4.4.0}"
+case "$KAFKA_VERSION" in   # log4j2 version each Kafka release is built with (its server POM)
+  4.4.*) LOG4J2_VERSION=2.25.5 ;;
+  4.2.* | 4.3.*) LOG4J2_VERSION=2.25.3 ;;
+  4.0.* | 4.1.*) LOG4J2_VERSION=2.24.3 ;;
+  *) echo "kafka.sh: unsupported KFLOW_KAFKA_VERSION=$KAFKA_VERSION (use 4.x)" >&2; exit 2 ;;
+esac
+LIB="$HERE/.cache/kafka-$KAFKA_VERSION/lib"
+KFLOW_HOME="${KFLOW_HOME:-$REPO/.kflow}"
+PORT="${KFLOW_KAFKA_PORT:-9092}"
+CONTROLLER_PORT="${KFLOW_KAFKA_CONTROLLER_PORT:-$((PORT + 1))}"
+DIR="${KFLOW_KAFKA_DIR:-$KFLOW_HOME/kafka}"
+DATA="$DIR/data"
+PIDFILE="$DIR/kafka.pid"
+LOG="$DIR/server.out"
+PROPS="$DIR/server.properties"
+START_TIMEOUT="${KFLOW_KAFKA_START_TIMEOUT:-120}"
+STOP_TIMEOUT="${KFLOW_KAFKA_STOP_TIMEOUT:-30}"
+
+say() { echo "kafka: $*"; }
+
+install() {
+  if compgen -G "$LIB/kafka_2.13-$KAFKA_VERSION.jar" >/dev/null; then
+    return 0
+  fi
+  say "resolving Kafka $KAFKA_VERSION jars from Maven Central into $LIB"
+  command -v mvn >/dev/null || { echo "kafka.sh: mvn not found; run 'make bootstrap'" >&2; exit 1; }
+  rm -rf "$LIB.tmp"
+  mvn -B -q -Dstyle.color=never -f "$HERE/kafka/pom.xml" dependency:copy-dependencies \
+    -Dkafka.version="$KAFKA_VERSION" -Dlog4j2.version="$LOG4J2_VERSION" \
+    -DincludeScope=runtime -DoutputDirectory="$LIB.tmp"
+  mv "$LIB.tmp" "$LIB"
+}
+
+our_pid() {  # prints the pid of our running broker, or fails
+  [[ -f "$PIDFILE" ]] || return 1
+  local pid
+  pid="$(cat "$PIDFILE")"
+  [[ -n "$pid" && -r "/proc/$pid/cmdline" ]] || return 1
+  tr '\0' ' ' <"/proc/$pid/cmdline" | grep -q "kafka.Kafka $PROPS" || return 1
+  echo "$pid"
+}
+
+port_open() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
+
+write_props() {
+  mkdir -p "$DATA"
+  {
+    cat "$HERE/kafka/server.properties"
+    echo
+    echo "# --- written by kafka.sh ---"
+    echo "listeners=PLAINTEXT://127.0.0.1:$PORT,CONTROLLER://127.0.0.1:$CONTROLLER_PORT"
+    echo "advertised.listeners=PLAINTEXT://127.0.0.1:$PORT,CONTROLLER://127.0.0.1:$CONTROLLER_PORT"
+    echo "controller.quorum.voters=1@127.0.0.1:$CONTROLLER_PORT"
+    echo "log.dirs=$DATA"
+  } >"$PROPS"
+}
+
+# kafka-run-class.sh's performance options, with a heap sized for tests.
+JAVA_OPTS=(-Xms256m -Xmx"${KFLOW_KAFKA_HEAP:-512m}" -server -XX:+UseG1GC -XX:MaxGCPauseMillis=20
+  -XX:InitiatingHeapOccupancyPercent=35 -XX:+ExplicitGCInvokesConcurrent -Djava.awt.headless=true
+  -Dlog4j2.configurationFile="$HERE/kafka/log4j2.properties")
+
+java_cmd() { java "${JAVA_OPTS[@]}" -cp "$LIB/*" "$@"; }
+
+format_once() {
+  [[ -f "$DATA/meta.properties" ]] && return 0
+  local cluster_id
+  # A Kafka Uuid: 22 chars of URL-safe base64; never starting with '-' (argparse would read an option).
+  cluster_id="$(python3 -c 'import base64,uuid
+while True:
+    s = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+    if s[0] not in "-_": print(s); break')"
+  say "formatting $DATA (cluster id $cluster_id)"
+  java_cmd kafka.tools.StorageTool format -t "$cluster_id" -c "$PROPS" --ignore-formatted >>"$LOG" 2>&1
+}
+
+up() {
+  if pid="$(our_pid)"; then
+    say "already running (pid $pid) on 127.0.0.1:$PORT; logs: $LOG"
+    return 0
+  fi
+  if port_open "$PORT"; then
+    say "127.0.0.1:$PORT is already served by another process; reusing it"
+    return 0
+  fi
+  install
+  write_props
+  [[ -f "$LOG" ]] && mv -f "$LOG" "$LOG.1"
+  format_once
+  # setsid: the broker outlives the shell (and the test session) that started it.
+  setsid nohup bash -c 'echo $$ >"$1"; shift; exec "$@"' _ "$PIDFILE" \
+    java "${JAVA_OPTS[@]}" -cp "$LIB/*" kafka.Kafka "$PROPS" >>"$LOG" 2>&1 </dev/null &
+  local waited=0
+  until grep -q "Kafka Server started" "$LOG" 2>/dev/null && port_open "$PORT"; do
+    if ((waited >= START_TIMEOUT * 2)); then
+      echo "kafka.sh: broker did not start within ${START_TIMEOUT}s; last log lines ($LOG):" >&2
+      tail -n 30 "$LOG" >&2
+      exit 1
+    fi
+    if ((waited > 4)) && ! our_pid >/dev/null; then
+      echo "kafka.sh: broker exited during start-up; last log lines ($LOG):" >&2
+      tail -n 30 "$LOG" >&2
+      exit 1
+    fi
+    sleep 0.5
+    waited=$((waited + 1))
+  done
+  say "up (pid $(cat "$PIDFILE")) on 127.0.0.1:$PORT; data: $DATA; logs: $LOG"
+}
+
+down() {
+  local pid
+  if ! pid="$(our_pid)"; then
+    rm -f "$PIDFILE"
+    say "not running"
+    return 0
+  fi
+  kill -TERM "$pid"
+  local waited=0
+  while kill -0 "$pid" 2>/dev/null; do
+    if ((waited >= STOP_TIMEOUT * 2)); then
+      say "did not stop within ${STOP_TIMEOUT}s; sending KILL"
+      kill -KILL "$pid" 2>/dev/null || true
+      break
+    fi
+    sleep 0.5
+    waited=$((waited + 1))
+  done
+  rm -f "$PIDFILE"
+  say "stopped (pid $pid)"
+}
+
+status() {
+  local pid
+  if pid="$(our_pid)" && port_open "$PORT"; then
+    say "running (pid $pid) on 127.0.0.1:$PORT; logs: $LOG"
+  elif port_open "$PORT"; then
+    say "127.0.0.1:$PORT served by a process not started by kflow"
+  else
+    say "not running"
+    return 1
+  fi
+}
+
+case "${1:-}" in
+  install) install ;;
+  up | start) up ;;
+  down | stop) down ;;
+  status) status ;;
+  *) echo "usage: $0 install|up|down|status" >&2; exit 2 ;;
+esac

@@ -1,0 +1,154 @@
+"""Names and settings of every kflow topic (pure: no Kafka import, no I/O).
+
+Every topic name is ``{prefix}.{kind}``; task topics are ``{prefix}.tasks.{queue}``.
+Other packages get names from :func:`topic_names` instead of formatting strings.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from types import MappingProxyType
+
+PREFIX_PATTERN = re.compile(r"^[A-Za-z0-9._-]{1,100}$")
+QUEUE_PATTERN = re.compile(r"^[A-Za-z0-9_-]{1,100}$")
+
+BUILTIN_QUEUES: tuple[str, ...] = ("default", "sleep", "http", "approval")
+"""Queues of the built-in node types; ``kflow topics create`` makes these unless told otherwise."""
+
+MAX_RECORD_BYTES = 4 * 1024 * 1024
+"""Largest record batch every kflow topic accepts (``max.message.bytes``).
+
+Room for a 1 MB payload (``Settings.max_payload_bytes``) plus the envelope, and for
+snapshots holding several step outputs. Producers must allow as much (librdkafka's
+``message.max.bytes`` defaults to 1,000,000).
+"""
+
+_BASE: Mapping[str, str] = MappingProxyType({"max.message.bytes": str(MAX_RECORD_BYTES)})
+_COMPACTED: Mapping[str, str] = MappingProxyType(
+    {
+        **_BASE,
+        "cleanup.policy": "compact",
+        "min.cleanable.dirty.ratio": "0.1",
+        "segment.ms": "3600000",
+    }
+)
+# The event log is the source of truth: never delete it by age or size.
+_KEEP_FOREVER: Mapping[str, str] = MappingProxyType(
+    {**_BASE, "retention.ms": "-1", "retention.bytes": "-1"}
+)
+
+
+def validate_prefix(prefix: str) -> str:
+    """Return ``prefix`` or raise ``ValueError`` naming the rule it breaks."""
+    if not PREFIX_PATTERN.fullmatch(prefix):
+        raise ValueError(
+            f"topic prefix {prefix!r} is invalid: use 1-100 characters from A-Z a-z 0-9 . _ -"
+        )
+    return prefix
+
+
+def validate_queue(queue: str) -> str:
+    """Return ``queue`` or raise ``ValueError`` naming the rule it breaks."""
+    if not QUEUE_PATTERN.fullmatch(queue):
+        raise ValueError(
+            f"queue name {queue!r} is invalid: use 1-100 characters from A-Z a-z 0-9 _ -"
+        )
+    return queue
+
+
+@dataclass(frozen=True)
+class TopicNames:
+    """The topic names for one prefix."""
+
+    prefix: str
+
+    def __post_init__(self) -> None:
+        validate_prefix(self.prefix)
+
+    @property
+    def commands(self) -> str:
+        return f"{self.prefix}.commands"
+
+    @property
+    def results(self) -> str:
+        return f"{self.prefix}.results"
+
+    @property
+    def events(self) -> str:
+        return f"{self.prefix}.events"
+
+    @property
+    def snapshots(self) -> str:
+        return f"{self.prefix}.snapshots"
+
+    @property
+    def definitions(self) -> str:
+        return f"{self.prefix}.definitions"
+
+    @property
+    def dlq(self) -> str:
+        return f"{self.prefix}.dlq"
+
+    @property
+    def tasks_prefix(self) -> str:
+        """Common start of every task topic name (``{prefix}.tasks.``)."""
+        return f"{self.prefix}.tasks."
+
+    def tasks(self, queue: str) -> str:
+        """The task topic of one node queue."""
+        return f"{self.tasks_prefix}{validate_queue(queue)}"
+
+    def queue_of(self, topic: str) -> str | None:
+        """The queue a task topic belongs to, or ``None`` when ``topic`` is not a task topic."""
+        if topic.startswith(self.tasks_prefix):
+            queue = topic[len(self.tasks_prefix) :]
+            return queue if QUEUE_PATTERN.fullmatch(queue) else None
+        return None
+
+
+def topic_names(prefix: str) -> TopicNames:
+    """The topic names for ``prefix`` (validated)."""
+    return TopicNames(prefix)
+
+
+@dataclass(frozen=True)
+class TopicSpec:
+    """One topic to create: name, partition count and topic-level configuration."""
+
+    name: str
+    partitions: int
+    config: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}))
+
+    def __post_init__(self) -> None:
+        if self.partitions < 1:
+            raise ValueError(f"topic {self.name}: partitions must be >= 1, got {self.partitions}")
+
+
+def topic_specs(
+    prefix: str, partitions: int, queues: Iterable[str] = BUILTIN_QUEUES
+) -> list[TopicSpec]:
+    """Every topic kflow needs under ``prefix``, in a stable order.
+
+    Topics keyed by workflow id (commands, results, events, snapshots) share
+    ``partitions`` so they are co-partitioned; task topics use it too. The
+    definitions registry and the DLQ are small and read whole: one partition.
+    """
+    if partitions < 1:
+        raise ValueError(f"partitions must be >= 1, got {partitions}")
+    names = topic_names(prefix)
+    specs = [
+        TopicSpec(names.commands, partitions, _BASE),
+        TopicSpec(names.results, partitions, _BASE),
+        TopicSpec(names.events, partitions, _KEEP_FOREVER),
+        TopicSpec(names.snapshots, partitions, _COMPACTED),
+        TopicSpec(names.definitions, 1, _COMPACTED),
+        TopicSpec(names.dlq, 1, _BASE),
+    ]
+    seen: set[str] = set()
+    for queue in queues:
+        if queue not in seen:
+            seen.add(queue)
+            specs.append(TopicSpec(names.tasks(queue), partitions, _BASE))
+    return specs

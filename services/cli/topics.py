@@ -1,0 +1,83 @@
+"""``kflow topics create|list``: the kflow topics on the configured Kafka cluster."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from services.bus.admin import TopicAdminError, create_topics, list_topics
+from services.bus.topics import BUILTIN_QUEUES, topic_specs, validate_prefix
+from services.settings import get_settings
+
+topics_app = typer.Typer(help="Create and inspect kflow topics.", no_args_is_help=True)
+
+PrefixOption = Annotated[
+    str | None, typer.Option("--prefix", help="topic prefix [default: KFLOW_TOPIC_PREFIX]")
+]
+
+
+def _prefix(prefix: str | None) -> str:
+    try:
+        return validate_prefix(prefix if prefix is not None else get_settings().topic_prefix)
+    except ValueError as e:
+        raise typer.BadParameter(str(e), param_hint="--prefix") from e
+
+
+@topics_app.command("create")
+def create(
+    prefix: PrefixOption = None,
+    partitions: Annotated[
+        int | None,
+        typer.Option(
+            "--partitions", min=1, max=1024, help="partitions [default: KFLOW_PARTITIONS]"
+        ),
+    ] = None,
+    queue: Annotated[
+        list[str] | None,
+        typer.Option("--queue", help="node queue to make a task topic for (repeatable)"),
+    ] = None,
+) -> None:
+    """Create every kflow topic that does not exist yet (existing ones are left unchanged)."""
+    settings = get_settings()
+    try:
+        specs = topic_specs(
+            _prefix(prefix),
+            partitions if partitions is not None else settings.partitions,
+            queue or BUILTIN_QUEUES,
+        )
+    except ValueError as e:
+        raise typer.BadParameter(str(e), param_hint="--queue") from e
+    try:
+        created = set(create_topics(settings.kafka_bootstrap, specs))
+    except TopicAdminError as e:
+        typer.echo(f"error: {e}", err=True)
+        raise typer.Exit(1) from e
+    for spec in specs:
+        state = "created" if spec.name in created else "exists"
+        typer.echo(f"{state:8} {spec.name} ({spec.partitions} partitions)")
+
+
+@topics_app.command("list")
+def list_(prefix: PrefixOption = None) -> None:
+    """List the topics under the prefix with partition count and end offsets."""
+    settings = get_settings()
+    try:
+        infos = list_topics(settings.kafka_bootstrap, f"{_prefix(prefix)}.")
+    except TopicAdminError as e:
+        typer.echo(f"error: {e}", err=True)
+        raise typer.Exit(1) from e
+    table = Table(title=f"topics at {settings.kafka_bootstrap}")
+    for column in ("topic", "partitions", "end offsets", "records"):
+        table.add_column(column)
+    for info in infos:
+        ends = " ".join(str(o) for o in info.end_offsets)
+        table.add_row(info.name, str(info.partitions), ends, str(info.records))
+    Console(width=200).print(table)
+
+
+def register(app: typer.Typer) -> None:
+    """Add the ``topics`` sub-commands to the ``kflow`` app."""
+    app.add_typer(topics_app, name="topics")

@@ -1,0 +1,109 @@
+"""Local stack control: run ``deploy/local/stack.sh`` and probe Kafka, PostgreSQL, Redis."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import urlsplit
+
+import psycopg
+import redis
+
+from services.bus.admin import broker_reachable
+from services.settings import Settings
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+STACK_SCRIPT = REPO_ROOT / "deploy" / "local" / "stack.sh"
+
+
+def kflow_home() -> Path:
+    """Where the local servers keep data and logs (``KFLOW_HOME``, default ``<repo>/.kflow``)."""
+    return Path(os.environ.get("KFLOW_HOME", REPO_ROOT / ".kflow"))
+
+
+@dataclass(frozen=True)
+class ServerHealth:
+    """One server's state as seen from this process."""
+
+    name: str
+    address: str
+    pid: int | None
+    healthy: bool
+    detail: str
+    log: Path | None
+
+
+def run_stack(command: str) -> int:
+    """Run ``stack.sh <command>`` with output passed through; return its exit code."""
+    return subprocess.run(["bash", str(STACK_SCRIPT), command], check=False).returncode
+
+
+def _read_pid(path: Path) -> int | None:
+    try:
+        pid = int(path.read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return None
+    return pid if Path(f"/proc/{pid}").exists() else None
+
+
+def _host_port(url: str, default_port: int) -> str:
+    parts = urlsplit(url)
+    return f"{parts.hostname or '127.0.0.1'}:{parts.port or default_port}"
+
+
+def kafka_health(settings: Settings) -> ServerHealth:
+    home = kflow_home() / "kafka"
+    ok = broker_reachable(settings.kafka_bootstrap, timeout_s=3.0)
+    return ServerHealth(
+        "kafka",
+        settings.kafka_bootstrap,
+        _read_pid(home / "kafka.pid"),
+        ok,
+        "answers metadata" if ok else "no answer to a metadata request",
+        home / "server.out",
+    )
+
+
+def postgres_health(settings: Settings) -> ServerHealth:
+    home = kflow_home() / "postgres"
+    try:
+        with psycopg.connect(settings.database_url, connect_timeout=3) as conn:
+            version = conn.execute("SHOW server_version").fetchone()
+        ok, detail = True, f"PostgreSQL {version[0] if version else '?'}"
+    except psycopg.Error as e:
+        ok, detail = False, str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+    return ServerHealth(
+        "postgres",
+        _host_port(settings.database_url, 5432),
+        _read_pid(home / "data" / "postmaster.pid"),
+        ok,
+        detail,
+        home / "postgres.log",
+    )
+
+
+def redis_health(settings: Settings) -> ServerHealth:
+    home = kflow_home() / "redis"
+    client = redis.Redis.from_url(settings.redis_url, socket_connect_timeout=3, socket_timeout=3)
+    try:
+        info = client.info("server")
+        ok, detail = True, f"Redis {info.get('redis_version', '?')}"
+    except redis.RedisError as e:
+        ok, detail = False, str(e)
+    finally:
+        client.close()
+    return ServerHealth(
+        "redis",
+        _host_port(settings.redis_url, 6379),
+        _read_pid(home / "redis.pid"),
+        ok,
+        detail,
+        home / "redis.log",
+    )
+
+
+def stack_health(settings: Settings) -> list[ServerHealth]:
+    """Health of Kafka, PostgreSQL and Redis at the addresses in ``settings``."""
+    return [kafka_health(settings), postgres_health(settings), redis_health(settings)]

@@ -1,0 +1,250 @@
+"""The one place where core objects become Avro records and back.
+
+Callers use :func:`encode_event`, :func:`encode_input`, :func:`encode_task` and
+:func:`decode` (bytes -> :class:`Envelope`), plus the snapshot and definition
+helpers. Fields marked ``"json": true`` in the schema carry JSON documents as
+text; every other field maps one to one to the dataclass field of the same name.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass
+from functools import cache
+from typing import Any
+
+from services.bus.codec import AvroCodec
+from services.bus.errors import DecodeError, DecodeFailure, EncodeError
+from services.bus.records import ExecuteStep, WorkflowDefinitionRecord, WorkflowSnapshot
+from services.bus.schema_registry import JSON_FIELD_ATTRIBUTE, SchemaRegistry
+from services.core.events import EVENT_TYPES, Event, event_from_dict, event_to_dict
+from services.core.inputs import INPUT_TYPES, Input, input_from_dict, input_to_dict
+
+SCHEMA_VERSION = 1
+"""The contract version written into every envelope (the latest ``schemas/history`` version)."""
+
+ENVELOPE = "kflow.Envelope"
+SNAPSHOT = "kflow.WorkflowSnapshot"
+DEFINITION = "kflow.WorkflowDefinitionRecord"
+NAMESPACE = "kflow."
+
+Body = Input | Event | ExecuteStep
+
+
+@dataclass(frozen=True, slots=True)
+class EnvelopeMeta:
+    """Envelope fields the sender chooses (the rest come from the body)."""
+
+    event_id: str
+    occurred_at: int | None = None
+    """Defaults to the event's ``at`` (events) or ``scheduled_at`` (tasks); required otherwise."""
+    causation_id: str | None = None
+    correlation_id: str | None = None
+    actor: str | None = None
+    tenant: str | None = None
+    idempotency_key: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Envelope:
+    """A decoded record from the commands, results, events or tasks topic."""
+
+    event_id: str
+    type: str
+    workflow_id: str
+    seq: int | None
+    occurred_at: int
+    causation_id: str | None
+    correlation_id: str | None
+    actor: str | None
+    tenant: str | None
+    idempotency_key: str | None
+    schema_version: int
+    body: Body
+
+
+def _dumps(value: Any) -> str:
+    return json.dumps(value, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+
+
+@dataclass(frozen=True)
+class _JsonFields:
+    """The JSON-text fields of one record, and whether each may be null."""
+
+    nullable: Mapping[str, bool]
+
+
+def _json_fields(schema: Mapping[str, Any]) -> dict[str, _JsonFields]:
+    """JSON-text fields of every record reachable from an inlined root schema."""
+    found: dict[str, _JsonFields] = {}
+
+    def walk(node: Any) -> None:
+        if isinstance(node, list):
+            for branch in node:
+                walk(branch)
+        elif isinstance(node, dict) and node.get("type") == "record":
+            name = node["name"] if "." in node["name"] else NAMESPACE + node["name"]
+            found[name] = _JsonFields(
+                {
+                    f["name"]: isinstance(f["type"], list) and "null" in f["type"]
+                    for f in node["fields"]
+                    if f.get(JSON_FIELD_ATTRIBUTE)
+                }
+            )
+            for f in node["fields"]:
+                walk(f["type"])
+
+    walk(schema)
+    return found
+
+
+class Contracts:
+    """Encoders and decoders for every kflow record, over one schema registry."""
+
+    def __init__(self, registry: SchemaRegistry | None = None) -> None:
+        self.codec = AvroCodec(registry)
+        self._json: dict[str, _JsonFields] = {}
+        for root in (ENVELOPE, SNAPSHOT, DEFINITION):
+            self._json.update(_json_fields(self.codec.registry.current(root).schema))
+
+    # -- envelope --------------------------------------------------------------------------
+
+    def encode_body(self, body: Body, meta: EnvelopeMeta) -> bytes:
+        """Single-object bytes of an envelope around an event, input or task."""
+        if isinstance(body, Event):
+            fields, seq, occurred_at = event_to_dict(body), body.seq, body.at
+        elif isinstance(body, ExecuteStep):
+            fields = {f.name: getattr(body, f.name) for f in dataclasses.fields(body)}
+            seq, occurred_at = None, body.scheduled_at
+        else:
+            fields, seq, occurred_at = input_to_dict(body), None, None
+        type_name = type(body).__name__
+        fields.pop("type", None)
+        when = meta.occurred_at if meta.occurred_at is not None else occurred_at
+        if when is None:
+            raise EncodeError(f"{type_name}: EnvelopeMeta.occurred_at is required for inputs")
+        record = {
+            "event_id": meta.event_id,
+            "type": type_name,
+            "workflow_id": body.workflow_id,
+            "seq": seq,
+            "occurred_at": when,
+            "causation_id": meta.causation_id,
+            "correlation_id": meta.correlation_id,
+            "actor": meta.actor,
+            "tenant": meta.tenant,
+            "idempotency_key": meta.idempotency_key,
+            "schema_version": SCHEMA_VERSION,
+            "body": (NAMESPACE + type_name, self._to_avro(NAMESPACE + type_name, fields)),
+        }
+        return self.codec.encode(ENVELOPE, record)
+
+    def decode_envelope(self, data: bytes) -> Envelope:
+        """The envelope in ``data``; raises :class:`DecodeError` for anything else."""
+        _, record = self.codec.decode(data, expected=ENVELOPE)
+        record_name, fields = record["body"]
+        type_name = record_name.removeprefix(NAMESPACE)
+        try:
+            plain = self._from_avro(record_name, fields)
+            body: Body
+            if type_name in EVENT_TYPES:
+                body = event_from_dict({"type": type_name, **plain})
+            elif type_name in INPUT_TYPES:
+                body = input_from_dict({"type": type_name, **plain})
+            elif type_name == "ExecuteStep":
+                body = ExecuteStep(**plain)
+            else:
+                raise ValueError(f"no Python type for body {record_name}")
+        except DecodeError:
+            raise
+        except Exception as e:  # the core raises ValueError; definitions raise their own
+            raise DecodeError(DecodeFailure.MALFORMED, f"{type_name} body: {e}") from e
+        return Envelope(
+            event_id=record["event_id"],
+            type=record["type"],
+            workflow_id=record["workflow_id"],
+            seq=record["seq"],
+            occurred_at=record["occurred_at"],
+            causation_id=record["causation_id"],
+            correlation_id=record["correlation_id"],
+            actor=record["actor"],
+            tenant=record["tenant"],
+            idempotency_key=record["idempotency_key"],
+            schema_version=record["schema_version"],
+            body=body,
+        )
+
+    # -- snapshots and definitions ---------------------------------------------------------
+
+    def encode_snapshot(self, snapshot: WorkflowSnapshot) -> bytes:
+        """Single-object bytes of a workflow snapshot."""
+        fields = {f.name: getattr(snapshot, f.name) for f in dataclasses.fields(snapshot)}
+        return self.codec.encode(SNAPSHOT, self._to_avro(SNAPSHOT, fields))
+
+    def decode_snapshot(self, data: bytes) -> WorkflowSnapshot:
+        """The snapshot in ``data``; raises :class:`DecodeError` for anything else."""
+        _, record = self.codec.decode(data, expected=SNAPSHOT)
+        return WorkflowSnapshot(**self._from_avro(SNAPSHOT, record))
+
+    def encode_definition(self, definition: WorkflowDefinitionRecord) -> bytes:
+        """Single-object bytes of a definition record."""
+        fields = {f.name: getattr(definition, f.name) for f in dataclasses.fields(definition)}
+        return self.codec.encode(DEFINITION, self._to_avro(DEFINITION, fields))
+
+    def decode_definition(self, data: bytes) -> WorkflowDefinitionRecord:
+        """The definition record in ``data``; raises :class:`DecodeError` for anything else."""
+        _, record = self.codec.decode(data, expected=DEFINITION)
+        return WorkflowDefinitionRecord(**self._from_avro(DEFINITION, record))
+
+    # -- JSON-text fields ------------------------------------------------------------------
+
+    def _to_avro(self, record_name: str, fields: dict[str, Any]) -> dict[str, Any]:
+        for name, nullable in self._json[record_name].nullable.items():
+            value = fields.get(name)
+            try:
+                fields[name] = None if (value is None and nullable) else _dumps(value)
+            except (TypeError, ValueError) as e:
+                raise EncodeError(
+                    f"{record_name}.{name}: not a JSON document ({e}); pass JSON values only"
+                ) from e
+        return fields
+
+    def _from_avro(self, record_name: str, fields: dict[str, Any]) -> dict[str, Any]:
+        for name in self._json[record_name].nullable:
+            text = fields.get(name)
+            if text is not None:
+                try:
+                    fields[name] = json.loads(text)
+                except json.JSONDecodeError as e:
+                    raise DecodeError(
+                        DecodeFailure.MALFORMED, f"{record_name}.{name} is not JSON: {e}"
+                    ) from e
+        return fields
+
+
+@cache
+def default_contracts() -> Contracts:
+    """Contracts over the installed schemas (built once per process)."""
+    return Contracts()
+
+
+def encode_event(event: Event, meta: EnvelopeMeta) -> bytes:
+    """Envelope bytes of a core event (``seq`` and ``occurred_at`` from the event)."""
+    return default_contracts().encode_body(event, meta)
+
+
+def encode_input(value: Input, meta: EnvelopeMeta) -> bytes:
+    """Envelope bytes of a command or result (``meta.occurred_at`` is required)."""
+    return default_contracts().encode_body(value, meta)
+
+
+def encode_task(task: ExecuteStep, meta: EnvelopeMeta) -> bytes:
+    """Envelope bytes of a task (``occurred_at`` defaults to ``scheduled_at``)."""
+    return default_contracts().encode_body(task, meta)
+
+
+def decode(data: bytes) -> Envelope:
+    """The envelope in ``data``; raises :class:`DecodeError` (with a ``reason``) otherwise."""
+    return default_contracts().decode_envelope(data)

@@ -1,0 +1,56 @@
+"""Dead letters: a record the bus could not process, kept with why and where it came from."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from services.bus.codec import AvroCodec
+from services.bus.message import OutRecord
+
+DEAD_LETTER_SCHEMA = "kflow.DeadLetter"
+HANDLER_ERROR = "handler_error"
+"""The ``reason`` of a record whose handler raised a non-retryable error."""
+
+
+@dataclass(frozen=True, slots=True)
+class DeadLetter:
+    """A poison record: original key and bytes, its coordinates, the reason and error type."""
+
+    original_key: str | None
+    original_value: bytes | None
+    topic: str
+    partition: int
+    offset: int
+    reason: str
+    error_type: str
+    message: str
+    at: int
+
+
+def encode_dead_letter(letter: DeadLetter, codec: AvroCodec) -> bytes:
+    """Single-object Avro bytes of ``letter``."""
+    return codec.encode(
+        DEAD_LETTER_SCHEMA,
+        {
+            "original_key": letter.original_key,
+            "original_value": letter.original_value,
+            "topic": letter.topic,
+            "partition": letter.partition,
+            "offset": letter.offset,
+            "reason": letter.reason,
+            "error_type": letter.error_type,
+            "message": letter.message,
+            "at": letter.at,
+        },
+    )
+
+
+def decode_dead_letter(data: bytes, codec: AvroCodec) -> DeadLetter:
+    """The dead letter in ``data`` (raises ``DecodeError`` if it is not one)."""
+    _, record = codec.decode(data, expected=DEAD_LETTER_SCHEMA)
+    return DeadLetter(**record)
+
+
+def dead_letter_record(letter: DeadLetter, dlq_topic: str, codec: AvroCodec) -> OutRecord:
+    """The record to produce to ``dlq_topic``, keyed by the original key."""
+    return OutRecord(dlq_topic, letter.original_key, encode_dead_letter(letter, codec))

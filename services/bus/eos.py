@@ -1,0 +1,397 @@
+"""The exactly-once consume-transform-produce loop; the only code that runs Kafka transactions.
+
+One iteration: collect up to ``batch_size`` records (at most ``max_batch_ms``),
+begin a transaction, decode each record and hand it to the handler, produce
+its outputs (undecodable records and non-retryable handler errors go to the
+DLQ instead), add the outputs of ``handler.tick(now)`` and
+``handler.end_batch()``, send the consumed offsets to the transaction with the
+consumer group metadata (KIP-447) and commit. Then ``handler.committed()``.
+
+On any failure the transaction is aborted (or, when its outcome is unknown,
+the producer is recreated with the same ``transactional.id``, which makes the
+broker finish or abort it), the consumer is rewound to the committed offsets
+and ``handler.rolled_back(partitions)`` tells the owner to drop state changes
+made since the last commit. The batch is then processed again.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Iterable, Sequence
+from typing import Generic, TypeVar
+
+from confluent_kafka import (
+    OFFSET_BEGINNING,
+    OFFSET_END,
+    Consumer,
+    KafkaError,
+    KafkaException,
+    Message,
+    Producer,
+    TopicPartition,
+)
+
+from services.bus.clients import consumer_config, producer_config
+from services.bus.codec import AvroCodec
+from services.bus.dead_letter import HANDLER_ERROR, DeadLetter, dead_letter_record
+from services.bus.eos_handler import EosConfig, Handler, LoopStats, PartitionId, system_clock_ms
+from services.bus.errors import DecodeError, RetryableError, TransactionError
+from services.bus.message import BusMessage, OutRecord, header_map, key_text
+
+__all__ = ["EosConfig", "EosLoop", "Handler", "LoopStats", "PartitionId", "system_clock_ms"]
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+
+class EosLoop(Generic[T]):
+    """Consume ``config.topics``, transform with ``handler``, produce exactly once."""
+
+    def __init__(
+        self,
+        config: EosConfig,
+        handler: Handler[T],
+        decode: Callable[[bytes], T],
+        *,
+        codec: AvroCodec | None = None,
+        clock_ms: Callable[[], int] = system_clock_ms,
+    ) -> None:
+        self.config = config
+        self.handler = handler
+        self.decode = decode
+        self.codec = codec or AvroCodec()
+        self.clock_ms = clock_ms
+        self.stats = LoopStats()
+        self._consumer_config = consumer_config(
+            config.bootstrap,
+            config.group_id,
+            instance_id=config.instance_id if config.static_membership else None,
+            overrides=config.consumer_overrides,
+        )
+        self._producer_config = producer_config(
+            config.bootstrap,
+            transactional_id=config.transactional_id,
+            overrides=config.producer_overrides,
+        )
+        timeout_ms = int(self._producer_config["transaction.timeout.ms"])
+        # Stop adding records well before the broker would abort the transaction.
+        self._txn_budget_s = timeout_ms / 1000 / 2 - config.kafka_timeout_s
+        if self._txn_budget_s < config.max_batch_ms / 1000:
+            raise ValueError(
+                f"transaction.timeout.ms={timeout_ms} is too short for kafka_timeout_s="
+                f"{config.kafka_timeout_s}; raise it to at least "
+                f"{int((config.kafka_timeout_s + 1) * 2000)}"
+            )
+        self._pending: list[Message] = []
+        self._assigned: set[PartitionId] = set()
+        self._backoff_s = 0.0
+        self._producer = self._new_producer()
+        self._consumer = Consumer(self._consumer_config)
+        self._consumer.subscribe(
+            list(config.topics),
+            on_assign=self._on_assign,
+            on_revoke=self._on_revoke,
+            on_lost=self._on_revoke,
+        )
+
+    # -- lifecycle -------------------------------------------------------------------------
+
+    def run(self, should_stop: Callable[[], bool]) -> None:
+        """Run iterations until ``should_stop()`` is true, then close."""
+        try:
+            while not should_stop():
+                self.run_once()
+        finally:
+            self.close()
+
+    def close(self) -> None:
+        """Leave the group and release the clients (no transaction is open between batches)."""
+        self._consumer.close()
+        try:
+            self._producer.close()
+        except KafkaException as e:
+            log.info("closing the producer: %s", e)
+
+    def assignment(self) -> list[PartitionId]:
+        """The partitions this instance owns now."""
+        return sorted(self._assigned)
+
+    # -- one iteration ---------------------------------------------------------------------
+
+    def run_once(self) -> int:
+        """Collect, process and commit one batch; the number of consumed records committed."""
+        if self._backoff_s:
+            time.sleep(self._backoff_s)
+        batch = self._collect()
+        in_transaction = False
+        processed = 0
+        try:
+            offsets: dict[PartitionId, int] = {}
+            if not batch:
+                outputs = [*self.handler.tick(self.clock_ms()), *self.handler.end_batch()]
+                if not outputs:
+                    return 0
+                self._producer.begin_transaction()
+                in_transaction = True
+                self._produce_all(outputs)
+            else:
+                self._producer.begin_transaction()
+                in_transaction = True
+                offsets, processed = self._process(batch)
+                self._produce_all(self.handler.tick(self.clock_ms()))
+                self._produce_all(self.handler.end_batch())
+            if offsets:
+                self._producer.send_offsets_to_transaction(
+                    [TopicPartition(p.topic, p.partition, o) for p, o in sorted(offsets.items())],
+                    self._consumer.consumer_group_metadata(),
+                    self.config.kafka_timeout_s,
+                )
+            self._producer.commit_transaction(self.config.kafka_timeout_s)
+        except (KafkaException, RetryableError) as e:
+            self._recover(e, in_transaction)
+            return 0
+        except BaseException:
+            # A bug in tick/end_batch (or an interrupt): abort so nothing half-done stays
+            # open until the broker's timeout, then let the owner crash and restart.
+            if in_transaction:
+                self._abort_quietly()
+            raise
+        self.stats.commits += 1
+        self.stats.records_in += processed
+        self._backoff_s = 0.0
+        self.handler.committed()
+        return processed
+
+    def _collect(self) -> list[Message]:
+        """Carried-over records plus new ones, until the batch is full or time is up."""
+        deadline = time.monotonic() + self.config.max_batch_ms / 1000
+        while len(self._pending) < self.config.batch_size:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                break
+            wanted = self.config.batch_size - len(self._pending)
+            # consume(n, t) waits all of t unless n records arrive, so wait for the first
+            # record with poll() (1 ms floor: librdkafka rounds shorter timeouts to 0 and
+            # the loop would spin), then take only what is already buffered; under load the
+            # transaction round trips make the batches (see docs/adr/0031).
+            if self._pending:
+                got = self._consumer.consume(wanted, 0)
+                if not got:
+                    break
+            else:
+                first = self._consumer.poll(max(remaining, 0.001))
+                got = [] if first is None else [first]
+            for message in got:
+                error = message.error()
+                if error is None:
+                    self._pending.append(message)
+                elif error.fatal():
+                    raise TransactionError(f"consumer failed: {error.str()}")
+                else:
+                    log.warning("consumer error (librdkafka retries): %s", error.str())
+        # A revoke served inside consume() may come with records of the revoked partitions
+        # in the same call: never process (or commit offsets for) partitions we do not own.
+        batch = [m for m in self._pending if self._owns(m)]
+        self._pending = []
+        return batch
+
+    def _owns(self, message: Message) -> bool:
+        return PartitionId(message.topic() or "", message.partition() or 0) in self._assigned
+
+    def _process(self, batch: list[Message]) -> tuple[dict[PartitionId, int], int]:
+        """Handle records in order; carry the rest over if the transaction budget runs out."""
+        started = time.monotonic()
+        offsets: dict[PartitionId, int] = {}
+        for index, message in enumerate(batch):
+            if time.monotonic() - started > self._txn_budget_s:
+                self._pending = batch[index:]
+                log.warning("batch took over %.1fs; committing early", self._txn_budget_s)
+                return offsets, index
+            self._produce_all(self._handle_one(message))
+            topic, partition, offset = message.topic(), message.partition(), message.offset()
+            assert topic is not None and partition is not None and offset is not None
+            offsets[PartitionId(topic, partition)] = offset + 1
+        return offsets, len(batch)
+
+    def _handle_one(self, message: Message) -> Sequence[OutRecord]:
+        raw = message.value()
+        raw_bytes = raw.encode() if isinstance(raw, str) else (raw or b"")
+        try:
+            value = self.decode(raw_bytes)
+        except DecodeError as e:
+            return [self._dead_letter(message, raw, e.reason.value, e)]
+        wrapped = BusMessage(
+            topic=message.topic() or "",
+            partition=message.partition() or 0,
+            offset=message.offset() or 0,
+            key=key_text(message.key()),
+            raw=raw_bytes,
+            value=value,
+            headers=header_map(message),
+            timestamp_ms=message.timestamp()[1],
+        )
+        try:
+            return self.handler.handle(wrapped)
+        except RetryableError:
+            raise
+        except Exception as e:  # non-retryable by contract: dead-letter, keep moving
+            log.warning(
+                "handler rejected %s[%s]@%s: %r",
+                wrapped.topic,
+                wrapped.partition,
+                wrapped.offset,
+                e,
+            )
+            return [self._dead_letter(message, raw, HANDLER_ERROR, e)]
+
+    def _dead_letter(
+        self, message: Message, raw: str | bytes | None, reason: str, error: Exception
+    ) -> OutRecord:
+        self.stats.dead_letters += 1
+        letter = DeadLetter(
+            original_key=key_text(message.key()),
+            original_value=raw.encode() if isinstance(raw, str) else raw,
+            topic=message.topic() or "",
+            partition=message.partition() or 0,
+            offset=message.offset() or 0,
+            reason=reason,
+            error_type=type(error).__name__,
+            message=str(error),
+            at=self.clock_ms(),
+        )
+        return dead_letter_record(letter, self.config.dlq_topic, self.codec)
+
+    def _produce_all(self, records: Iterable[OutRecord]) -> None:
+        for record in records:
+            headers: list[tuple[str, str | bytes | None]] | None = (
+                list(record.headers.items()) if record.headers else None
+            )
+            while True:
+                try:
+                    self._producer.produce(record.topic, record.value, record.key, headers=headers)
+                    break
+                except BufferError:  # local queue full: let deliveries drain
+                    self._producer.poll(0.05)
+            self.stats.records_out += 1
+        self._producer.poll(0)
+
+    # -- failure handling ------------------------------------------------------------------
+
+    def _recover(self, error: Exception, in_transaction: bool) -> None:
+        """Abort (or fence by recreating the producer), rewind, tell the owner."""
+        self.stats.aborts += 1
+        log.warning("transaction failed, rewinding to committed offsets: %s", error)
+        if isinstance(error, KafkaException):
+            kafka_error = error.args[0] if error.args else None
+            unknown_outcome = not isinstance(kafka_error, KafkaError) or (
+                kafka_error.fatal() or not kafka_error.txn_requires_abort()
+            )
+            if unknown_outcome or not in_transaction:
+                # Timeout, fenced, fatal or bad state: never retry the commit blindly.
+                self._restart_producer()
+                in_transaction = False
+        if in_transaction:
+            try:
+                self._producer.abort_transaction(self.config.kafka_timeout_s)
+            except KafkaException as abort_error:
+                log.warning("abort failed (%s); recreating the producer", abort_error)
+                self._restart_producer()
+        self._pending = []
+        self._rewind()
+        self.handler.rolled_back(self.assignment())
+        self._backoff_s = min(max(self._backoff_s * 2, 0.1), 5.0)
+
+    def _abort_quietly(self) -> None:
+        try:
+            self._producer.abort_transaction(self.config.kafka_timeout_s)
+        except KafkaException as e:
+            log.warning("abort after an unexpected error failed: %s", e)
+
+    def _new_producer(self) -> Producer:
+        producer = Producer(self._producer_config)
+        deadline = time.monotonic() + 6 * self.config.kafka_timeout_s
+        while True:
+            try:
+                producer.init_transactions(self.config.kafka_timeout_s)
+                return producer
+            except KafkaException as e:
+                err: KafkaError = e.args[0]
+                if not err.retriable() or time.monotonic() > deadline:
+                    raise TransactionError(
+                        f"init_transactions for {self.config.transactional_id} failed: "
+                        f"{err.str()}; is the broker up and transactional.id unique?"
+                    ) from e
+
+    def _restart_producer(self) -> None:
+        self.stats.producer_restarts += 1
+        old = self._producer
+        try:
+            old.purge()
+            old.close()
+        except KafkaException as e:  # a fenced/fatal producer reports its error on close
+            log.info("closing the failed producer: %s", e)
+        self._producer = self._new_producer()  # new epoch; the broker settles the old txn
+
+    def _rewind(self) -> None:
+        """Seek every owned partition back to its committed offset."""
+        owned = [TopicPartition(p.topic, p.partition) for p in self.assignment()]
+        if not owned:
+            return
+        reset = str(self._consumer_config.get("auto.offset.reset", "earliest"))
+        fallback = OFFSET_END if reset in ("latest", "largest", "end") else OFFSET_BEGINNING
+        committed = self._committed_offsets(owned)
+        targets = [
+            TopicPartition(tp.topic, tp.partition, tp.offset if tp.offset >= 0 else fallback)
+            for tp in committed
+        ]
+        failed: list[TopicPartition] = []
+        for target in targets:
+            try:
+                self._consumer.seek(target)
+            except KafkaException:  # not fetching yet (just assigned)
+                failed.append(target)
+        if not failed:
+            return
+        try:  # cooperative protocol: re-add those partitions at the offset
+            self._consumer.incremental_unassign(
+                [TopicPartition(t.topic, t.partition) for t in failed]
+            )
+            self._consumer.incremental_assign(failed)
+        except KafkaException:  # eager protocol: set the whole assignment with offsets
+            self._consumer.assign(targets)
+
+    def _committed_offsets(self, owned: list[TopicPartition]) -> list[TopicPartition]:
+        """Committed offsets, waiting out transactions still pending on them.
+
+        A partition taken over from a dead instance has its open transaction's offsets
+        pending until the broker aborts it (up to ``transaction.timeout.ms``); the
+        read_committed offset fetch waits for that, so retry for up to twice that long.
+        """
+        timeout_s = int(self._producer_config["transaction.timeout.ms"]) / 1000
+        deadline = time.monotonic() + 2 * timeout_s
+        while True:
+            try:
+                return self._consumer.committed(owned, self.config.kafka_timeout_s)
+            except KafkaException as e:
+                if time.monotonic() > deadline:
+                    # Without committed offsets we cannot rewind safely: stop; a restart
+                    # resumes from the committed offsets.
+                    raise TransactionError(f"cannot read committed offsets: {e}") from e
+                log.warning("committed offsets not available yet (%s); retrying", e)
+
+    # -- rebalance callbacks (run inside consume(), never during a transaction) -------------
+
+    def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        ids = [PartitionId(tp.topic, tp.partition) for tp in partitions]
+        self._assigned.update(ids)
+        self.handler.on_assign(ids)
+
+    def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        ids = {PartitionId(tp.topic, tp.partition) for tp in partitions}
+        self._assigned.difference_update(ids)
+        self._pending = [
+            m for m in self._pending if PartitionId(m.topic() or "", m.partition() or 0) not in ids
+        ]
+        self.handler.on_revoke(sorted(ids))

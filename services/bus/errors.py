@@ -1,0 +1,57 @@
+"""Errors raised by the Kafka bus: one root, short classes, a reason on decode failures."""
+
+from __future__ import annotations
+
+from enum import StrEnum
+
+from services.core.errors import KflowError
+
+
+class BusError(KflowError):
+    """Root of every error raised by ``services.bus``."""
+
+
+class SchemaError(BusError):
+    """An ``.avsc`` file or schema directory is invalid (names the file and the problem)."""
+
+
+class EncodeError(BusError):
+    """A record does not fit its Avro schema; the message names the record and the field."""
+
+
+class DecodeFailure(StrEnum):
+    """Why bytes could not be decoded; stable strings, used as the DLQ ``reason``."""
+
+    NOT_SINGLE_OBJECT = "not_single_object"
+    """The bytes do not start with the Avro single-object marker 0xC3 0x01."""
+    TRUNCATED = "truncated"
+    """The bytes end before the header or the record is complete."""
+    UNKNOWN_FINGERPRINT = "unknown_fingerprint"
+    """No current or released schema has the writer fingerprint in the header."""
+    MALFORMED = "malformed"
+    """The body is not a valid Avro encoding of the writer schema."""
+    INCOMPATIBLE = "incompatible"
+    """The writer schema cannot be resolved to the reader schema."""
+    WRONG_TYPE = "wrong_type"
+    """The record decoded, but is not the type the caller expected."""
+
+
+class DecodeError(BusError):
+    """Bytes could not be turned into a record; ``reason`` says why."""
+
+    def __init__(self, reason: DecodeFailure, detail: str) -> None:
+        super().__init__(f"{reason.value}: {detail}")
+        self.reason = reason
+        self.detail = detail
+
+
+class RetryableError(BusError):
+    """Raised by a handler to abort the batch and process it again (e.g. a store is down).
+
+    Any other exception from a handler is treated as non-retryable: the record
+    goes to the dead-letter topic and the partition moves on.
+    """
+
+
+class TransactionError(BusError):
+    """The exactly-once loop could not initialise or complete a Kafka transaction."""

@@ -1,0 +1,254 @@
+"""Round trips of every record type, the single-object header and fingerprint lookup."""
+
+from __future__ import annotations
+
+import pytest
+
+from services.bus.codec import HEADER_SIZE, AvroCodec
+from services.bus.contracts import (
+    ENVELOPE,
+    SCHEMA_VERSION,
+    Body,
+    EnvelopeMeta,
+    decode,
+    default_contracts,
+    encode_event,
+    encode_input,
+    encode_task,
+)
+from services.bus.dead_letter import DeadLetter, decode_dead_letter, encode_dead_letter
+from services.bus.errors import DecodeError, DecodeFailure, EncodeError
+from services.bus.records import ExecuteStep, WorkflowDefinitionRecord, WorkflowSnapshot
+from services.bus.schema_registry import default_registry
+from services.core.events import EVENT_TYPES, Event, StepSucceeded
+from services.core.inputs import INPUT_TYPES, StartWorkflow
+from tests.bus.samples import DEFINITION, PAYLOAD, SAMPLES
+
+META = EnvelopeMeta(
+    event_id="0b6f4f3e-6d1c-4b3c-9a44-1f1f0e6a7c11",
+    occurred_at=1_700_000_000_123,
+    causation_id="cause-1",
+    correlation_id="corr-1",
+    actor="alice",
+    tenant="acme",
+    idempotency_key="start-order-42",
+)
+
+
+def test_samples_cover_every_core_type() -> None:
+    names = {type(s).__name__ for s in SAMPLES}
+    assert names == set(EVENT_TYPES) | set(INPUT_TYPES) | {"ExecuteStep"}
+
+
+@pytest.mark.parametrize("body", SAMPLES, ids=lambda b: type(b).__name__)
+def test_envelope_round_trip(body: Body) -> None:
+    data = default_contracts().encode_body(body, META)
+    envelope = decode(data)
+    assert envelope.body == body
+    assert envelope.type == type(body).__name__
+    assert envelope.workflow_id == body.workflow_id
+    assert envelope.schema_version == SCHEMA_VERSION
+    assert (envelope.event_id, envelope.causation_id, envelope.correlation_id) == (
+        META.event_id,
+        "cause-1",
+        "corr-1",
+    )
+    assert (envelope.actor, envelope.tenant, envelope.idempotency_key) == (
+        "alice",
+        "acme",
+        "start-order-42",
+    )
+    if isinstance(body, Event):
+        assert envelope.seq == body.seq
+    else:
+        assert envelope.seq is None
+
+
+def test_event_takes_seq_and_time_from_the_event() -> None:
+    event = StepSucceeded(
+        workflow_id="w", step_key="w/a", attempt=1, seq=7, at=1234, output={"k": 1}
+    )
+    envelope = decode(encode_event(event, EnvelopeMeta(event_id="e")))
+    assert (envelope.seq, envelope.occurred_at) == (7, 1234)
+
+
+def test_task_time_defaults_to_scheduled_at() -> None:
+    task = next(s for s in SAMPLES if isinstance(s, ExecuteStep))
+    assert decode(encode_task(task, EnvelopeMeta(event_id="t"))).occurred_at == task.scheduled_at
+
+
+def test_input_without_occurred_at_is_refused_with_the_field_name() -> None:
+    start = StartWorkflow(workflow_id="w", name="n", version=1)
+    with pytest.raises(EncodeError, match="occurred_at"):
+        encode_input(start, EnvelopeMeta(event_id="e"))
+
+
+def test_non_json_payload_is_refused_naming_the_field() -> None:
+    start = StartWorkflow(workflow_id="w", name="n", version=1, input={"bad": {1, 2}})
+    with pytest.raises(EncodeError, match=r"kflow\.StartWorkflow\.input"):
+        encode_input(start, META)
+
+
+def test_json_fields_travel_as_json_text() -> None:
+    start = StartWorkflow(workflow_id="w", name="n", version=1, input=PAYLOAD)
+    _, record = AvroCodec().decode(encode_input(start, META))
+    _, body = record["body"]
+    assert isinstance(body["input"], str)
+    assert body["definition"] is None  # nullable JSON field: absent stays null
+
+
+def test_snapshot_definition_and_dead_letter_round_trip() -> None:
+    contracts = default_contracts()
+    snapshot = WorkflowSnapshot(workflow_id="w", seq=9, state={"steps": {"a": 1}}, taken_at=5)
+    assert contracts.decode_snapshot(contracts.encode_snapshot(snapshot)) == snapshot
+    record = WorkflowDefinitionRecord(
+        name="orders", version=2, definition=DEFINITION, registered_at=6, actor="ci"
+    )
+    assert contracts.decode_definition(contracts.encode_definition(record)) == record
+    assert record.key == "orders@2"
+    letter = DeadLetter(
+        original_key="k",
+        original_value=b"\x00\xff",
+        topic="t",
+        partition=1,
+        offset=2,
+        reason="malformed",
+        error_type="DecodeError",
+        message="m",
+        at=3,
+    )
+    assert (
+        decode_dead_letter(encode_dead_letter(letter, contracts.codec), contracts.codec) == letter
+    )
+
+
+def _crc64_avro(text: str) -> int:
+    """The Avro spec's reference CRC-64-AVRO (Rabin) fingerprint, written out independently."""
+    empty = 0xC15D213AA4D7A795
+    table = []
+    for i in range(256):
+        fp = i
+        for _ in range(8):
+            fp = (fp >> 1) ^ (empty & -(fp & 1))
+        table.append(fp)
+    fp = empty
+    for byte in text.encode():
+        fp = (fp >> 8) ^ table[(fp ^ byte) & 0xFF]
+    return fp
+
+
+def test_crc64_reference_implementation_matches_the_spec_vector() -> None:
+    assert _crc64_avro('"null"') == 7195948357588979594
+
+
+def test_header_is_marker_plus_little_endian_crc64_of_canonical_form() -> None:
+    data = default_contracts().encode_body(SAMPLES[0], META)
+    root = default_registry().current(ENVELOPE)
+    assert data[:2] == b"\xc3\x01"
+    assert data[2:HEADER_SIZE] == _crc64_avro(root.canonical_form).to_bytes(8, "little")
+    assert root.fingerprint == data[2:HEADER_SIZE]
+    assert '"doc"' not in root.canonical_form  # docs do not change the fingerprint
+
+
+def test_writer_schema_is_found_by_fingerprint() -> None:
+    registry = default_registry()
+    for name, root in registry.versions()["current"].items():
+        found = registry.by_fingerprint(root.fingerprint)
+        assert found is not None and found.name == name
+    assert registry.by_fingerprint(b"\x00" * 8) is None
+
+
+def test_unknown_fingerprint_is_reported() -> None:
+    data = bytearray(default_contracts().encode_body(SAMPLES[0], META))
+    data[2:HEADER_SIZE] = b"\x01" * 8
+    with pytest.raises(DecodeError) as info:
+        decode(bytes(data))
+    assert info.value.reason is DecodeFailure.UNKNOWN_FINGERPRINT
+    assert "0101010101010101" in str(info.value)
+
+
+def test_other_root_type_is_wrong_type_for_envelope_decode() -> None:
+    snapshot = WorkflowSnapshot(workflow_id="w", seq=1, state={}, taken_at=0)
+    with pytest.raises(DecodeError) as info:
+        decode(default_contracts().encode_snapshot(snapshot))
+    assert info.value.reason is DecodeFailure.WRONG_TYPE
+
+
+@pytest.mark.parametrize(
+    ("data", "reason"),
+    [
+        (b"", DecodeFailure.TRUNCATED),
+        (b"\xc3", DecodeFailure.TRUNCATED),
+        (b'{"json": true}', DecodeFailure.NOT_SINGLE_OBJECT),
+        (b"\x00\x00\x00\x00\x01hello", DecodeFailure.NOT_SINGLE_OBJECT),  # Confluent wire format
+    ],
+)
+def test_bad_bytes_name_the_reason(data: bytes, reason: DecodeFailure) -> None:
+    with pytest.raises(DecodeError) as info:
+        decode(data)
+    assert info.value.reason is reason
+
+
+def test_truncated_body_and_trailing_bytes_are_reported() -> None:
+    data = default_contracts().encode_body(SAMPLES[0], META)
+    with pytest.raises(DecodeError) as cut:
+        decode(data[:-3])
+    assert cut.value.reason is DecodeFailure.TRUNCATED
+    with pytest.raises(DecodeError) as extra:
+        decode(data + b"\x00")
+    assert extra.value.reason is DecodeFailure.MALFORMED
+
+
+def test_start_workflow_written_without_kflow_code_is_decoded() -> None:
+    """What schemas/README.md tells other teams to do: plain fastavro, canonical schema."""
+    import json
+    from io import BytesIO
+
+    from fastavro import parse_schema, schemaless_writer
+    from fastavro.schema import fingerprint, to_parsing_canonical_form
+
+    canonical = default_registry().current(ENVELOPE).canonical_form
+    schema = parse_schema(json.loads(canonical))
+    header = b"\xc3\x01" + bytes.fromhex(
+        fingerprint(to_parsing_canonical_form(schema), "CRC-64-AVRO")
+    )
+    buffer = BytesIO()
+    buffer.write(header)
+    schemaless_writer(
+        buffer,
+        schema,
+        {
+            "event_id": "e-1",
+            "type": "StartWorkflow",
+            "workflow_id": "order-42",
+            "seq": None,
+            "occurred_at": 1_700_000_000_000,
+            "causation_id": None,
+            "correlation_id": "e-1",
+            "actor": "billing-service",
+            "tenant": "acme",
+            "idempotency_key": "start-order-42",
+            "schema_version": 1,
+            "body": (
+                "kflow.StartWorkflow",
+                {
+                    "workflow_id": "order-42",
+                    "name": "orders",
+                    "version": 2,
+                    "input": json.dumps({"amount": 12}),
+                    "definition": None,
+                    "tenant": "acme",
+                    "actor": "billing-service",
+                },
+            ),
+        },
+    )
+    envelope = decode(buffer.getvalue())
+    assert envelope.body == StartWorkflow(
+        workflow_id="order-42",
+        name="orders",
+        version=2,
+        input={"amount": 12},
+        tenant="acme",
+        actor="billing-service",
+    )

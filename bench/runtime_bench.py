@@ -1,0 +1,179 @@
+"""Runtime benchmark on the real stack: orchestrator + processor subprocesses on fresh topics.
+
+Measures (prints figures, asserts nothing):
+* diamond DAG of 4 no-op steps, N workflows with M in flight: workflows/s and
+  start-to-end latency p50/p95/p99;
+* one 1,000-step chain: total time (the per-step round trip);
+* one 1,000-wide fan-out then join: total time.
+
+Usage: .venv/bin/python bench/runtime_bench.py [--workflows 5000] [--in-flight 200]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import subprocess
+import time
+import uuid
+from typing import Any
+
+from services.bus.admin import create_topics, delete_topics
+from services.bus.topics import topic_specs
+from services.cli.run import service_command, stop_children
+from services.core.definition import parse_definition
+from services.core.events import WorkflowCompleted
+from services.core.inputs import StartWorkflow
+from services.orchestrator.client import CommandPublisher, EventReader, is_final
+from services.registry.topic import publish_definition
+from services.settings import get_settings
+
+PARTITIONS = 4
+
+
+def noop(node_id: str, depends_on: list[str] | None = None) -> dict[str, Any]:
+    return {"id": node_id, "type": "noop", "queue": "default", "depends_on": depends_on or []}
+
+
+DIAMOND = {
+    "name": "bench-diamond",
+    "nodes": [noop("a"), noop("b", ["a"]), noop("c", ["a"]), noop("d", ["b", "c"])],
+}
+FANOUT = {
+    "name": "bench-fanout",
+    "nodes": [noop("root")]
+    + [noop(f"w{i}", ["root"]) for i in range(1000)]
+    + [noop("join", [f"w{i}" for i in range(1000)])],
+}
+
+
+def percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+
+
+class Bench:
+    def __init__(self, prefix: str) -> None:
+        settings = get_settings()
+        self.bootstrap = settings.kafka_bootstrap
+        self.prefix = prefix
+        self.publisher = CommandPublisher(self.bootstrap, prefix, "bench")
+        self.reader = EventReader(self.bootstrap, prefix, from_end=True)
+
+    def run_one(self, name: str) -> float:
+        wid = f"{name}-{uuid.uuid4().hex[:8]}"
+        started = time.monotonic()
+        self.publisher.send(StartWorkflow(workflow_id=wid, name=name, version=0))
+        self.publisher.flush()
+        for logged in self.reader.follow(
+            lambda e: e.event.workflow_id == wid and is_final(e.event), timeout_s=600
+        ):
+            if logged.event.workflow_id == wid and is_final(logged.event):
+                assert isinstance(logged.event, WorkflowCompleted), logged.event
+        return time.monotonic() - started
+
+    def diamonds(self, total: int, in_flight: int) -> tuple[float, list[float]]:
+        sent: dict[str, float] = {}
+        latencies: list[float] = []
+        next_id = 0
+        started = time.monotonic()
+        while len(latencies) < total:
+            while next_id < total and len(sent) < in_flight:
+                wid = f"d-{next_id}-{uuid.uuid4().hex[:6]}"
+                sent[wid] = time.monotonic()
+                self.publisher.send(StartWorkflow(workflow_id=wid, name="bench-diamond", version=0))
+                next_id += 1
+            self.publisher.flush()
+            for logged in self.reader.poll(0.05, 5000):
+                event = logged.event
+                if event.workflow_id in sent and is_final(event):
+                    assert isinstance(event, WorkflowCompleted), event
+                    latencies.append(time.monotonic() - sent.pop(event.workflow_id))
+        return time.monotonic() - started, latencies
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--workflows", type=int, default=5000)
+    parser.add_argument("--in-flight", type=int, default=200)
+    parser.add_argument("--concurrency", type=int, default=64)
+    parser.add_argument("--skip", action="append", default=[], help="diamond|chain|fanout")
+    parser.add_argument("--chain", type=int, default=1000, help="chain length")
+    parser.add_argument("--max-batch-ms", type=int, default=5, help="orchestrator batch window")
+    parser.add_argument("--profile", help="directory for cProfile stats of both services")
+    args = parser.parse_args()
+
+    settings = get_settings()
+    prefix = f"bench-{uuid.uuid4().hex[:8]}"
+    specs = topic_specs(prefix, PARTITIONS, ["default"])
+    create_topics(settings.kafka_bootstrap, specs)
+    env = {**os.environ, "KFLOW_TOPIC_PREFIX": prefix, "KFLOW_PARTITIONS": str(PARTITIONS)}
+    chain = {
+        "name": "bench-chain",
+        "nodes": [noop("s0")] + [noop(f"s{i}", [f"s{i - 1}"]) for i in range(1, args.chain)],
+    }
+
+    def profile(name: str) -> list[str]:
+        return ["--profile", os.path.join(args.profile, f"{name}.pstats")] if args.profile else []
+
+    for definition in (DIAMOND, chain, FANOUT):
+        publish_definition(settings.kafka_bootstrap, prefix, parse_definition(definition))
+    children = [
+        subprocess.Popen(
+            service_command(
+                "run",
+                "orchestrator",
+                "--max-batch-ms",
+                str(args.max_batch_ms),
+                *profile("orchestrator"),
+            ),
+            env=env,
+        ),
+        subprocess.Popen(
+            service_command(
+                "run",
+                "processor",
+                "--queue",
+                "default",
+                "--concurrency",
+                str(args.concurrency),
+                *profile("processor"),
+            ),
+            env=env,
+        ),
+    ]
+    try:
+        bench = Bench(prefix)
+        bench.run_one("bench-diamond")  # warm-up: group joins, topic metadata
+        print(
+            f"runtime bench on {settings.kafka_bootstrap}, prefix {prefix}, "
+            f"{PARTITIONS} partitions, processor concurrency {args.concurrency}, "
+            f"orchestrator max_batch_ms {args.max_batch_ms}"
+        )
+        if "chain" not in args.skip:
+            print(
+                f"chain of {args.chain} steps:          {bench.run_one('bench-chain'):7.2f} s "
+                "(target < 10 s)"
+            )
+        if "fanout" not in args.skip:
+            print(
+                f"fan-out 1000 wide + join:     {bench.run_one('bench-fanout'):7.2f} s "
+                "(target < 5 s)"
+            )
+        if "diamond" not in args.skip:
+            elapsed, latencies = bench.diamonds(args.workflows, args.in_flight)
+            ms = [x * 1000 for x in latencies]
+            print(
+                f"diamond x{args.workflows} at {args.in_flight} in flight: "
+                f"{args.workflows / elapsed:7.1f} workflows/s (target >= 500), "
+                f"latency p50 {percentile(ms, 0.5):.0f} ms, p95 {percentile(ms, 0.95):.0f} ms, "
+                f"p99 {percentile(ms, 0.99):.0f} ms, mean {statistics.mean(ms):.0f} ms"
+            )
+    finally:
+        stop_children(children)
+        delete_topics(settings.kafka_bootstrap, [s.name for s in specs])
+
+
+if __name__ == "__main__":
+    main()

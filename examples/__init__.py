@@ -1,0 +1,1 @@
+"""Runnable kflow examples."""

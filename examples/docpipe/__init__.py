@@ -1,0 +1,1 @@
+"""A document pipeline: fetch, parallel analysis branches, a map step, review, merge."""

@@ -1,0 +1,230 @@
+"""``kflow run orchestrator|processor|all``: run the runtime services in the foreground."""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import subprocess
+import sys
+import time
+from types import FrameType
+from typing import Annotated
+
+import typer
+
+from services.bus.admin import broker_reachable
+from services.bus.errors import BusError
+from services.processor.registry import NodeRegistryError, load_node_modules, registry
+from services.registry.topic import RegistryError
+from services.settings import Settings, get_settings
+
+run_app = typer.Typer(help="Run kflow services in the foreground.", no_args_is_help=True)
+
+NodesOption = Annotated[
+    list[str] | None,
+    typer.Option("--nodes", help="module with @node functions to load (repeatable)"),
+]
+
+
+def _setup(level: str) -> Settings:
+    logging.basicConfig(
+        level=level.upper(),
+        format="%(asctime)s %(levelname)s %(name)s [%(threadName)s] %(message)s",
+        stream=sys.stderr,
+    )
+    settings = get_settings()
+    if not broker_reachable(settings.kafka_bootstrap, timeout_s=5.0):
+        typer.echo(
+            f"error: Kafka is not reachable at {settings.kafka_bootstrap}; "
+            "start it with `kflow dev up` or set KFLOW_KAFKA_BOOTSTRAP",
+            err=True,
+        )
+        raise typer.Exit(1)
+    return settings
+
+
+ProfileOption = Annotated[
+    str | None, typer.Option("--profile", help="write cProfile stats to this file on exit")
+]
+
+
+def _run_service(service: object, profile: str | None) -> None:
+    """Run ``service.run()``, under cProfile when asked (for bench/ investigations)."""
+    if profile is None:
+        service.run()  # type: ignore[attr-defined]
+        return
+    import cProfile
+
+    profiler = cProfile.Profile()
+    try:
+        profiler.runcall(service.run)  # type: ignore[attr-defined]
+    finally:
+        profiler.dump_stats(profile)
+
+
+def _on_stop_signals(stop: object) -> None:
+    def handler(signum: int, frame: FrameType | None) -> None:
+        del signum, frame
+        stop.stop()  # type: ignore[attr-defined]
+
+    signal.signal(signal.SIGTERM, handler)
+    signal.signal(signal.SIGINT, handler)
+
+
+@run_app.command("orchestrator")
+def orchestrator(
+    instance: Annotated[
+        str, typer.Option(help="stable slot id; a restart with the same id fences the old one")
+    ] = "orchestrator-0",
+    max_batch_ms: Annotated[int, typer.Option(min=1, help="longest wait to fill a batch")] = 5,
+    log_level: Annotated[str, typer.Option(help="logging level")] = "warning",
+    profile: ProfileOption = None,
+) -> None:
+    """Run one orchestrator (consumes commands and results, writes events and tasks).
+
+    Example: kflow run orchestrator --instance orchestrator-1
+    """
+    from services.orchestrator.service import OrchestratorConfig, OrchestratorService
+
+    settings = _setup(log_level)
+    try:
+        service = OrchestratorService(
+            OrchestratorConfig(
+                bootstrap=settings.kafka_bootstrap,
+                topic_prefix=settings.topic_prefix,
+                instance_id=instance,
+                partitions=settings.partitions,
+                max_batch_ms=max_batch_ms,
+                max_payload_bytes=settings.max_payload_bytes,
+            )
+        )
+    except (RegistryError, BusError) as e:
+        typer.echo(f"error: {e}", err=True)
+        raise typer.Exit(1) from e
+    _on_stop_signals(service)
+    _run_service(service, profile)
+
+
+@run_app.command("processor")
+def processor(
+    queue: Annotated[str, typer.Option(help="task queue to consume")] = "default",
+    concurrency: Annotated[int, typer.Option(min=1, max=10_000, help="steps at once")] = 16,
+    nodes: NodesOption = None,
+    instance: Annotated[
+        str | None, typer.Option(help="stable slot id: a restart takes its partitions back at once")
+    ] = None,
+    log_level: Annotated[str, typer.Option(help="logging level")] = "warning",
+    profile: ProfileOption = None,
+) -> None:
+    """Run one node processor for a queue.
+
+    Example: kflow run processor --queue default --concurrency 32 --nodes examples.docpipe.nodes
+    """
+    from services.processor.service import ProcessorConfig, ProcessorService
+
+    settings = _setup(log_level)
+    try:
+        names = load_node_modules(nodes or [])
+        service = ProcessorService(
+            ProcessorConfig(
+                bootstrap=settings.kafka_bootstrap,
+                topic_prefix=settings.topic_prefix,
+                queue=queue,
+                redis_url=settings.redis_url,
+                concurrency=concurrency,
+                instance_id=instance,
+                redis_key_prefix=settings.topic_prefix,
+            ),
+            registry,
+        )
+    except (NodeRegistryError, ValueError) as e:
+        typer.echo(f"error: {e}", err=True)
+        raise typer.Exit(2) from e
+    logging.getLogger(__name__).info("queue %s, node types: %s", queue, ", ".join(names))
+    _on_stop_signals(service)
+    _run_service(service, profile)
+
+
+def service_command(*args: str) -> list[str]:
+    """The argv that runs ``kflow <args>`` with this interpreter."""
+    return [sys.executable, "-c", "from services.cli.main import main; main()", *args]
+
+
+@run_app.command("all")
+def run_all(
+    queue: Annotated[
+        list[str] | None, typer.Option("--queue", help="queue to run a processor for (repeatable)")
+    ] = None,
+    nodes: NodesOption = None,
+    concurrency: Annotated[int, typer.Option(min=1, help="steps at once per processor")] = 16,
+    orchestrators: Annotated[int, typer.Option(min=1, max=16, help="orchestrator processes")] = 1,
+    log_level: Annotated[str, typer.Option(help="logging level")] = "warning",
+) -> None:
+    """Start orchestrator(s) and one processor per queue as subprocesses; Ctrl-C stops them all.
+
+    Example: kflow run all --queue default --nodes examples.docpipe.nodes
+    """
+    _setup(log_level)
+    commands = [
+        service_command(
+            "run", "orchestrator", "--instance", f"orchestrator-{i}", "--log-level", log_level
+        )
+        for i in range(orchestrators)
+    ]
+    node_args = [arg for module in nodes or [] for arg in ("--nodes", module)]
+    for q in queue or ["default"]:
+        commands.append(
+            service_command(
+                "run",
+                "processor",
+                "--queue",
+                q,
+                "--concurrency",
+                str(concurrency),
+                "--log-level",
+                log_level,
+                *node_args,
+            )
+        )
+    children = [subprocess.Popen(cmd, env=os.environ.copy()) for cmd in commands]
+    typer.echo(
+        f"started {len(children)} processes (pids {' '.join(str(c.pid) for c in children)}); "
+        "Ctrl-C stops them"
+    )
+    stopping = False
+
+    def stop_all(signum: int, frame: FrameType | None) -> None:
+        nonlocal stopping
+        stopping = True
+
+    signal.signal(signal.SIGINT, stop_all)
+    signal.signal(signal.SIGTERM, stop_all)
+    try:
+        while not stopping and all(c.poll() is None for c in children):
+            time.sleep(0.2)
+    finally:
+        stop_children(children)
+    failed = [c for c in children if c.returncode not in (0, -signal.SIGTERM)]
+    if failed and not stopping:
+        typer.echo(f"error: a service exited with code {failed[0].returncode}", err=True)
+        raise typer.Exit(1)
+
+
+def stop_children(children: list[subprocess.Popen[bytes]], timeout_s: float = 20.0) -> None:
+    """SIGTERM every child, wait, then SIGKILL the ones still running."""
+    for child in children:
+        if child.poll() is None:
+            child.send_signal(signal.SIGTERM)
+    deadline = time.monotonic() + timeout_s
+    for child in children:
+        try:
+            child.wait(max(0.1, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            child.kill()
+            child.wait()
+
+
+def register(app: typer.Typer) -> None:
+    """Add ``kflow run``."""
+    app.add_typer(run_app, name="run")

@@ -1,0 +1,262 @@
+"""The orchestrator's EOS handler: inputs -> ``decide`` -> events, tasks and snapshots.
+
+Runs inside :class:`services.bus.eos.EosLoop`; every output of a batch, the
+changed snapshots and the input offsets commit in one Kafka transaction.
+State changes are staged until ``committed()`` and dropped on ``rolled_back()``.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, replace
+
+from services.bus.contracts import Envelope, EnvelopeMeta, default_contracts
+from services.bus.eos import Handler, PartitionId
+from services.bus.message import BusMessage, OutRecord
+from services.bus.records import ExecuteStep
+from services.bus.topics import TopicNames
+from services.core.definition import WorkflowDefinition
+from services.core.events import Event, StepScheduled, is_notice
+from services.core.fold import evolve_all
+from services.core.inputs import Input, StartWorkflow, TimerFired
+from services.core.limits import DEFAULT_LIMITS, Limits
+from services.core.machine import decide
+from services.core.state import WorkflowState, is_terminal, pending_timers
+from services.orchestrator.snapshots import SnapshotEncoder
+from services.orchestrator.table import WorkflowTable
+from services.orchestrator.timers import TimerHeap
+
+log = logging.getLogger(__name__)
+
+DefinitionLookup = Callable[[str, int], WorkflowDefinition | None]
+"""``(name, version) -> definition``; version 0 = latest."""
+RestoreFn = Callable[[Sequence[int]], dict[int, dict[str, WorkflowState]]]
+"""Snapshots partition numbers -> restored states per partition."""
+
+MAX_TIMERS_PER_TICK = 1000
+
+
+class MisroutedRecord(ValueError):
+    """A record that does not belong on the orchestrator's input topics (sent to the DLQ)."""
+
+
+@dataclass
+class OrchestratorStats:
+    """Counters since start."""
+
+    inputs: int = 0
+    events: int = 0
+    tasks: int = 0
+    timers_fired: int = 0
+    restored: int = 0
+
+
+class OrchestratorHandler(Handler[Envelope]):
+    """Owns the state of the workflows in its assigned partitions."""
+
+    def __init__(
+        self,
+        names: TopicNames,
+        definitions: DefinitionLookup,
+        restore: RestoreFn,
+        clock_ms: Callable[[], int],
+        ensure_queue: Callable[[str], None] = lambda queue: None,
+        limits: Limits = DEFAULT_LIMITS,
+    ) -> None:
+        self.names = names
+        self.stats = OrchestratorStats()
+        self._definitions = definitions
+        self._restore = restore
+        self._clock_ms = clock_ms
+        self._ensure_queue = ensure_queue
+        self._limits = limits
+        self._contracts = default_contracts()
+        self._input_topics = (names.commands, names.results)
+        self.table = WorkflowTable()
+        self.timers = TimerHeap()
+        self._snapshots = SnapshotEncoder()
+        self._fired: list[tuple[str, str, int]] = []
+        self._owned: set[PartitionId] = set()
+        self._loaded: set[int] = set()
+
+    # -- Handler hooks ---------------------------------------------------------------------
+
+    def handle(self, message: BusMessage[Envelope]) -> Sequence[OutRecord]:
+        envelope = message.value
+        body = envelope.body
+        if isinstance(body, Event | ExecuteStep | TimerFired):
+            raise MisroutedRecord(
+                f"{envelope.type} does not belong on {message.topic}; only commands and "
+                "step results are accepted"
+            )
+        if isinstance(body, StartWorkflow) and body.definition is None:
+            body = self._with_definition(body)
+            # Who started it travels in the envelope; record it on WorkflowStarted too.
+            body = replace(
+                body,
+                actor=body.actor or envelope.actor,
+                tenant=body.tenant or envelope.tenant,
+            )
+        self.stats.inputs += 1
+        return self._apply(body, message.partition, envelope)
+
+    def tick(self, now_ms: int) -> Sequence[OutRecord]:
+        out: list[OutRecord] = []
+        for workflow_id, timer_id, due_at in self.timers.pop_due(now_ms, MAX_TIMERS_PER_TICK):
+            self._fired.append((workflow_id, timer_id, due_at))
+            partition = self.table.partition_of(workflow_id)
+            state = self.table.get(workflow_id)
+            if partition is None or state is None or is_terminal(state):
+                continue
+            self.stats.timers_fired += 1
+            fired = TimerFired(workflow_id=workflow_id, timer_id=timer_id, due_at=due_at)
+            out.extend(self._apply(fired, partition, None, now_ms))
+        return out
+
+    def end_batch(self) -> Sequence[OutRecord]:
+        now = self._clock_ms()
+        return [
+            OutRecord(
+                self.names.snapshots,
+                state.workflow_id,
+                None if is_terminal(state) else self._snapshots.encode(state, now),
+            )
+            for state in self.table.staged()
+        ]
+
+    def committed(self) -> None:
+        for state in self.table.commit():
+            if is_terminal(state):
+                self._snapshots.forget([state.workflow_id])
+            else:
+                self.timers.schedule(
+                    state.workflow_id, ((t.timer_id, t.due_at) for t in pending_timers(state))
+                )
+        self._fired.clear()
+
+    def rolled_back(self, partitions: Sequence[PartitionId]) -> None:
+        self.table.discard()
+        for workflow_id, timer_id, due_at in self._fired:
+            self.timers.schedule(workflow_id, [(timer_id, due_at)])
+        self._fired.clear()
+
+    def on_assign(self, partitions: Sequence[PartitionId]) -> None:
+        self._owned.update(p for p in partitions if p.topic in self._input_topics)
+        numbers = {p.partition for p in self._owned} - self._loaded
+        if not numbers:
+            return
+        restored = self._restore(sorted(numbers))
+        for number, states in restored.items():
+            self.table.load(number, states.values())
+            for state in states.values():
+                self.timers.schedule(
+                    state.workflow_id, ((t.timer_id, t.due_at) for t in pending_timers(state))
+                )
+            self.stats.restored += len(states)
+        self._loaded.update(numbers)
+        log.info(
+            "restored %d workflows of partitions %s",
+            sum(map(len, restored.values())),
+            sorted(numbers),
+        )
+
+    def on_revoke(self, partitions: Sequence[PartitionId]) -> None:
+        self._owned.difference_update(partitions)
+        still = {p.partition for p in self._owned}
+        gone = self._loaded - still
+        if gone:
+            dropped = self.table.drop_partitions(gone)
+            self.timers.drop_workflows(dropped)
+            self._snapshots.forget(dropped)
+            self._loaded -= gone
+            log.info("dropped %d workflows of revoked partitions %s", len(dropped), sorted(gone))
+
+    # -- internals -------------------------------------------------------------------------
+
+    def _with_definition(self, command: StartWorkflow) -> StartWorkflow:
+        definition = self._definitions(command.name, command.version)
+        if definition is None:
+            return command  # decide answers with WorkflowRejected(unknown_definition)
+        return replace(command, definition=definition, version=definition.version)
+
+    def _apply(
+        self,
+        command: Input,
+        partition: int,
+        envelope: Envelope | None,
+        now: int | None = None,
+    ) -> list[OutRecord]:
+        now = self._clock_ms() if now is None else now
+        state = self.table.get(command.workflow_id)
+        events = decide(state, command, now, self._limits)
+        changes = [e for e in events if not is_notice(e)]
+        new_state = evolve_all(state, changes) if changes else None
+        records = self._records(events, envelope, command)  # may raise: stage nothing before
+        if new_state is not None:
+            self.table.stage(new_state, partition)
+        return records
+
+    def _records(
+        self, events: list[Event], envelope: Envelope | None, command: Input
+    ) -> list[OutRecord]:
+        if envelope is not None:
+            cause_id = envelope.event_id
+            correlation = envelope.correlation_id or command.workflow_id
+            actor, tenant = envelope.actor, envelope.tenant
+        else:
+            cause_id = command.timer_id if isinstance(command, TimerFired) else ""
+            correlation, actor, tenant = command.workflow_id, None, None
+        out: list[OutRecord] = []
+        for index, event in enumerate(events):
+            event_id = (
+                f"{event.workflow_id}/{event.seq}" if event.seq else f"{cause_id}/notice{index}"
+            )
+            meta = EnvelopeMeta(
+                event_id=event_id,
+                causation_id=cause_id or None,
+                correlation_id=correlation,
+                actor=actor,
+                tenant=tenant,
+            )
+            out.append(
+                OutRecord(
+                    self.names.events,
+                    event.workflow_id,
+                    self._contracts.encode_body(event, meta),
+                )
+            )
+            self.stats.events += 1
+            if isinstance(event, StepScheduled) and event.kind == "task":
+                out.append(self._task_record(event, correlation, actor, tenant))
+        return out
+
+    def _task_record(
+        self, event: StepScheduled, correlation: str, actor: str | None, tenant: str | None
+    ) -> OutRecord:
+        self._ensure_queue(event.queue)
+        task = ExecuteStep(
+            workflow_id=event.workflow_id,
+            step_key=event.step_key,
+            node_id=event.node_id,
+            node_type=event.node_type,
+            queue=event.queue,
+            attempt=event.attempt,
+            input=event.input,
+            timeout_ms=event.timeout_ms or 0,
+            heartbeat_timeout_ms=event.heartbeat_timeout_ms or 0,
+            idempotency_key=event.idempotency_key,
+            scheduled_at=event.at,
+        )
+        meta = EnvelopeMeta(
+            event_id=event.idempotency_key,
+            causation_id=f"{event.workflow_id}/{event.seq}",
+            correlation_id=correlation,
+            actor=actor,
+            tenant=tenant,
+            idempotency_key=event.idempotency_key,
+        )
+        self.stats.tasks += 1
+        return OutRecord(
+            self.names.tasks(event.queue), event.step_key, self._contracts.encode_body(task, meta)
+        )

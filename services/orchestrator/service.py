@@ -1,0 +1,121 @@
+"""Wire the orchestrator handler onto the bus's exactly-once loop."""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+from services.bus.admin import TopicAdminError, create_topics
+from services.bus.clients import ConfigValue
+from services.bus.contracts import Envelope, decode
+from services.bus.eos import EosConfig, EosLoop, system_clock_ms
+from services.bus.errors import RetryableError
+from services.bus.topics import TopicSpec, topic_names
+from services.core.definition import WorkflowDefinition
+from services.core.limits import Limits
+from services.core.state import WorkflowState
+from services.orchestrator.handler import OrchestratorHandler
+from services.orchestrator.snapshots import restore_partitions
+from services.registry.topic import DefinitionFollower
+
+log = logging.getLogger(__name__)
+
+LOW_LATENCY_CONSUMER: dict[str, ConfigValue] = {
+    # commands-p and results-p must land on the same instance (they hold the same
+    # workflows): range assignment gives partition p of both topics to one member.
+    "partition.assignment.strategy": "range",
+    "fetch.wait.max.ms": 5,
+}
+LOW_LATENCY_PRODUCER: dict[str, ConfigValue] = {"linger.ms": 1}
+
+
+@dataclass
+class OrchestratorConfig:
+    """Settings of one orchestrator process."""
+
+    bootstrap: str
+    topic_prefix: str
+    instance_id: str = "orchestrator-0"
+    """Stable per slot: a restart with the same id fences its dead predecessor at once."""
+    partitions: int = 4
+    """Partitions for task topics created on first use."""
+    max_batch_ms: int = 5
+    batch_size: int = 500
+    max_payload_bytes: int = 1_000_000
+    consumer_overrides: dict[str, ConfigValue] = field(default_factory=dict)
+    producer_overrides: dict[str, ConfigValue] = field(default_factory=dict)
+
+
+class OrchestratorService:
+    """One orchestrator process: the definitions follower plus the EOS loop."""
+
+    def __init__(
+        self, config: OrchestratorConfig, clock_ms: Callable[[], int] = system_clock_ms
+    ) -> None:
+        self.config = config
+        names = topic_names(config.topic_prefix)
+        self.definitions = DefinitionFollower(config.bootstrap, config.topic_prefix)
+        self.definitions.catch_up()
+        self.definitions.start()
+        self._known_queues: set[str] = set()
+        self.handler = OrchestratorHandler(
+            names,
+            definitions=self._resolve,
+            restore=self._restore,
+            clock_ms=clock_ms,
+            ensure_queue=self._ensure_queue,
+            limits=Limits(max_payload_bytes=config.max_payload_bytes),
+        )
+        self._stop = threading.Event()
+        self.loop: EosLoop[Envelope] = EosLoop(
+            EosConfig(
+                bootstrap=config.bootstrap,
+                group_id=f"{config.topic_prefix}.orchestrator",
+                instance_id=config.instance_id,
+                topics=(names.commands, names.results),
+                dlq_topic=names.dlq,
+                batch_size=config.batch_size,
+                max_batch_ms=config.max_batch_ms,
+                consumer_overrides={**LOW_LATENCY_CONSUMER, **config.consumer_overrides},
+                producer_overrides={**LOW_LATENCY_PRODUCER, **config.producer_overrides},
+            ),
+            self.handler,
+            decode,
+            clock_ms=clock_ms,
+        )
+
+    def run(self) -> None:
+        """Run until :meth:`stop`."""
+        try:
+            self.loop.run(self._stop.is_set)
+        finally:
+            self.definitions.close()
+
+    def stop(self) -> None:
+        """Finish the current batch and leave the group."""
+        self._stop.set()
+
+    def _resolve(self, name: str, version: int) -> WorkflowDefinition | None:
+        found = self.definitions.store.resolve(name, version)
+        if found is None:
+            # Maybe applied a moment ago: read the topic to its end once before rejecting.
+            self.definitions.catch_up()
+            found = self.definitions.store.resolve(name, version)
+        return found
+
+    def _restore(self, partitions: Sequence[int]) -> dict[int, dict[str, WorkflowState]]:
+        return restore_partitions(
+            self.config.bootstrap, topic_names(self.config.topic_prefix).snapshots, partitions
+        )
+
+    def _ensure_queue(self, queue: str) -> None:
+        if queue in self._known_queues:
+            return
+        topic = topic_names(self.config.topic_prefix).tasks(queue)
+        try:
+            create_topics(self.config.bootstrap, [TopicSpec(topic, self.config.partitions)])
+        except TopicAdminError as e:  # retry the batch rather than dead-letter its inputs
+            raise RetryableError(f"cannot create task topic {topic}: {e}") from e
+        self._known_queues.add(queue)

@@ -1,0 +1,187 @@
+"""Restore workflow state from the compacted snapshots topic, consistently with committed offsets.
+
+Snapshots are written in the same transaction as the input offsets, so reading
+a partition ``read_committed`` to its end gives exactly the state that the
+committed offsets describe.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+import uuid
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, TopicPartition
+
+from services.bus.contracts import default_contracts
+from services.bus.errors import DecodeError
+from services.bus.message import key_text
+from services.bus.records import WorkflowSnapshot
+from services.core.state import StepRecord, WorkflowState
+
+log = logging.getLogger(__name__)
+
+
+class SnapshotRestoreError(Exception):
+    """A snapshots partition could not be read to its end."""
+
+
+SNAPSHOT_SCHEMA = "kflow.WorkflowSnapshot"
+
+
+def snapshot_of(state: WorkflowState, taken_at: int) -> bytes:
+    """Encoded snapshot record of ``state`` (plain path, no caching)."""
+    return default_contracts().encode_snapshot(
+        WorkflowSnapshot(
+            workflow_id=state.workflow_id, seq=state.seq, state=state.to_dict(), taken_at=taken_at
+        )
+    )
+
+
+def _dumps(value: Any) -> str:
+    return json.dumps(value, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+
+
+@dataclass
+class _Rendered:
+    graph: object
+    definition: str
+    steps: dict[str, tuple[StepRecord, str]] = field(default_factory=dict)
+
+
+class SnapshotEncoder:
+    """Encodes snapshots, reusing the JSON text of the parts that did not change.
+
+    A snapshot is the whole state, written every batch the workflow changes; for a
+    large workflow re-rendering the definition and every step record each time made
+    snapshots O(steps) per step. Step records are immutable and replaced when they
+    change, so their text is cached by identity. The output is the same JSON document
+    as ``WorkflowState.to_dict()`` (checked in tests/runtime/test_orchestrator_parts.py).
+    """
+
+    def __init__(self) -> None:
+        self._cache: dict[str, _Rendered] = {}
+        self._codec = default_contracts().codec
+
+    def state_json(self, state: WorkflowState) -> str:
+        """JSON text equal (as a document) to ``state.to_dict()``."""
+        cached = self._cache.get(state.workflow_id)
+        if cached is None or cached.graph is not state.graph:
+            cached = _Rendered(state.graph, _dumps(state.definition_dict))
+            self._cache[state.workflow_id] = cached
+        steps: list[str] = []
+        for key in sorted(state.steps):
+            record = state.steps[key]
+            hit = cached.steps.get(key)
+            if hit is None or hit[0] is not record:
+                hit = (record, _dumps(record.to_dict()))
+                cached.steps[key] = hit
+            steps.append(hit[1])
+        head = _dumps(
+            {
+                "type": "WorkflowState",
+                "workflow_id": state.workflow_id,
+                "name": state.name,
+                "version": state.version,
+                "input": state.input,
+                "seed": state.seed,
+                "tenant": state.tenant,
+                "actor": state.actor,
+                "status": state.status,
+                "seq": state.seq,
+                "started_at": state.started_at,
+                "finished_at": state.finished_at,
+                "waiting_deps": {k: state.waiting_deps[k] for k in sorted(state.waiting_deps)},
+                "ready": sorted(state.ready),
+                "reviews": sorted(state.reviews),
+                "unresolved": state.unresolved,
+                "output": state.output,
+                "reason": state.reason,
+            }
+        )
+        return f'{head[:-1]},"definition":{cached.definition},"steps":[{",".join(steps)}]}}'
+
+    def encode(self, state: WorkflowState, taken_at: int) -> bytes:
+        """Encoded snapshot record of ``state``."""
+        return self._codec.encode(
+            SNAPSHOT_SCHEMA,
+            {
+                "workflow_id": state.workflow_id,
+                "seq": state.seq,
+                "state": self.state_json(state),
+                "taken_at": taken_at,
+            },
+        )
+
+    def forget(self, workflow_ids: Iterable[str]) -> None:
+        """Drop cached text of finished or revoked workflows."""
+        for workflow_id in workflow_ids:
+            self._cache.pop(workflow_id, None)
+
+
+def restore_partitions(
+    bootstrap: str, topic: str, partitions: Iterable[int], timeout_s: float = 60.0
+) -> dict[int, dict[str, WorkflowState]]:
+    """Latest state per workflow in each snapshots partition (tombstoned ones left out)."""
+    wanted = sorted(set(partitions))
+    found: dict[int, dict[str, WorkflowState]] = {p: {} for p in wanted}
+    if not wanted:
+        return found
+    consumer = Consumer(
+        {
+            "bootstrap.servers": bootstrap,
+            "group.id": f"snapshot-restore-{uuid.uuid4().hex}",
+            "enable.auto.commit": False,
+            "enable.partition.eof": True,
+            "isolation.level": "read_committed",
+            "fetch.wait.max.ms": 10,
+            "log_level": 3,
+        }
+    )
+    try:
+        ends = {
+            p: consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=10, cached=False)
+            for p in wanted
+        }
+        pending = {p for p in wanted if ends[p][1] > ends[p][0]}
+        if not pending:
+            return found
+        consumer.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in sorted(pending)])
+        raw: dict[int, dict[str, bytes | None]] = {p: {} for p in pending}
+        deadline = time.monotonic() + timeout_s
+        while pending:
+            if time.monotonic() > deadline:
+                raise SnapshotRestoreError(
+                    f"{topic} partitions {sorted(pending)} not read to the end in {timeout_s}s"
+                )
+            for message in consumer.consume(1000, 0.2):
+                error = message.error()
+                partition = message.partition() or 0
+                if error is not None:
+                    if error.code() == KafkaError._PARTITION_EOF:
+                        pending.discard(partition)
+                    else:
+                        log.warning("snapshot restore: %s", error.str())
+                    continue
+                key = key_text(message.key())
+                if key is not None:
+                    value = message.value()
+                    raw[partition][key] = value.encode() if isinstance(value, str) else value
+        for partition, latest in raw.items():
+            for workflow_id, value in latest.items():
+                if value is None:
+                    continue
+                try:
+                    snapshot = default_contracts().decode_snapshot(value)
+                    found[partition][workflow_id] = WorkflowState.from_dict(snapshot.state)
+                except (DecodeError, ValueError, KeyError) as e:
+                    log.error(
+                        "snapshot of %s is unreadable (%s); the workflow is skipped", workflow_id, e
+                    )
+        return found
+    finally:
+        consumer.close()

@@ -1,0 +1,36 @@
+"""What a running node can see about the step it is executing."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+HeartbeatFn = Callable[[Any], None]
+
+
+def _no_heartbeat(details: Any) -> None:
+    del details
+
+
+@dataclass(frozen=True)
+class StepContext:
+    """Coordinates of one step attempt, passed to nodes that ask for it.
+
+    ``idempotency_key`` (``"{step_key}#{attempt}"``) is stable across redeliveries
+    of the same attempt; ``step_key`` is stable across attempts. Use them to make
+    external side effects idempotent (e.g. as an HTTP ``Idempotency-Key`` header).
+    """
+
+    workflow_id: str
+    step_key: str
+    node_id: str
+    node_type: str
+    attempt: int
+    idempotency_key: str
+    timeout_ms: int
+    _heartbeat: HeartbeatFn = field(default=_no_heartbeat, repr=False, compare=False)
+
+    def heartbeat(self, details: Any = None) -> None:
+        """Tell the orchestrator the step is alive (optional progress ``details``)."""
+        self._heartbeat(details)

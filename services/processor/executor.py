@@ -1,0 +1,147 @@
+"""Run one step attempt: ledger check, input validation, timeout, heartbeats, error mapping.
+
+No Kafka here: the service feeds tasks in and reports the returned Outcome.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextvars
+import functools
+import json
+import logging
+from collections.abc import Callable
+from concurrent.futures import Executor
+from dataclasses import dataclass
+from typing import Any
+
+from services.bus.records import ExecuteStep
+from services.core.errors import PermanentError
+from services.processor.context import StepContext
+from services.processor.failures import StepTimeout, UnknownNodeType, classify
+from services.processor.ledger import Outcome, RedisLedger
+from services.processor.registry import NodeHandler, NodeRegistry
+
+log = logging.getLogger(__name__)
+
+
+HeartbeatSink = Callable[[ExecuteStep, Any], None]
+
+
+@dataclass(frozen=True)
+class Execution:
+    """The outcome of a task and whether it came from the ledger (a redelivery)."""
+
+    outcome: Outcome
+    replayed: bool
+
+
+def _failure_outcome(exc: BaseException) -> Outcome:
+    failure = classify(exc)
+    return Outcome(
+        error_class=failure.error_class, error_type=failure.error_type, message=failure.message
+    )
+
+
+class StepExecutor:
+    """Executes tasks against a node registry, recording outcomes in the ledger."""
+
+    def __init__(
+        self,
+        nodes: NodeRegistry,
+        ledger: RedisLedger,
+        thread_pool: Executor,
+        heartbeat: HeartbeatSink,
+    ) -> None:
+        self._nodes = nodes
+        self._ledger = ledger
+        self._pool = thread_pool
+        self._heartbeat = heartbeat
+
+    async def recorded(self, tasks: list[ExecuteStep]) -> list[Outcome | None]:
+        """The ledger's outcome for each task (None: never finished), in one round trip."""
+        return await self._ledger.lookup_many([t.idempotency_key for t in tasks])
+
+    async def execute(self, task: ExecuteStep, recorded: Outcome | None = None) -> Execution:
+        """Outcome of ``task``: the recorded one if this attempt already finished.
+
+        ``recorded`` is a ledger lookup the caller already made (see :meth:`recorded`).
+        """
+        if recorded is None:
+            recorded = await self._ledger.lookup(task.idempotency_key)
+        if recorded is not None:
+            return Execution(recorded, replayed=True)
+        outcome = await self._run(task)
+        return Execution(await self._ledger.record(task.idempotency_key, outcome), replayed=False)
+
+    async def _run(self, task: ExecuteStep) -> Outcome:
+        handler = self._nodes.get(task.node_type)
+        if handler is None:
+            return _failure_outcome(
+                UnknownNodeType(
+                    f"node type {task.node_type!r} is not registered in this processor "
+                    f"(known: {', '.join(self._nodes.names())}); start it with --nodes MODULE"
+                )
+            )
+        ctx = StepContext(
+            workflow_id=task.workflow_id,
+            step_key=task.step_key,
+            node_id=task.node_id,
+            node_type=task.node_type,
+            attempt=task.attempt,
+            idempotency_key=task.idempotency_key,
+            timeout_ms=task.timeout_ms,
+            _heartbeat=functools.partial(self._heartbeat, task),
+        )
+        keepalive = self._start_keepalive(task)
+        try:
+            value = handler.parse_input(task.input)
+            args = handler.call_args(value, ctx)
+            if handler.inline and not handler.is_async:
+                return self._finish(task, handler, handler.fn(*args))
+            if handler.is_async:
+                call = handler.fn(*args)
+            else:
+                loop = asyncio.get_running_loop()
+                bound = functools.partial(contextvars.copy_context().run, handler.fn, *args)
+                call = loop.run_in_executor(self._pool, bound)
+            timeout_s = task.timeout_ms / 1000 if task.timeout_ms > 0 else None
+            try:
+                result = await asyncio.wait_for(call, timeout_s)
+            except TimeoutError as exc:
+                if timeout_s is None:
+                    raise
+                raise StepTimeout(f"step exceeded its timeout of {task.timeout_ms} ms") from exc
+            return self._finish(task, handler, result)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            log.info("step %s attempt %s failed: %r", task.step_key, task.attempt, exc)
+            return _failure_outcome(exc)
+        finally:
+            if keepalive is not None:
+                keepalive.cancel()
+
+    @staticmethod
+    def _finish(task: ExecuteStep, handler: NodeHandler, result: Any) -> Outcome:
+        output = handler.dump_output(result)
+        try:
+            json.dumps(output, allow_nan=False)
+        except (TypeError, ValueError) as exc:
+            raise PermanentError(
+                f"node {task.node_type!r} returned a value that is not JSON: {exc}"
+            ) from exc
+        return Outcome(output=output)
+
+    def _start_keepalive(self, task: ExecuteStep) -> asyncio.Task[None] | None:
+        """Heartbeat at a third of the heartbeat timeout so a live step never looks dead."""
+        if task.heartbeat_timeout_ms <= 0:
+            return None
+        interval = max(task.heartbeat_timeout_ms / 3000, 0.05)
+
+        async def beat() -> None:
+            while True:
+                await asyncio.sleep(interval)
+                self._heartbeat(task, None)
+
+        return asyncio.get_running_loop().create_task(beat())

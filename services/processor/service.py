@@ -1,0 +1,374 @@
+"""The node processor: consume one queue's tasks, run nodes, report results.
+
+Threads: a Kafka thread owns the consumer (poll, rebalance, offset commits)
+and serves producer callbacks; an asyncio loop runs up to ``concurrency``
+steps at once (sync nodes in a thread pool). Offsets are committed only after
+the step's result is delivered to ``{p}.results`` (at-least-once); the Redis
+ledger turns a redelivery into a re-report of the recorded result.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import queue
+import threading
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any
+
+from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
+
+from services.bus.clients import ConfigValue, make_consumer, make_producer
+from services.bus.codec import AvroCodec
+from services.bus.dead_letter import DeadLetter, dead_letter_record
+from services.bus.errors import DecodeError
+from services.bus.message import OutRecord, key_text
+from services.bus.topics import topic_names
+from services.core.errors import ErrorClass
+from services.core.inputs import StepError, StepHeartbeat, StepResult
+from services.processor.executor import StepExecutor
+from services.processor.ledger import Outcome, RedisLedger
+from services.processor.offsets import PartitionProgress
+from services.processor.registry import NodeRegistry
+from services.processor.wire import ExecuteStep, decode_task, encode_result
+
+log = logging.getLogger(__name__)
+
+LOW_LATENCY_CONSUMER: dict[str, ConfigValue] = {
+    # Tasks are small and latency matters more than fetch efficiency.
+    "fetch.wait.max.ms": 5,
+    # A step may hold its slot for minutes; the Kafka thread keeps polling regardless.
+    "max.poll.interval.ms": 600_000,
+    # Processors share queues with plain (eager) assignment; no co-partitioning needed.
+    "partition.assignment.strategy": "cooperative-sticky",
+}
+LOW_LATENCY_PRODUCER: dict[str, ConfigValue] = {"linger.ms": 1}
+MAX_FETCH = 200
+"""Most tasks taken from the consumer at once (bounded by free slots)."""
+
+
+@dataclass
+class ProcessorConfig:
+    """Settings of one processor process."""
+
+    bootstrap: str
+    topic_prefix: str
+    queue: str
+    redis_url: str
+    concurrency: int = 16
+    instance_id: str | None = None
+    """Static group membership: a restart with the same id gets its partitions back at once."""
+    ledger_ttl_s: int = 7 * 24 * 3600
+    redis_key_prefix: str = "kflow"
+    commit_interval_s: float = 0.2
+    consumer_overrides: dict[str, ConfigValue] = field(default_factory=dict)
+    producer_overrides: dict[str, ConfigValue] = field(default_factory=dict)
+
+    @property
+    def group_id(self) -> str:
+        """One consumer group per queue: processors of a queue share its partitions."""
+        return f"{self.topic_prefix}.processor.{self.queue}"
+
+
+@dataclass
+class ProcessorStats:
+    """Counters since start."""
+
+    executed: int = 0
+    replayed: int = 0
+    failed: int = 0
+    dead_letters: int = 0
+
+
+_Completion = tuple[TopicPartition, int, PartitionProgress]  # the progress it belongs to
+
+
+class ProcessorService:
+    """One processor process for ``config.queue``."""
+
+    def __init__(self, config: ProcessorConfig, nodes: NodeRegistry) -> None:
+        if config.concurrency < 1:
+            raise ValueError(f"--concurrency must be >= 1, got {config.concurrency}")
+        self.config = config
+        self.stats = ProcessorStats()
+        self._names = topic_names(config.topic_prefix)
+        self._task_topic = self._names.tasks(config.queue)
+        self._codec = AvroCodec()
+        self._nodes = nodes
+        self._stop = threading.Event()
+        self._completions: queue.Queue[_Completion] = queue.Queue()
+        self._slots = threading.Semaphore(config.concurrency)
+        self._progress: dict[tuple[str, int], PartitionProgress] = {}
+        self._running: set[asyncio.Task[None]] = set()
+        self._producer: Producer = make_producer(
+            config.bootstrap, overrides={**LOW_LATENCY_PRODUCER, **config.producer_overrides}
+        )
+        self._consumer: Consumer = make_consumer(
+            config.bootstrap,
+            config.group_id,
+            instance_id=config.instance_id,
+            overrides={**LOW_LATENCY_CONSUMER, **config.consumer_overrides},
+        )
+
+    def stop(self) -> None:
+        """Ask the service to finish (in-flight steps are abandoned, not committed)."""
+        self._stop.set()
+
+    def run(self) -> None:
+        """Run until :meth:`stop`; blocks the calling thread."""
+        asyncio.run(self._main())
+
+    async def _main(self) -> None:
+        loop = asyncio.get_running_loop()
+        pool = ThreadPoolExecutor(self.config.concurrency, thread_name_prefix="node")
+        ledger = RedisLedger.from_url(
+            self.config.redis_url, self.config.redis_key_prefix, self.config.ledger_ttl_s
+        )
+        executor = StepExecutor(self._nodes, ledger, pool, self._send_heartbeat)
+        kafka_thread = threading.Thread(
+            target=self._kafka_loop, args=(loop, executor), name="kafka", daemon=True
+        )
+        kafka_thread.start()
+        try:
+            while kafka_thread.is_alive():
+                await asyncio.sleep(0.1)
+        finally:
+            self._stop.set()
+            await loop.run_in_executor(None, kafka_thread.join)
+            # Steps still running are abandoned: their offsets were not committed, so the
+            # next owner gets them again (and the ledger answers for any that finished).
+            for running in list(self._running):
+                running.cancel()
+            await asyncio.gather(*self._running, return_exceptions=True)
+            await ledger.close()
+            pool.shutdown(wait=False, cancel_futures=True)
+
+    # -- Kafka thread ----------------------------------------------------------------------
+
+    def _kafka_loop(self, loop: asyncio.AbstractEventLoop, executor: StepExecutor) -> None:
+        self._consumer.subscribe(
+            [self._task_topic],
+            on_assign=self._on_assign,
+            on_revoke=self._on_revoke,
+            on_lost=self._on_revoke,
+        )
+        last_commit = time.monotonic()
+        try:
+            while not self._stop.is_set():
+                self._producer.poll(0)
+                self._drain_completions()
+                if time.monotonic() - last_commit >= self.config.commit_interval_s:
+                    self._commit()
+                    last_commit = time.monotonic()
+                if not self._slots.acquire(timeout=0.05):
+                    continue  # every slot busy: keep serving callbacks, fetch nothing
+                free = 1
+                while free < MAX_FETCH and self._slots.acquire(blocking=False):
+                    free += 1
+                # consume(n, t) waits the whole timeout unless n records arrive, so wait
+                # for the first with poll() and take what is already buffered after it.
+                first = self._consumer.poll(0.05)
+                messages = [] if first is None else [first]
+                if first is not None and free > 1:
+                    messages += self._consumer.consume(free - 1, 0)
+                for _ in range(free - len(messages)):
+                    self._slots.release()
+                batch = [d for d in (self._accept(m) for m in messages) if d is not None]
+                if batch:
+                    asyncio.run_coroutine_threadsafe(self._run_batch(batch, executor), loop)
+        except Exception:
+            log.exception("processor Kafka loop failed")
+            raise
+        finally:
+            self._producer.flush(10)
+            self._drain_completions()
+            self._commit()
+            self._consumer.close()
+
+    def _accept(self, message: Message) -> tuple[ExecuteStep, _Completion] | None:
+        """Track a consumed task's offset and decode it (poison goes to the DLQ: None)."""
+        error = message.error()
+        if error is not None:
+            self._slots.release()
+            if error.fatal():
+                raise RuntimeError(f"consumer failed: {error.str()}")
+            log.warning("consumer error (librdkafka retries): %s", error.str())
+            return None
+        tp = TopicPartition(message.topic() or "", message.partition() or 0)
+        offset = message.offset()
+        assert offset is not None
+        progress = self._progress.setdefault((tp.topic, tp.partition), PartitionProgress())
+        progress.started(offset)
+        done = (tp, offset, progress)
+        raw = message.value() or b""
+        raw_bytes = raw.encode() if isinstance(raw, str) else raw
+        try:
+            return decode_task(raw_bytes), done
+        except DecodeError as e:
+            self._dead_letter(message, raw_bytes, e.reason.value, e, done)
+            self._slots.release()
+            return None
+
+    def _drain_completions(self) -> None:
+        while True:
+            try:
+                tp, offset, progress = self._completions.get_nowait()
+            except queue.Empty:
+                return
+            # A partition revoked (and maybe assigned again) meanwhile has a new progress
+            # object; the old task's offset is no longer ours to commit.
+            if self._progress.get((tp.topic, tp.partition)) is progress:
+                progress.finished(offset)
+
+    def _commit(self) -> None:
+        """Commit finished positions; a failed commit (e.g. during a rebalance) is retried
+        on the next call because the position stays unacknowledged."""
+        offsets = []
+        for (topic, partition), progress in self._progress.items():
+            position = progress.to_commit()
+            if position is not None:
+                offsets.append(TopicPartition(topic, partition, position))
+        if not offsets:
+            return
+        try:
+            stored = self._consumer.commit(offsets=offsets, asynchronous=False)
+        except KafkaException as e:
+            log.info("offset commit failed, will retry: %s", e)
+            return
+        for tp in stored or ():
+            owner = self._progress.get((tp.topic, tp.partition))
+            if tp.error is None and owner is not None:
+                owner.acknowledged(tp.offset)
+
+    def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        log.info("assigned %s", [(p.topic, p.partition) for p in partitions])
+
+    def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        self._drain_completions()
+        self._commit()
+        # Steps still running for revoked partitions are redelivered to the new owner.
+        for p in partitions:
+            self._progress.pop((p.topic, p.partition), None)
+
+    # -- asyncio side ----------------------------------------------------------------------
+
+    async def _run_batch(
+        self, batch: list[tuple[ExecuteStep, _Completion]], executor: StepExecutor
+    ) -> None:
+        """Look the whole batch up in the ledger at once, then run each task concurrently."""
+        try:
+            recorded = await executor.recorded([task for task, _ in batch])
+        except Exception:
+            log.exception("ledger lookup failed; each task will retry it")
+            recorded = [None] * len(batch)
+        loop = asyncio.get_running_loop()
+        for (task, done), outcome in zip(batch, recorded, strict=True):
+            running = loop.create_task(self._run_task(task, executor, done, outcome))
+            self._running.add(running)  # keep a reference until it finishes
+            running.add_done_callback(self._running.discard)
+
+    async def _run_task(
+        self,
+        task: ExecuteStep,
+        executor: StepExecutor,
+        done: _Completion,
+        recorded: Outcome | None = None,
+    ) -> None:
+        try:
+            execution = await executor.execute(task, recorded)
+            outcome = execution.outcome
+            if execution.replayed:
+                self.stats.replayed += 1
+            else:
+                self.stats.executed += 1
+            result: StepResult | StepError
+            if outcome.ok:
+                result = StepResult(
+                    workflow_id=task.workflow_id,
+                    step_key=task.step_key,
+                    attempt=task.attempt,
+                    output=outcome.output,
+                )
+            else:
+                assert outcome.error_class is not None
+                self.stats.failed += 1
+                result = StepError(
+                    workflow_id=task.workflow_id,
+                    step_key=task.step_key,
+                    attempt=task.attempt,
+                    error_class=outcome.error_class,
+                    error_type=outcome.error_type,
+                    message=outcome.message,
+                )
+            self._produce(
+                OutRecord(self._names.results, task.workflow_id, encode_result(result)),
+                on_done=done,
+            )
+        except Exception as e:
+            # Ledger (Redis) or encoding trouble: report a transient error so the step's
+            # retry policy decides, instead of leaving the workflow waiting forever.
+            log.exception("task %s failed inside the processor", task.step_key)
+            failure = StepError(
+                workflow_id=task.workflow_id,
+                step_key=task.step_key,
+                attempt=task.attempt,
+                error_class=ErrorClass.TRANSIENT,
+                error_type="ProcessorError",
+                message=f"processor could not run the step: {e!r}"[:2000],
+            )
+            self._produce(
+                OutRecord(self._names.results, task.workflow_id, encode_result(failure)),
+                on_done=done,
+            )
+        finally:
+            self._slots.release()
+
+    def _send_heartbeat(self, task: Any, details: Any) -> None:
+        beat = StepHeartbeat(
+            workflow_id=task.workflow_id,
+            step_key=task.step_key,
+            attempt=task.attempt,
+            details=details,
+        )
+        self._produce(OutRecord(self._names.results, task.workflow_id, encode_result(beat)))
+
+    def _produce(self, record: OutRecord, on_done: _Completion | None = None) -> None:
+        callback: Callable[[KafkaError | None, Message], None] | None = None
+        if on_done is not None:
+            completions = self._completions
+
+            def callback(err: KafkaError | None, msg: Message) -> None:
+                if err is None:
+                    completions.put(on_done)
+                else:  # not committed: the task is redelivered and the ledger re-reports it
+                    log.error("result for %s not delivered: %s", record.key, err.str())
+
+        while True:
+            try:
+                self._producer.produce(record.topic, record.value, record.key, on_delivery=callback)
+                return
+            except BufferError:
+                time.sleep(0.01)
+
+    def _dead_letter(
+        self, message: Message, raw: bytes, reason: str, error: Exception, done: _Completion
+    ) -> None:
+        self.stats.dead_letters += 1
+        letter = DeadLetter(
+            original_key=key_text(message.key()),
+            original_value=raw,
+            topic=message.topic() or "",
+            partition=message.partition() or 0,
+            offset=message.offset() or 0,
+            reason=reason,
+            error_type=type(error).__name__,
+            message=str(error),
+            at=time.time_ns() // 1_000_000,
+        )
+        log.warning(
+            "task %s[%s]@%s to the DLQ: %s", letter.topic, letter.partition, letter.offset, error
+        )
+        self._produce(dead_letter_record(letter, self._names.dlq, self._codec), on_done=done)

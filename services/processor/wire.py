@@ -1,0 +1,37 @@
+"""Task and result records as the processor reads and writes them."""
+
+from __future__ import annotations
+
+import time
+
+from services.bus.contracts import EnvelopeMeta, decode, encode_input
+from services.bus.errors import DecodeError, DecodeFailure
+from services.bus.records import ExecuteStep
+from services.core.inputs import StepError, StepHeartbeat, StepResult
+
+__all__ = ["ExecuteStep", "decode_task", "encode_result"]
+
+
+def decode_task(data: bytes) -> ExecuteStep:
+    """The ExecuteStep in ``data``; raises DecodeError for anything else."""
+    envelope = decode(data)
+    if not isinstance(envelope.body, ExecuteStep):
+        raise DecodeError(
+            DecodeFailure.WRONG_TYPE, f"expected ExecuteStep on a task topic, got {envelope.type}"
+        )
+    return envelope.body
+
+
+def encode_result(value: StepResult | StepError | StepHeartbeat) -> bytes:
+    """Envelope bytes of a result, error or heartbeat for ``{prefix}.results``."""
+    now = time.time_ns() // 1_000_000
+    key = f"{value.step_key}#{value.attempt}"
+    kind = type(value).__name__
+    meta = EnvelopeMeta(
+        event_id=f"{key}/{kind}/{now}" if isinstance(value, StepHeartbeat) else f"{key}/{kind}",
+        occurred_at=now,
+        causation_id=key,
+        correlation_id=value.workflow_id,
+        idempotency_key=key,
+    )
+    return encode_input(value, meta)

@@ -1,0 +1,1 @@
+"""The definitions registry: workflow definitions on the compacted definitions topic."""

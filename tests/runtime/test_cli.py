@@ -1,0 +1,90 @@
+"""The workflow CLI commands: help with examples, one-line errors, a real round trip."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from services.cli.main import _register, app
+from services.settings import Settings, get_settings
+
+_register()
+runner = CliRunner()
+
+
+@pytest.fixture
+def cli_env(isolated_settings: Settings, monkeypatch: pytest.MonkeyPatch) -> Iterator[Settings]:
+    monkeypatch.setenv("KFLOW_TOPIC_PREFIX", isolated_settings.topic_prefix)
+    get_settings.cache_clear()
+    yield isolated_settings
+    get_settings.cache_clear()
+
+
+@pytest.mark.parametrize(
+    "command",
+    [
+        ["start"],
+        ["signal"],
+        ["pause"],
+        ["resume"],
+        ["cancel"],
+        ["events"],
+        ["definitions", "apply"],
+        ["run", "orchestrator"],
+        ["run", "processor"],
+        ["run", "all"],
+    ],
+)
+def test_every_command_has_help_with_an_example(command: list[str]) -> None:
+    result = runner.invoke(app, [*command, "--help"])
+    assert result.exit_code == 0
+    assert "Example: kflow" in result.output
+
+
+def test_bad_json_is_one_line_naming_the_option() -> None:
+    result = runner.invoke(app, ["start", "docpipe", "--input", "{nope"])
+    assert result.exit_code == 2
+    assert result.output.strip().startswith("error: --input is not valid JSON")
+    assert "Traceback" not in result.output
+
+
+def test_broker_down_is_one_line(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("KFLOW_KAFKA_BOOTSTRAP", "127.0.0.1:1")
+    get_settings.cache_clear()
+    try:
+        result = runner.invoke(app, ["cancel", "some-id"])
+    finally:
+        get_settings.cache_clear()
+    assert result.exit_code == 1
+    assert result.output.strip().splitlines() == [
+        "error: Kafka is not reachable at 127.0.0.1:1; start it with `kflow dev up` or set "
+        "KFLOW_KAFKA_BOOTSTRAP"
+    ]
+
+
+def test_invalid_definition_file_names_the_problem(tmp_path: Path, cli_env: Settings) -> None:
+    path = tmp_path / "cyclic.yaml"
+    path.write_text(
+        "name: loop\nnodes:\n"
+        "  - {id: a, type: echo, depends_on: [b]}\n  - {id: b, type: echo, depends_on: [a]}\n"
+    )
+    result = runner.invoke(app, ["definitions", "apply", str(path)])
+    assert result.exit_code == 2
+    assert "cycl" in result.output.lower() and "Traceback" not in result.output
+
+
+@pytest.mark.integration
+def test_apply_start_and_read_events_of_an_unknown_workflow(cli_env: Settings) -> None:
+    applied = runner.invoke(app, ["definitions", "apply", "examples/docpipe/docpipe.yaml"])
+    assert applied.exit_code == 0, applied.output
+    assert "applied docpipe@1" in applied.output
+    listed = runner.invoke(app, ["definitions", "list"])
+    assert "docpipe" in listed.output
+    started = runner.invoke(app, ["start", "nope", "--id", "cli-unknown"])
+    assert started.exit_code == 0 and "started cli-unknown" in started.output
+    missing = runner.invoke(app, ["events", "never-started"])
+    assert missing.exit_code == 1
+    assert "no events for workflow 'never-started'" in missing.output

@@ -18,6 +18,22 @@ def _register() -> None:
 
     dev.register(app)
     topics.register(app)
+    from services.cli import definitions, run, workflows
+
+    definitions.register(app)
+    run.register(app)
+    workflows.register(app)
+    from services.cli import api, apikey, audit, db, lag, projections
+
+    db.register(app)
+    projections.register(app)
+    audit.register(app)
+    apikey.register(app)
+    lag.register(app)
+    api.register_run(run.run_app)
+    from services.cli import outbox
+
+    outbox.register(app)
 
 
 def main() -> None:

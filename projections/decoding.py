@@ -1,0 +1,72 @@
+"""Turn consumed records into log events or definition records; anything else is poison."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from confluent_kafka import Message
+
+from projections.log_event import DEFAULT_TENANT, DefinitionRecord, LogEvent
+from services.bus.contracts import Contracts
+from services.bus.errors import DecodeError
+from services.bus.topics import TopicNames
+from services.core.events import Event
+
+
+@dataclass(frozen=True)
+class Poison:
+    """Why a record cannot be projected (goes to the DLQ; the partition moves on)."""
+
+    reason: str
+    error_type: str
+    message: str
+
+
+def decode_message(
+    msg: Message, contracts: Contracts, topics: TopicNames
+) -> LogEvent | DefinitionRecord | Poison:
+    """Decode one record of the events or definitions topic."""
+    topic = str(msg.topic())
+    partition = int(msg.partition() or 0)
+    offset = int(msg.offset() or 0)
+    raw = msg.value()
+    if topic == topics.definitions:
+        return _definition(msg, contracts, topic, partition, offset, raw)
+    if not isinstance(raw, bytes):
+        return Poison("empty", "EmptyRecord", "an events record has no value")
+    try:
+        env = contracts.decode_envelope(raw)
+    except DecodeError as e:
+        return Poison(e.reason.value, "DecodeError", e.detail)
+    if not isinstance(env.body, Event):
+        return Poison("wrong_type", "DecodeError", f"{env.type} is not an event")
+    _, ts = msg.timestamp()
+    return LogEvent(
+        topic=topic,
+        partition=partition,
+        offset=offset,
+        event=env.body,
+        event_id=env.event_id,
+        tenant=env.tenant or DEFAULT_TENANT,
+        actor=env.actor,
+        timestamp_ms=ts if ts > 0 else env.occurred_at,
+    )
+
+
+def _definition(
+    msg: Message, contracts: Contracts, topic: str, partition: int, offset: int, raw: object
+) -> DefinitionRecord | Poison:
+    key = msg.key()
+    key_text = key.decode("utf-8", "replace") if isinstance(key, bytes) else str(key or "")
+    if raw is None:  # tombstone: the definition was removed
+        name, _, version = key_text.rpartition("@")
+        if not name or not version.isdigit():
+            return Poison("malformed", "BadKey", f"definition tombstone key {key_text!r}")
+        return DefinitionRecord(topic, partition, offset, name, int(version), None)
+    if not isinstance(raw, bytes):
+        return Poison("malformed", "DecodeError", "definition record value is not bytes")
+    try:
+        rec = contracts.decode_definition(raw)
+    except DecodeError as e:
+        return Poison(e.reason.value, "DecodeError", e.detail)
+    return DefinitionRecord(topic, partition, offset, rec.name, rec.version, rec.definition)

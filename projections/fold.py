@@ -1,0 +1,138 @@
+"""Pure mapping between the core's read-model views and table rows (no I/O).
+
+The rows are the core's ``WorkflowSummary`` and ``StepView`` (folded by
+``services.core.views``), stored column for column, so the read model equals
+the fold of the log by construction and a rebuild gives the same rows.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import orjson
+
+from projections.log_event import DEFAULT_TENANT, LogEvent
+from services.core.events import event_to_dict
+from services.core.views import StepView, WorkflowSummary
+
+Row = tuple[Any, ...]
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+EXECUTION_COLS = (
+    "workflow_id, tenant, name, version, status, input, output, reason, actor,"
+    " created_at, updated_at, finished_at, last_seq"
+)
+STEP_COLS = (
+    "workflow_id, step_key, node_id, step_index, status, attempts, node_type, queue, input,"
+    " output, error_class, error_type, message, scheduled_at, finished_at, heartbeat_at,"
+    " updated_seq"
+)
+EVENT_COLS = (
+    "workflow_id, seq, type, at, tenant, event_id, actor, body, kafka_partition, kafka_offset"
+)
+
+
+def dumps(value: Any) -> str:
+    """Compact JSON text (jsonb normalises key order, so no sorting is needed)."""
+    return orjson.dumps(value).decode()
+
+
+def _json_or_null(value: Any) -> str | None:
+    return None if value is None else dumps(value)
+
+
+def ms_to_datetime(ms: int | None) -> datetime | None:
+    """Epoch milliseconds as an exact UTC datetime (no float rounding)."""
+    return None if ms is None else _EPOCH + timedelta(milliseconds=ms)
+
+
+def datetime_to_ms(at: datetime | None) -> int | None:
+    """Inverse of :func:`ms_to_datetime`."""
+    return None if at is None else (at - _EPOCH) // timedelta(milliseconds=1)
+
+
+def execution_row(s: WorkflowSummary, input_json: str | None, updated_at_ms: int) -> Row:
+    """One ``executions`` row (``input_json`` is only known from ``WorkflowStarted``)."""
+    return (
+        s.workflow_id,
+        s.tenant or DEFAULT_TENANT,
+        s.name,
+        s.version,
+        s.status,
+        input_json,
+        _json_or_null(s.output),
+        s.reason,
+        s.actor,
+        ms_to_datetime(s.started_at),
+        ms_to_datetime(updated_at_ms),
+        ms_to_datetime(s.finished_at),
+        s.seq,
+    )
+
+
+def summary_from_row(row: Row) -> WorkflowSummary:
+    """The summary stored by :func:`execution_row` (columns in ``EXECUTION_COLS`` order)."""
+    wf, tenant, name, version, status, _input, output, reason, actor, created, _upd, fin, seq = row
+    return WorkflowSummary(
+        workflow_id=wf, name=name, version=version, status=status, seq=seq,
+        started_at=datetime_to_ms(created) or 0, finished_at=datetime_to_ms(fin),
+        reason=reason, output=output, tenant=tenant,
+        actor=actor,
+    )  # fmt: skip
+
+
+def step_row(v: StepView) -> Row:
+    """One ``steps`` row."""
+    return (
+        v.workflow_id,
+        v.step_key,
+        v.node_id,
+        v.index,
+        v.status,
+        v.attempt,
+        v.node_type,
+        v.queue,
+        _json_or_null(v.input),
+        _json_or_null(v.output),
+        v.error_class,
+        v.error_type,
+        v.message,
+        ms_to_datetime(v.scheduled_at),
+        ms_to_datetime(v.finished_at),
+        ms_to_datetime(v.heartbeat_at),
+        v.seq,
+    )
+
+
+def step_from_row(row: Row) -> StepView:
+    """The step view stored by :func:`step_row` (columns in ``STEP_COLS`` order)."""
+    (wf, key, node, index, status, attempt, node_type, queue, inp, out, ecls, etype, msg,
+     sched, fin, hb, seq) = row  # fmt: skip
+    return StepView(
+        workflow_id=wf, step_key=key, node_id=node, index=index, status=status, attempt=attempt,
+        node_type=node_type, queue=queue, input=inp, output=out, error_class=ecls,
+        error_type=etype, message=msg, scheduled_at=datetime_to_ms(sched),
+        finished_at=datetime_to_ms(fin), heartbeat_at=datetime_to_ms(hb), seq=seq,
+    )  # fmt: skip
+
+
+def event_body(le: LogEvent) -> dict[str, Any]:
+    """The event as the core's dict (what ``/events`` and the stream show)."""
+    return event_to_dict(le.event)
+
+
+def event_row(le: LogEvent) -> Row:
+    """One ``events`` row for COPY."""
+    return (
+        le.workflow_id,
+        le.seq,
+        le.type,
+        ms_to_datetime(le.event.at),
+        le.tenant,
+        le.event_id,
+        le.actor,
+        dumps(event_body(le)),
+        le.partition,
+        le.offset,
+    )

@@ -1,0 +1,240 @@
+"""The projector loop: consume ``{p}.events`` (and definitions), apply batches to a sink.
+
+The sink owns where its offsets live. The PostgreSQL sink stores them with the
+rows and the consumer seeks to them on every assignment; the Redis sink is
+idempotent by ``seq`` and uses the group's committed offsets. Either way the
+group's Kafka offsets are committed after each applied batch, so ``kflow lag``
+shows projection lag.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import threading
+import time
+from collections.abc import Callable, Mapping, Sequence
+from typing import Protocol
+
+from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaException, Message, TopicPartition
+
+from projections.decoding import Poison, decode_message
+from projections.log_event import DefinitionRecord, LogEvent
+from projections.postgres import BatchResult, Partition
+from services.bus.clients import make_consumer, make_producer
+from services.bus.contracts import default_contracts
+from services.bus.dead_letter import DeadLetter, dead_letter_record
+from services.bus.topics import TopicNames
+from services.observability.metrics import DLQ_RECORDS, PROJECTION_ERRORS
+
+log = logging.getLogger(__name__)
+
+
+class Sink(Protocol):
+    """Where a projector writes; ``apply`` is all-or-nothing."""
+
+    projection: str
+
+    def stored_offsets(self) -> dict[Partition, int] | None:
+        """Offsets kept with the data, or None to use the group's committed offsets."""
+        ...
+
+    def apply(
+        self,
+        events: Sequence[LogEvent],
+        definitions: Sequence[DefinitionRecord],
+        positions: Mapping[Partition, int],
+    ) -> BatchResult: ...
+
+    def forget(self) -> None:
+        """Drop anything cached from before a rebalance."""
+        ...
+
+    def recover(self) -> None:
+        """Reconnect after a failed batch."""
+        ...
+
+    def close(self) -> None:
+        """Release connections."""
+        ...
+
+
+def _retryable() -> tuple[type[BaseException], ...]:
+    import psycopg
+    import redis.exceptions
+
+    from projections.errors import ReadSideUnavailable
+
+    return (
+        psycopg.OperationalError,
+        psycopg.InterfaceError,
+        redis.exceptions.ConnectionError,
+        redis.exceptions.TimeoutError,
+        ReadSideUnavailable,
+        OSError,
+    )
+
+
+def _until_done(what: str, fn: Callable[[], object], sink: Sink, stop: threading.Event) -> bool:
+    """Call ``fn`` until it succeeds (True) or ``stop`` is set (False); a store outage waits."""
+    delay = 0.2
+    retryable = _retryable()
+    while not stop.is_set():
+        try:
+            fn()
+            return True
+        except retryable as e:
+            PROJECTION_ERRORS.labels(sink.projection, type(e).__name__).inc()
+            log.warning("%s failed (%s: %s); retrying in %.1fs", what, type(e).__name__, e, delay)
+            stop.wait(delay)
+            delay = min(delay * 2, 5.0)
+            try:
+                sink.recover()
+            except retryable as e2:
+                log.warning("reconnect failed: %s", e2)
+    return False
+
+
+class Projector:
+    """Runs one sink against one topic prefix until ``stop`` is set."""
+
+    def __init__(
+        self,
+        sink: Sink,
+        bootstrap: str,
+        topics: TopicNames,
+        group_id: str,
+        batch_size: int = 5_000,
+        poll_timeout_s: float = 0.5,
+        instance_id: str | None = None,
+    ) -> None:
+        self.sink = sink
+        self.topics = topics
+        self.batch_size = batch_size
+        self.poll_timeout_s = poll_timeout_s
+        self.contracts = default_contracts()
+        self.stop = threading.Event()
+        self.applied = 0
+        # eager (range) assignment: on_assign sees the whole assignment and seeks it
+        self.consumer: Consumer = make_consumer(
+            bootstrap,
+            group_id,
+            instance_id=instance_id,
+            overrides={"partition.assignment.strategy": "range"},
+        )
+        self.dlq = make_producer(bootstrap)
+
+    def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        self.sink.forget()
+        stored: dict[Partition, int] | None = {}
+
+        def read() -> None:
+            nonlocal stored
+            stored = self.sink.stored_offsets()
+
+        _until_done("reading stored offsets", read, self.sink, self.stop)
+        if stored is not None:
+            for tp in partitions:
+                tp.offset = stored.get((tp.topic, tp.partition), OFFSET_BEGINNING)
+        consumer.assign(partitions)
+        known = [TopicPartition(tp.topic, tp.partition, tp.offset) for tp in partitions]
+        known = [tp for tp in known if tp.offset >= 0]
+        if stored is not None and known:
+            # mirror the stored offsets into the group at once, so `kflow lag` is right
+            # even before the first batch
+            with contextlib.suppress(KafkaException):
+                consumer.commit(offsets=known, asynchronous=True)
+        log.info("assigned %s", [(tp.topic, tp.partition, tp.offset) for tp in partitions])
+
+    def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        self.sink.forget()
+
+    def run(self, on_batch: Callable[[BatchResult], None] | None = None) -> None:
+        """Consume and apply until ``stop`` is set; then close the consumer."""
+        self.consumer.subscribe(
+            [self.topics.events, self.topics.definitions],
+            on_assign=self._on_assign,
+            on_revoke=self._on_revoke,
+            on_lost=self._on_revoke,
+        )
+        try:
+            while not self.stop.is_set():
+                # wait for the first record only, then take what is already fetched: a
+                # quiet log is projected at once, a busy one in large batches
+                first = self.consumer.poll(self.poll_timeout_s)
+                if first is None:
+                    continue
+                more = self.consumer.consume(self.batch_size - 1, 0) if self.batch_size > 1 else []
+                msgs = [first, *more]
+                self._handle(msgs, on_batch)
+        finally:
+            self.dlq.flush(10)
+            self.consumer.close()
+            self.sink.close()
+
+    def _handle(self, msgs: list[Message], on_batch: Callable[[BatchResult], None] | None) -> None:
+        events: list[LogEvent] = []
+        defs: list[DefinitionRecord] = []
+        positions: dict[Partition, int] = {}
+        for msg in msgs:
+            if msg.error() is not None:
+                log.warning("consumer error: %s", msg.error())
+                continue
+            tp = (str(msg.topic()), int(msg.partition() or 0))
+            positions[tp] = max(positions.get(tp, 0), int(msg.offset() or 0) + 1)
+            decoded = decode_message(msg, self.contracts, self.topics)
+            if isinstance(decoded, Poison):
+                self._dead_letter(msg, decoded)
+            elif isinstance(decoded, LogEvent):
+                events.append(decoded)
+            else:
+                defs.append(decoded)
+        if not positions:
+            return
+        holder: list[BatchResult] = []
+        if not _until_done(
+            "applying a batch",
+            lambda: holder.append(self.sink.apply(events, defs, positions)),
+            self.sink,
+            self.stop,
+        ):
+            return
+        self.dlq.flush(10)
+        self.applied += holder[0].applied
+        try:
+            # the consumer's position also steps over transaction markers after the last
+            # record, so the group's lag reads 0 (not 1) on a transactional topic
+            current = self.consumer.position([TopicPartition(t, p) for t, p in positions])
+            ahead = {(tp.topic, tp.partition): tp.offset for tp in current if tp.offset >= 0}
+            self.consumer.commit(
+                offsets=[
+                    TopicPartition(t, p, max(o, ahead.get((t, p), o)))
+                    for (t, p), o in positions.items()
+                ],
+                asynchronous=True,
+            )
+        except KafkaException as e:  # advisory for the PostgreSQL sink; Redis re-applies safely
+            log.warning("offset commit failed: %s", e)
+        if on_batch is not None:
+            on_batch(holder[0])
+
+    def _dead_letter(self, msg: Message, poison: Poison) -> None:
+        raw = msg.value()
+        key = msg.key()
+        letter = DeadLetter(
+            original_key=key.decode("utf-8", "replace") if isinstance(key, bytes) else key,
+            original_value=raw if isinstance(raw, bytes) else None,
+            topic=str(msg.topic()),
+            partition=int(msg.partition() or 0),
+            offset=int(msg.offset() or 0),
+            reason=poison.reason,
+            error_type=poison.error_type,
+            message=poison.message,
+            at=int(time.time() * 1000),
+        )
+        rec = dead_letter_record(letter, self.topics.dlq, self.contracts.codec)
+        self.dlq.produce(rec.topic, key=rec.key, value=rec.value)
+        DLQ_RECORDS.labels(f"projector-{self.sink.projection}", letter.topic).inc()
+        log.error(
+            "dead-lettered %s[%s]@%s: %s", letter.topic, letter.partition, letter.offset, poison
+        )

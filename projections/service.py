@@ -1,0 +1,105 @@
+"""Run a projector process: ``run_projector("postgres" | "redis")`` until SIGTERM/SIGINT."""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+from collections.abc import Callable
+from enum import StrEnum
+
+import redis
+
+from projections.config import ReadSideSettings, get_readside_settings
+from projections.db import connect
+from projections.migrate import migrate
+from projections.postgres import BatchResult, PostgresProjector
+from projections.redis_projection import RedisProjector
+from projections.runner import Projector, Sink
+from services.bus.topics import topic_names
+from services.settings import Settings, get_settings
+
+log = logging.getLogger(__name__)
+
+
+class Target(StrEnum):
+    """Where a projector writes."""
+
+    POSTGRES = "postgres"
+    REDIS = "redis"
+
+
+def group_id(topic_prefix: str, target: Target) -> str:
+    """A projector's consumer group (starts with the topic prefix, so ``kflow lag`` shows it)."""
+    return f"{topic_prefix}.projector.{target.value}"
+
+
+def make_sink(target: Target, settings: Settings, rs: ReadSideSettings) -> Sink:
+    """The sink for ``target``; PostgreSQL gets its migrations applied first."""
+    if target is Target.POSTGRES:
+        with connect(settings.database_url, rs.db_schema) as conn:
+            migrate(conn, rs.db_schema)
+            conn.commit()
+        return PostgresProjector(settings.database_url, rs.db_schema)
+    client = redis.Redis.from_url(settings.redis_url, socket_timeout=10, socket_connect_timeout=3)
+    return RedisProjector(client, rs.redis_prefix, rs.finished_ttl_s)
+
+
+def run_projector_processes(target: str, processes: int) -> int:
+    """Run ``processes`` projector processes in one group until SIGTERM/SIGINT; their exit code.
+
+    One Python process decodes and folds about 10,000 events/s; the consumer group
+    spreads the partitions over the processes (see docs/adr/0041).
+    """
+    rs = get_readside_settings()
+    base = rs.projector_instance or f"{socket.gethostname()}-{target}"
+    children = [
+        subprocess.Popen(
+            [sys.executable, "-m", "projections", target],
+            env={**os.environ, "KFLOW_PROJECTOR_INSTANCE": f"{base}-{i}"},
+        )
+        for i in range(processes)
+    ]
+
+    def stop(*_: object) -> None:
+        for child in children:
+            child.terminate()
+
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
+    return max(child.wait() for child in children)
+
+
+def run_projector(
+    target: Target | str,
+    *,
+    settings: Settings | None = None,
+    readside: ReadSideSettings | None = None,
+    stop: threading.Event | None = None,
+    on_batch: Callable[[BatchResult], None] | None = None,
+) -> Projector:
+    """Project ``{p}.events`` into ``target`` until stopped (SIGTERM/SIGINT in the main thread)."""
+    settings = settings or get_settings()
+    rs = readside or get_readside_settings()
+    kind = Target(target)
+    sink = make_sink(kind, settings, rs)
+    projector = Projector(
+        sink,
+        settings.kafka_bootstrap,
+        topic_names(settings.topic_prefix),
+        rs.projector_group or group_id(settings.topic_prefix, kind),
+        batch_size=rs.projector_batch,
+        instance_id=rs.projector_instance,
+    )
+    if stop is not None:
+        projector.stop = stop
+    elif threading.current_thread() is threading.main_thread():
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(sig, lambda *_: projector.stop.set())
+    log.info("projecting %s into %s", settings.topic_prefix, kind.value)
+    projector.run(on_batch)
+    return projector

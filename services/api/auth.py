@@ -1,0 +1,79 @@
+"""Bearer API-key authentication and scope checks as FastAPI dependencies."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Awaitable, Callable
+
+from fastapi import Request
+
+from services.api.apikeys import (
+    LOOKUP_SQL,
+    Principal,
+    Scope,
+    hash_token,
+    parse_key_id,
+    principal_from_row,
+)
+from services.api.problems import Problem
+from services.api.resources import ApiResources
+
+_CHALLENGE = {"WWW-Authenticate": 'Bearer realm="kflow"'}
+
+
+def resources(request: Request) -> ApiResources:
+    """The API's live connections (set at startup)."""
+    res: ApiResources = request.app.state.resources
+    return res
+
+
+def _unauthorized(detail: str) -> Problem:
+    return Problem(401, "unauthorized", "Unauthorized", detail, headers=_CHALLENGE)
+
+
+async def authenticate(request: Request) -> Principal:
+    """The caller's key, checked against its stored hash; 401 when missing or wrong."""
+    header = request.headers.get("authorization", "")
+    scheme, _, token = header.partition(" ")
+    if scheme.lower() != "bearer" or not token:
+        raise _unauthorized(
+            "send 'Authorization: Bearer <api key>' (create one with kflow apikey create)"
+        )
+    token = token.strip()
+    key_id = parse_key_id(token)
+    if key_id is None:
+        raise _unauthorized("the bearer token is not a kflow API key")
+    res = resources(request)
+    digest = hash_token(token)
+    cached = res.principals.get(digest)
+    now = time.monotonic()
+    if cached is not None and cached[1] > now:
+        return cached[0]
+    async with res.db() as conn:
+        row = await (await conn.execute(LOOKUP_SQL, (key_id,))).fetchone()
+    principal = principal_from_row(row, token) if row is not None else None
+    if principal is None:
+        res.principals.pop(digest, None)
+        raise _unauthorized("unknown or revoked API key")
+    if res.config.auth_cache_s > 0:
+        if len(res.principals) > 10_000:
+            res.principals.clear()
+        res.principals[digest] = (principal, now + res.config.auth_cache_s)
+    return principal
+
+
+def require(scope: Scope) -> Callable[[Request], Awaitable[Principal]]:
+    """A dependency that authenticates and demands ``scope`` (403 without it)."""
+
+    async def dependency(request: Request) -> Principal:
+        principal = await authenticate(request)
+        if not principal.allows(scope):
+            raise Problem(
+                403,
+                "forbidden",
+                "Forbidden",
+                f"this API key lacks the '{scope}' scope; create a key with --scope {scope}",
+            )
+        return principal
+
+    return dependency

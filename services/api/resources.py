@@ -1,0 +1,104 @@
+"""The connections the API holds for its lifetime: PostgreSQL pool, Redis, command producer."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+
+import psycopg
+import redis.asyncio as aioredis
+from psycopg_pool import AsyncConnectionPool, PoolTimeout
+from redis.exceptions import RedisError
+
+from projections.db import search_path_option
+from services.api.apikeys import Principal
+from services.api.commands import CommandPublisher
+from services.api.problems import unavailable
+from services.bus.admin import broker_reachable
+
+PG_TIMEOUT_S = 3.0
+
+
+@dataclass(frozen=True)
+class ApiConfig:
+    """Where the API finds its dependencies."""
+
+    database_url: str
+    db_schema: str
+    redis_url: str
+    redis_prefix: str
+    kafka_bootstrap: str
+    topic_prefix: str
+    max_payload_bytes: int = 1_000_000
+    sse_keepalive_s: float = 15.0
+    auth_cache_s: float = 5.0
+    """How long a verified key is trusted without asking PostgreSQL (revocation delay)."""
+
+
+@dataclass
+class ApiResources:
+    """Live handles, created at startup and closed at shutdown."""
+
+    config: ApiConfig
+    pool: AsyncConnectionPool[psycopg.AsyncConnection[tuple[object, ...]]]
+    redis: aioredis.Redis
+    commands: CommandPublisher
+    principals: dict[bytes, tuple[Principal, float]] = field(default_factory=dict)
+    """Verified keys by the sha256 of the token, with when the entry expires."""
+
+    @asynccontextmanager
+    async def db(self) -> AsyncIterator[psycopg.AsyncConnection[tuple[object, ...]]]:
+        """A pooled connection; an unreachable database becomes a 503 problem."""
+        try:
+            async with self.pool.connection(timeout=PG_TIMEOUT_S) as conn:
+                yield conn
+        except (PoolTimeout, psycopg.OperationalError) as e:
+            raise unavailable("PostgreSQL", e) from e
+
+    async def check_ready(self) -> dict[str, str]:
+        """Status of each dependency: ``ok`` or the reason it is not."""
+        status: dict[str, str] = {}
+        try:
+            async with self.pool.connection(timeout=PG_TIMEOUT_S) as conn:
+                await conn.execute("SELECT 1")
+            status["postgresql"] = "ok"
+        except (PoolTimeout, psycopg.Error) as e:
+            status["postgresql"] = f"unavailable: {type(e).__name__}"
+        try:
+            await asyncio.wait_for(self.redis.ping(), PG_TIMEOUT_S)
+            status["redis"] = "ok"
+        except (RedisError, OSError, TimeoutError) as e:
+            status["redis"] = f"unavailable: {type(e).__name__}"
+        ok = await asyncio.to_thread(broker_reachable, self.config.kafka_bootstrap, 2.0)
+        status["kafka"] = "ok" if ok else "unavailable: no broker answered"
+        return status
+
+
+async def open_resources(config: ApiConfig) -> ApiResources:
+    """Connect lazily: the API starts even when a dependency is down (it answers 503)."""
+    pool: AsyncConnectionPool[psycopg.AsyncConnection[tuple[object, ...]]] = AsyncConnectionPool(
+        config.database_url,
+        min_size=1,
+        max_size=16,
+        kwargs={"options": search_path_option(config.db_schema), "autocommit": True},
+        check=AsyncConnectionPool.check_connection,
+        open=False,
+        # give up a slot after 5 s so the next request starts a fresh attempt instead of
+        # waiting out a long exponential backoff once PostgreSQL is back
+        reconnect_timeout=5,
+    )
+    await pool.open(wait=False)
+    redis = aioredis.Redis.from_url(
+        config.redis_url, socket_connect_timeout=2, socket_timeout=5, health_check_interval=10
+    )
+    commands = CommandPublisher(config.kafka_bootstrap, config.topic_prefix)
+    return ApiResources(config, pool, redis, commands)
+
+
+async def close_resources(res: ApiResources) -> None:
+    """Flush pending commands and close every connection."""
+    await res.commands.close()
+    await res.redis.aclose()
+    await res.pool.close()

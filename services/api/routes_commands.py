@@ -1,0 +1,188 @@
+"""Command endpoints: each publishes one command to ``{p}.commands`` and answers 202."""
+
+from __future__ import annotations
+
+import json
+import uuid
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, Header, Path, Request, Response
+
+from services.api.apikeys import Principal, Scope
+from services.api.auth import require, resources
+from services.api.commands import CommandNotDelivered
+from services.api.models import (
+    SIGNAL_PATTERN,
+    WORKFLOW_ID_PATTERN,
+    Accepted,
+    ReasonRequest,
+    SignalRequest,
+    StartWorkflowRequest,
+)
+from services.api.problems import Problem, unavailable
+from services.api.queries import latest_version, links, workflow_tenant
+from services.api.routes_read import _PROBLEMS, not_found
+from services.core.inputs import (
+    CancelWorkflow,
+    Input,
+    PauseWorkflow,
+    ResumeWorkflow,
+    SignalWorkflow,
+    StartWorkflow,
+)
+
+router = APIRouter(tags=["commands"])
+Writer = Annotated[Principal, Depends(require(Scope.WRITE))]
+WorkflowId = Annotated[str, Path(pattern=WORKFLOW_ID_PATTERN, max_length=128)]
+# Namespace of ids derived from Idempotency-Key: never change it, or retries start twice.
+IDEMPOTENCY_NAMESPACE = uuid.UUID("6f1d6c4e-2b7a-4d0e-9a51-6b9f3f0c7a11")
+_COMMAND_PROBLEMS: dict[int | str, dict[str, Any]] = {
+    **_PROBLEMS,
+    409: {"description": "the workflow id belongs to another tenant"},
+    413: {"description": "payload too large"},
+}
+
+
+def workflow_id_for(tenant: str, idempotency_key: str) -> str:
+    """The workflow id a tenant's Idempotency-Key always maps to."""
+    return str(uuid.uuid5(IDEMPOTENCY_NAMESPACE, f"{tenant}\n{idempotency_key}"))
+
+
+def _check_size(request: Request, what: str, value: object) -> None:
+    limit = resources(request).config.max_payload_bytes
+    size = len(json.dumps(value, separators=(",", ":")).encode())
+    if size > limit:
+        raise Problem(
+            413, "payload-too-large", "Payload too large",
+            f"{what}: {size} bytes is over the limit of {limit}; pass a reference instead",
+        )  # fmt: skip
+
+
+async def _publish(
+    request: Request, who: Principal, command: Input, idempotency_key: str | None = None
+) -> Accepted:
+    try:
+        await resources(request).commands.publish(
+            command, actor=who.actor, tenant=who.tenant, idempotency_key=idempotency_key
+        )
+    except CommandNotDelivered as e:
+        raise unavailable("Kafka", e) from e
+    return Accepted(
+        workflow_id=command.workflow_id,
+        command=type(command).__name__,
+        links=links(command.workflow_id),
+    )
+
+
+async def _visible(request: Request, who: Principal, workflow_id: str) -> None:
+    async with resources(request).db() as conn:
+        if await workflow_tenant(conn, workflow_id) != who.tenant:
+            raise not_found(workflow_id)
+
+
+@router.post("/workflows", status_code=202, response_model=Accepted, responses=_COMMAND_PROBLEMS)
+async def start(
+    request: Request,
+    response: Response,
+    who: Writer,
+    body: StartWorkflowRequest,
+    idempotency_key: Annotated[
+        str | None, Header(min_length=1, max_length=200, pattern=r"^[\x21-\x7e]+$")
+    ] = None,
+) -> Accepted:
+    """Start a workflow (asynchronously); safe to retry with the same id or Idempotency-Key."""
+    _check_size(request, "input", body.input)
+    if body.workflow_id is not None:
+        workflow_id = body.workflow_id
+    elif idempotency_key is not None:
+        workflow_id = workflow_id_for(who.tenant, idempotency_key)
+    else:
+        workflow_id = str(uuid.uuid4())
+    async with resources(request).db() as conn:
+        owner = await workflow_tenant(conn, workflow_id)
+        version = body.version or await latest_version(conn, body.name)
+    if owner is not None and owner != who.tenant:
+        raise Problem(
+            409, "conflict", "Conflict",
+            f"workflow_id: {workflow_id!r} is taken; choose another id",
+        )  # fmt: skip
+    if version is None:
+        raise Problem(
+            422, "invalid-request", "Invalid request",
+            f"version: no definition named {body.name!r} is registered; give a version "
+            "or register it with kflow definitions",
+        )  # fmt: skip
+    command = StartWorkflow(
+        workflow_id=workflow_id,
+        name=body.name,
+        version=version,
+        input=body.input,
+        tenant=who.tenant,
+        actor=who.actor,
+    )
+    accepted = await _publish(request, who, command, idempotency_key)
+    response.headers["Location"] = accepted.links["self"]
+    return accepted
+
+
+@router.post(
+    "/workflows/{workflow_id}/cancel",
+    status_code=202,
+    response_model=Accepted,
+    responses=_COMMAND_PROBLEMS,
+)
+async def cancel(
+    request: Request, who: Writer, workflow_id: WorkflowId, body: ReasonRequest | None = None
+) -> Accepted:
+    """Cancel the workflow; running steps are marked cancelled."""
+    await _visible(request, who, workflow_id)
+    reason = body.reason if body else ""
+    return await _publish(request, who, CancelWorkflow(workflow_id=workflow_id, reason=reason))
+
+
+@router.post(
+    "/workflows/{workflow_id}/pause",
+    status_code=202,
+    response_model=Accepted,
+    responses=_COMMAND_PROBLEMS,
+)
+async def pause(
+    request: Request, who: Writer, workflow_id: WorkflowId, body: ReasonRequest | None = None
+) -> Accepted:
+    """Stop scheduling new steps until resumed."""
+    await _visible(request, who, workflow_id)
+    reason = body.reason if body else ""
+    return await _publish(request, who, PauseWorkflow(workflow_id=workflow_id, reason=reason))
+
+
+@router.post(
+    "/workflows/{workflow_id}/resume",
+    status_code=202,
+    response_model=Accepted,
+    responses=_COMMAND_PROBLEMS,
+)
+async def resume(request: Request, who: Writer, workflow_id: WorkflowId) -> Accepted:
+    """Resume a paused workflow."""
+    await _visible(request, who, workflow_id)
+    return await _publish(request, who, ResumeWorkflow(workflow_id=workflow_id))
+
+
+@router.post(
+    "/workflows/{workflow_id}/signals/{name}",
+    status_code=202,
+    response_model=Accepted,
+    responses=_COMMAND_PROBLEMS,
+)
+async def signal(
+    request: Request,
+    who: Writer,
+    workflow_id: WorkflowId,
+    name: Annotated[str, Path(pattern=SIGNAL_PATTERN, max_length=128)],
+    body: SignalRequest,
+) -> Accepted:
+    """Deliver a signal (e.g. an approval) to a waiting step."""
+    _check_size(request, "payload", body.payload)
+    await _visible(request, who, workflow_id)
+    return await _publish(
+        request, who, SignalWorkflow(workflow_id=workflow_id, name=name, payload=body.payload)
+    )

@@ -1,0 +1,55 @@
+"""Operational endpoints: liveness, readiness, Prometheus metrics."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+
+from fastapi import APIRouter, Request, Response
+from fastapi.responses import JSONResponse
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+from services.api.auth import resources
+from services.observability.lag import LagUnavailable, consumer_lag
+
+router = APIRouter(tags=["operations"])
+
+
+@router.get("/healthz")
+async def healthz() -> dict[str, str]:
+    """The process is up (no dependency is checked)."""
+    return {"status": "ok"}
+
+
+@router.get(
+    "/readyz",
+    responses={503: {"description": "a dependency is down", "content": {"application/json": {}}}},
+)
+async def readyz(request: Request) -> JSONResponse:
+    """Kafka, PostgreSQL and Redis all answer; 503 names the ones that do not."""
+    checks = await resources(request).check_ready()
+    ready = all(v == "ok" for v in checks.values())
+    body = {"status": "ready" if ready else "unavailable", "checks": checks}
+    return JSONResponse(body, status_code=200 if ready else 503)
+
+
+_LAG_REFRESH_S = 10.0
+_lag_refreshed = [0.0]
+
+
+async def _refresh_lag(request: Request) -> None:
+    """Update ``kflow_consumer_lag`` for the prefix's groups, at most every 10 s."""
+    if time.monotonic() - _lag_refreshed[0] < _LAG_REFRESH_S:
+        return
+    _lag_refreshed[0] = time.monotonic()
+    config = resources(request).config
+    with contextlib.suppress(LagUnavailable):
+        await asyncio.to_thread(consumer_lag, config.kafka_bootstrap, config.topic_prefix, 3.0)
+
+
+@router.get("/metrics", response_class=Response)
+async def metrics(request: Request) -> Response:
+    """Prometheus exposition of this process's metrics, with consumer lag of every kflow group."""
+    await _refresh_lag(request)
+    return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)

@@ -1,0 +1,151 @@
+"""Read endpoints: list, one execution, its events, its live stream, definitions."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, Header, Path, Query, Request
+from fastapi.responses import StreamingResponse
+
+from services.api.apikeys import Principal, Scope
+from services.api.auth import require, resources
+from services.api.models import (
+    NAME_PATTERN,
+    WORKFLOW_ID_PATTERN,
+    DefinitionView,
+    EventPage,
+    WorkflowDetail,
+    WorkflowPage,
+)
+from services.api.problems import Problem
+from services.api.queries import (
+    ListFilter,
+    get_workflow,
+    list_events,
+    list_workflows,
+    workflow_tenant,
+)
+from services.api.stream import event_stream, open_subscription
+
+router = APIRouter(tags=["workflows"])
+Reader = Annotated[Principal, Depends(require(Scope.READ))]
+WorkflowId = Annotated[str, Path(pattern=WORKFLOW_ID_PATTERN, max_length=128)]
+STATUS_PATTERN = r"^[a-z_]{1,32}$"
+_PROBLEMS: dict[int | str, dict[str, Any]] = {
+    code: {"description": desc, "content": {"application/problem+json": {}}}
+    for code, desc in {
+        400: "bad request",
+        401: "missing or invalid API key",
+        403: "the key lacks the scope",
+        404: "not found (or another tenant's)",
+        422: "invalid parameter",
+        503: "a dependency is down; retry",
+    }.items()
+}
+
+
+def not_found(workflow_id: str) -> Problem:
+    return Problem(
+        404, "not-found", "Not found",
+        f"no workflow {workflow_id!r} is visible to this key (it may not be projected yet)",
+    )  # fmt: skip
+
+
+@router.get("/workflows", response_model=WorkflowPage, responses=_PROBLEMS)
+async def get_workflows(
+    request: Request,
+    who: Reader,
+    status: Annotated[str | None, Query(pattern=STATUS_PATTERN)] = None,
+    name: Annotated[str | None, Query(pattern=NAME_PATTERN)] = None,
+    tenant: Annotated[str | None, Query(max_length=64)] = None,
+    created_after: datetime | None = None,
+    created_before: datetime | None = None,
+    limit: Annotated[int, Query(ge=1, le=500)] = 50,
+    cursor: Annotated[str | None, Query(max_length=400)] = None,
+) -> WorkflowPage:
+    """Executions of the caller's tenant, newest first (keyset pagination)."""
+    if tenant is not None and tenant != who.tenant:
+        raise Problem(
+            403, "forbidden", "Forbidden",
+            f"tenant: this key belongs to tenant {who.tenant!r} and cannot list {tenant!r}",
+        )  # fmt: skip
+    for label, value in (("created_after", created_after), ("created_before", created_before)):
+        if value is not None and value.tzinfo is None:
+            raise Problem(
+                400, "invalid-request", "Invalid request",
+                f"{label}: give a time zone, e.g. 2026-01-01T00:00:00Z",
+            )  # fmt: skip
+    flt = ListFilter(who.tenant, status, name, created_after, created_before, limit, cursor)
+    async with resources(request).db() as conn:
+        items, nxt = await list_workflows(conn, flt)
+    return WorkflowPage(items=items, next_cursor=nxt)
+
+
+@router.get("/workflows/{workflow_id}", response_model=WorkflowDetail, responses=_PROBLEMS)
+async def get_one(request: Request, who: Reader, workflow_id: WorkflowId) -> WorkflowDetail:
+    """One execution with its steps."""
+    async with resources(request).db() as conn:
+        found = await get_workflow(conn, workflow_id, who.tenant)
+    if found is None:
+        raise not_found(workflow_id)
+    return found
+
+
+@router.get("/workflows/{workflow_id}/events", response_model=EventPage, responses=_PROBLEMS)
+async def get_events(
+    request: Request,
+    who: Reader,
+    workflow_id: WorkflowId,
+    after_seq: Annotated[int, Query(ge=0, le=2**62)] = 0,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 200,
+) -> EventPage:
+    """The execution's audit trail in seq order."""
+    async with resources(request).db() as conn:
+        if await workflow_tenant(conn, workflow_id) != who.tenant:
+            raise not_found(workflow_id)
+        items = await list_events(conn, workflow_id, after_seq, limit)
+    nxt = items[-1].seq if len(items) == limit else None
+    return EventPage(items=items, next_after_seq=nxt)
+
+
+@router.get(
+    "/workflows/{workflow_id}/stream",
+    responses={**_PROBLEMS, 200: {"content": {"text/event-stream": {}}}},
+    response_class=StreamingResponse,
+)
+async def stream(
+    request: Request,
+    who: Reader,
+    workflow_id: WorkflowId,
+    last_event_id: Annotated[str | None, Header(max_length=20)] = None,
+) -> StreamingResponse:
+    """Server-sent events: each event once, in order, with its seq as the SSE id."""
+    after = 0
+    if last_event_id:
+        if not last_event_id.isdigit():
+            raise Problem(
+                400, "invalid-request", "Invalid request",
+                "Last-Event-ID: send the id of the last event received (a whole number)",
+            )  # fmt: skip
+        after = int(last_event_id)
+    res = resources(request)
+    async with res.db() as conn:
+        if await workflow_tenant(conn, workflow_id) != who.tenant:
+            raise not_found(workflow_id)
+    pubsub = await open_subscription(res, workflow_id)
+    return StreamingResponse(
+        event_stream(res, pubsub, workflow_id, after),
+        media_type="text/event-stream",
+        headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
+    )
+
+
+@router.get("/definitions", response_model=list[DefinitionView], responses=_PROBLEMS)
+async def definitions(request: Request, who: Reader) -> list[DefinitionView]:
+    """Registered workflow definitions (from the compacted definitions topic)."""
+    async with resources(request).db() as conn:
+        rows = await (
+            await conn.execute("SELECT name, version, definition FROM definitions ORDER BY 1, 2")
+        ).fetchall()
+    return [DefinitionView(name=r[0], version=r[1], definition=r[2]) for r in rows]

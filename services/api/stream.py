@@ -1,0 +1,112 @@
+"""Live SSE stream of one workflow's events, resumable with ``Last-Event-ID``.
+
+Order of operations makes it gapless: subscribe to the Redis channel first,
+then backfill from PostgreSQL, then forward live events, dropping any seq
+already sent. A live event that arrives ahead of a gap waits while the gap is
+filled from PostgreSQL (the PostgreSQL projection may trail the Redis one);
+during silence the stream also polls PostgreSQL, so it still completes when
+the Redis projection is down.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import AsyncIterator
+
+from pydantic import ValidationError
+from redis.asyncio.client import PubSub
+from redis.exceptions import RedisError
+
+from projections.redis_keys import events_channel
+from services.api.models import EventView
+from services.api.problems import unavailable
+from services.api.queries import list_events
+from services.api.resources import ApiResources
+from services.core.events import TERMINAL_TYPES
+from services.observability.metrics import SSE_CLIENTS
+
+TERMINAL = frozenset(t.__name__ for t in TERMINAL_TYPES)
+_POLL_S = 0.5
+_PAGE = 500
+
+
+def sse_frame(ev: EventView) -> bytes:
+    """One SSE message: the seq is the id, the type is the event name."""
+    return f"id: {ev.seq}\nevent: {ev.type}\ndata: {ev.model_dump_json()}\n\n".encode()
+
+
+async def open_subscription(res: ApiResources, workflow_id: str) -> PubSub:
+    """Subscribe before anything is read from PostgreSQL; Redis down is a 503."""
+    pubsub = res.redis.pubsub()
+    try:
+        await pubsub.subscribe(events_channel(res.config.redis_prefix, workflow_id))
+    except (RedisError, OSError) as e:
+        await pubsub.aclose()  # type: ignore[no-untyped-call]
+        raise unavailable("Redis", e) from e
+    return pubsub
+
+
+async def _backfill(res: ApiResources, workflow_id: str, after: int) -> list[EventView]:
+    async with res.db() as conn:
+        out: list[EventView] = []
+        while True:
+            page = await list_events(conn, workflow_id, after, _PAGE, include_notices=False)
+            out.extend(page)
+            if len(page) < _PAGE:
+                return out
+            after = page[-1].seq
+
+
+async def event_stream(
+    res: ApiResources, pubsub: PubSub, workflow_id: str, last_seq: int
+) -> AsyncIterator[bytes]:
+    """SSE bytes: every event with seq > ``last_seq`` once, in order; ends after a terminal one."""
+    SSE_CLIENTS.inc()
+    sent = last_seq
+    pending: dict[int, EventView] = {}
+    last_frame = time.monotonic()
+    try:
+        yield b"retry: 1000\n\n"
+        needs_db = True
+        while True:
+            if needs_db:
+                try:
+                    for ev in await _backfill(res, workflow_id, sent):
+                        pending.setdefault(ev.seq, ev)
+                except Exception:  # PostgreSQL down: keep live events flowing, retry later
+                    pass
+                needs_db = False
+            while sent + 1 in pending:
+                ev = pending.pop(sent + 1)
+                sent = ev.seq
+                last_frame = time.monotonic()
+                yield sse_frame(ev)
+                if ev.type in TERMINAL:
+                    return
+            for seq in [s for s in pending if s <= sent]:
+                del pending[seq]
+            try:
+                msg = await pubsub.get_message(ignore_subscribe_messages=True, timeout=_POLL_S)
+            except (RedisError, OSError):
+                msg = None
+                await asyncio.sleep(_POLL_S)
+            if msg is None:
+                needs_db = True  # silence: the Redis projection may be behind or down
+                if time.monotonic() - last_frame > res.config.sse_keepalive_s:
+                    last_frame = time.monotonic()
+                    yield b": keepalive\n\n"
+                continue
+            try:
+                ev = EventView.model_validate_json(msg["data"])
+            except ValidationError:
+                continue
+            if ev.seq > sent:
+                pending.setdefault(ev.seq, ev)
+            if pending and sent + 1 not in pending:
+                needs_db = True  # a gap: the missing events are in PostgreSQL (or soon will be)
+    finally:
+        SSE_CLIENTS.dec()
+        with contextlib.suppress(RedisError, OSError):
+            await pubsub.aclose()  # type: ignore[no-untyped-call]

@@ -1,0 +1,131 @@
+"""Dedicated PostgreSQL and Redis servers for tests that stop and start them.
+
+Outage tests must never stop the shared servers other tests use, so they start
+their own: a throw-away ``initdb`` cluster and a ``redis-server`` on other ports.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+
+PG_BIN = Path("/usr/lib/postgresql/15/bin")
+
+
+def _wait_port(port: int, up: bool, limit_s: float = 30.0) -> None:
+    deadline = time.monotonic() + limit_s
+    while time.monotonic() < deadline:
+        with socket.socket() as s:
+            s.settimeout(0.2)
+            is_up = s.connect_ex(("127.0.0.1", port)) == 0
+        if is_up == up:
+            return
+        time.sleep(0.05)
+    raise RuntimeError(f"port {port} did not go {'up' if up else 'down'} in {limit_s}s")
+
+
+def _as_postgres(cmd: list[str]) -> list[str]:
+    # initdb and postgres refuse to run as root
+    return ["runuser", "-u", "postgres", "--", *cmd] if os.geteuid() == 0 else cmd
+
+
+class DedicatedPostgres:
+    """A private PostgreSQL cluster on ``port`` with role and database ``kflow``."""
+
+    def __init__(self, port: int) -> None:
+        self.port = port
+        self.dir = Path(tempfile.mkdtemp(prefix=f"kflow-pg{port}-"))
+        self.data = self.dir / "data"
+        self.dsn = f"postgresql://kflow:kflow@127.0.0.1:{port}/kflow"
+        if os.geteuid() == 0:
+            shutil.chown(self.dir, "postgres", "postgres")
+        pwfile = self.dir / "pw"
+        pwfile.write_text("kflow\n")
+        if os.geteuid() == 0:
+            shutil.chown(pwfile, "postgres", "postgres")
+        subprocess.run(
+            _as_postgres(
+                [
+                    str(PG_BIN / "initdb"),
+                    "-D", str(self.data),
+                    "-U", "kflow",
+                    "--pwfile", str(pwfile),
+                    "-A", "md5",
+                    "--no-sync",
+                ]
+            ),
+            check=True,
+            capture_output=True,
+        )  # fmt: skip
+        self.start()
+        subprocess.run(
+            ["psql", f"postgresql://kflow:kflow@127.0.0.1:{port}/postgres", "-qc",
+             "CREATE DATABASE kflow"],
+            check=True,
+            capture_output=True,
+        )  # fmt: skip
+
+    def start(self) -> None:
+        subprocess.run(
+            _as_postgres(
+                [
+                    str(PG_BIN / "pg_ctl"),
+                    "-D", str(self.data),
+                    "-l", str(self.dir / "log"),
+                    "-o", f"-p {self.port} -k {self.dir} -c fsync=off"
+                    " -c listen_addresses=127.0.0.1",
+                    "-w", "start",
+                ]
+            ),
+            check=True,
+            capture_output=True,
+        )  # fmt: skip
+        _wait_port(self.port, up=True)
+
+    def stop(self) -> None:
+        subprocess.run(
+            _as_postgres(
+                [str(PG_BIN / "pg_ctl"), "-D", str(self.data), "-m", "immediate", "-w", "stop"]
+            ),
+            check=False,
+            capture_output=True,
+        )
+        _wait_port(self.port, up=False)
+
+    def destroy(self) -> None:
+        self.stop()
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+
+class DedicatedRedis:
+    """A private ``redis-server`` on ``port`` without persistence."""
+
+    def __init__(self, port: int) -> None:
+        self.port = port
+        self.url = f"redis://127.0.0.1:{port}/0"
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.start()
+
+    def start(self) -> None:
+        self.proc = subprocess.Popen(
+            ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
+             "--appendonly", "no"],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )  # fmt: skip
+        _wait_port(self.port, up=True)
+
+    def stop(self) -> None:
+        if self.proc is not None:
+            self.proc.kill()
+            self.proc.wait()
+            self.proc = None
+        _wait_port(self.port, up=False)
+
+    def destroy(self) -> None:
+        self.stop()

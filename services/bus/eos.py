@@ -38,6 +38,7 @@ from services.bus.dead_letter import HANDLER_ERROR, DeadLetter, dead_letter_reco
 from services.bus.eos_handler import EosConfig, Handler, LoopStats, PartitionId, system_clock_ms
 from services.bus.errors import DecodeError, RetryableError, TransactionError
 from services.bus.message import BusMessage, OutRecord, header_map, key_text
+from services.observability.tally import BatchTally
 
 __all__ = ["EosConfig", "EosLoop", "Handler", "LoopStats", "PartitionId", "system_clock_ms"]
 
@@ -64,6 +65,7 @@ class EosLoop(Generic[T]):
         self.codec = codec or AvroCodec()
         self.clock_ms = clock_ms
         self.stats = LoopStats()
+        self._tally = BatchTally(config.component)
         self._consumer_config = consumer_config(
             config.bootstrap,
             config.group_id,
@@ -124,6 +126,7 @@ class EosLoop(Generic[T]):
         """Collect, process and commit one batch; the number of consumed records committed."""
         if self._backoff_s:
             time.sleep(self._backoff_s)
+        self._tally.discard()  # counts of an aborted attempt are counted again on retry
         batch = self._collect()
         in_transaction = False
         processed = 0
@@ -161,6 +164,7 @@ class EosLoop(Generic[T]):
         self.stats.commits += 1
         self.stats.records_in += processed
         self._backoff_s = 0.0
+        self._tally.publish()
         self.handler.committed()
         return processed
 
@@ -213,6 +217,7 @@ class EosLoop(Generic[T]):
             topic, partition, offset = message.topic(), message.partition(), message.offset()
             assert topic is not None and partition is not None and offset is not None
             offsets[PartitionId(topic, partition)] = offset + 1
+            self._tally.consumed(topic)
         return offsets, len(batch)
 
     def _handle_one(self, message: Message) -> Sequence[OutRecord]:
@@ -250,6 +255,7 @@ class EosLoop(Generic[T]):
         self, message: Message, raw: str | bytes | None, reason: str, error: Exception
     ) -> OutRecord:
         self.stats.dead_letters += 1
+        self._tally.dead_lettered(message.topic() or "")
         letter = DeadLetter(
             original_key=key_text(message.key()),
             original_value=raw.encode() if isinstance(raw, str) else raw,
@@ -275,6 +281,7 @@ class EosLoop(Generic[T]):
                 except BufferError:  # local queue full: let deliveries drain
                     self._producer.poll(0.05)
             self.stats.records_out += 1
+            self._tally.produced(record.topic)
         self._producer.poll(0)
 
     # -- failure handling ------------------------------------------------------------------

@@ -77,6 +77,8 @@ class EosConfig:
     rebalance (a dead instance's partitions move after ``session.timeout.ms``)."""
     producer_overrides: dict[str, ConfigValue] = field(default_factory=dict)
     consumer_overrides: dict[str, ConfigValue] = field(default_factory=dict)
+    component: str = ""
+    """``component`` label of the records-in/out and DLQ metrics; empty = no metrics."""
 
     def __post_init__(self) -> None:
         if self.batch_size < 1:

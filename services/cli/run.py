@@ -15,6 +15,9 @@ import typer
 
 from services.bus.admin import broker_reachable
 from services.bus.errors import BusError
+from services.observability.lag import LagRefresher
+from services.observability.logging import configure_logging, default_format
+from services.observability.metrics import serve_metrics
 from services.processor.registry import NodeRegistryError, load_node_modules, registry
 from services.registry.topic import RegistryError
 from services.settings import Settings, get_settings
@@ -27,12 +30,31 @@ NodesOption = Annotated[
 ]
 
 
-def _setup(level: str) -> Settings:
-    logging.basicConfig(
-        level=level.upper(),
-        format="%(asctime)s %(levelname)s %(name)s [%(threadName)s] %(message)s",
-        stream=sys.stderr,
-    )
+MetricsPortOption = Annotated[
+    int | None,
+    typer.Option(
+        "--metrics-port",
+        min=1,
+        max=65535,
+        help="serve Prometheus /metrics on 127.0.0.1:PORT (default: off)",
+    ),
+]
+LogFormatOption = Annotated[
+    str | None,
+    typer.Option("--log-format", help="json or text (default: text on a terminal, json otherwise)"),
+]
+
+
+def _setup(level: str, log_format: str | None = None) -> Settings:
+    chosen = log_format or default_format(sys.stderr)
+    if chosen not in ("json", "text"):
+        typer.echo(f"error: --log-format must be json or text, got {chosen!r}", err=True)
+        raise typer.Exit(2)
+    try:
+        configure_logging(level, json=chosen == "json", stream=sys.stderr)
+    except ValueError as e:
+        typer.echo(f"error: {e}", err=True)
+        raise typer.Exit(2) from e
     settings = get_settings()
     if not broker_reachable(settings.kafka_bootstrap, timeout_s=5.0):
         typer.echo(
@@ -42,6 +64,18 @@ def _setup(level: str) -> Settings:
         )
         raise typer.Exit(1)
     return settings
+
+
+def _serve_metrics(port: int | None, settings: Settings, group_prefix: str) -> None:
+    """Expose /metrics and keep the lag of this service's consumer group fresh."""
+    if port is None:
+        return
+    try:
+        serve_metrics(port)
+    except OSError as e:
+        typer.echo(f"error: cannot serve metrics on 127.0.0.1:{port}: {e}", err=True)
+        raise typer.Exit(1) from e
+    LagRefresher(settings.kafka_bootstrap, group_prefix).start()
 
 
 ProfileOption = Annotated[
@@ -79,6 +113,8 @@ def orchestrator(
     ] = "orchestrator-0",
     max_batch_ms: Annotated[int, typer.Option(min=1, help="longest wait to fill a batch")] = 5,
     log_level: Annotated[str, typer.Option(help="logging level")] = "warning",
+    log_format: LogFormatOption = None,
+    metrics_port: MetricsPortOption = None,
     profile: ProfileOption = None,
 ) -> None:
     """Run one orchestrator (consumes commands and results, writes events and tasks).
@@ -87,7 +123,7 @@ def orchestrator(
     """
     from services.orchestrator.service import OrchestratorConfig, OrchestratorService
 
-    settings = _setup(log_level)
+    settings = _setup(log_level, log_format)
     try:
         service = OrchestratorService(
             OrchestratorConfig(
@@ -102,6 +138,7 @@ def orchestrator(
     except (RegistryError, BusError) as e:
         typer.echo(f"error: {e}", err=True)
         raise typer.Exit(1) from e
+    _serve_metrics(metrics_port, settings, f"{settings.topic_prefix}.orchestrator")
     _on_stop_signals(service)
     _run_service(service, profile)
 
@@ -115,6 +152,8 @@ def processor(
         str | None, typer.Option(help="stable slot id: a restart takes its partitions back at once")
     ] = None,
     log_level: Annotated[str, typer.Option(help="logging level")] = "warning",
+    log_format: LogFormatOption = None,
+    metrics_port: MetricsPortOption = None,
     profile: ProfileOption = None,
 ) -> None:
     """Run one node processor for a queue.
@@ -123,7 +162,7 @@ def processor(
     """
     from services.processor.service import ProcessorConfig, ProcessorService
 
-    settings = _setup(log_level)
+    settings = _setup(log_level, log_format)
     try:
         names = load_node_modules(nodes or [])
         service = ProcessorService(
@@ -142,6 +181,7 @@ def processor(
         typer.echo(f"error: {e}", err=True)
         raise typer.Exit(2) from e
     logging.getLogger(__name__).info("queue %s, node types: %s", queue, ", ".join(names))
+    _serve_metrics(metrics_port, settings, service.config.group_id)
     _on_stop_signals(service)
     _run_service(service, profile)
 
@@ -160,15 +200,32 @@ def run_all(
     concurrency: Annotated[int, typer.Option(min=1, help="steps at once per processor")] = 16,
     orchestrators: Annotated[int, typer.Option(min=1, max=16, help="orchestrator processes")] = 1,
     log_level: Annotated[str, typer.Option(help="logging level")] = "warning",
+    log_format: LogFormatOption = None,
+    metrics_port: Annotated[
+        int | None,
+        typer.Option(
+            "--metrics-port",
+            min=1,
+            max=65000,
+            help="first /metrics port: orchestrators get PORT, PORT+1, ..., then one per "
+            "processor (default: off)",
+        ),
+    ] = None,
 ) -> None:
     """Start orchestrator(s) and one processor per queue as subprocesses; Ctrl-C stops them all.
 
-    Example: kflow run all --queue default --nodes examples.docpipe.nodes
+    Example: kflow run all --queue default --nodes examples.docpipe.nodes --metrics-port 9101
     """
-    _setup(log_level)
+    _setup(log_level, log_format)
+    shared = ["--log-level", log_level, "--log-format", log_format or default_format(sys.stderr)]
+    ports = iter(range(metrics_port, 65536)) if metrics_port is not None else None
+
+    def port_args() -> list[str]:
+        return [] if ports is None else ["--metrics-port", str(next(ports))]
+
     commands = [
         service_command(
-            "run", "orchestrator", "--instance", f"orchestrator-{i}", "--log-level", log_level
+            "run", "orchestrator", "--instance", f"orchestrator-{i}", *shared, *port_args()
         )
         for i in range(orchestrators)
     ]
@@ -182,8 +239,8 @@ def run_all(
                 q,
                 "--concurrency",
                 str(concurrency),
-                "--log-level",
-                log_level,
+                *shared,
+                *port_args(),
                 *node_args,
             )
         )

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+import threading
 from dataclasses import dataclass
 
 from confluent_kafka import (
@@ -13,6 +15,8 @@ from confluent_kafka import (
 from confluent_kafka.admin import AdminClient, OffsetSpec  # type: ignore[attr-defined]
 
 from services.observability.metrics import CONSUMER_LAG
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -71,3 +75,30 @@ def consumer_lag(bootstrap: str, group_prefix: str, timeout_s: float = 10.0) -> 
     for r in rows:
         CONSUMER_LAG.labels(r.group, r.topic, str(r.partition)).set(r.lag)
     return rows
+
+
+class LagRefresher:
+    """Refreshes ``kflow_consumer_lag`` for groups starting with ``group_prefix`` every
+    ``interval_s`` from a daemon thread; a failed query is logged and retried next time."""
+
+    def __init__(self, bootstrap: str, group_prefix: str, interval_s: float = 15.0) -> None:
+        self.bootstrap = bootstrap
+        self.group_prefix = group_prefix
+        self.interval_s = interval_s
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="lag", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    def _run(self) -> None:
+        while True:
+            try:
+                consumer_lag(self.bootstrap, self.group_prefix)
+            except LagUnavailable as e:
+                log.info("consumer lag not refreshed: %s", e)
+            if self._stop.wait(self.interval_s):
+                return

@@ -6,6 +6,8 @@ outcomes, topics), never from ids, so the series count stays bounded.
 
 from __future__ import annotations
 
+from wsgiref.simple_server import WSGIServer
+
 from prometheus_client import Counter, Gauge, Histogram, start_http_server
 
 _LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300)
@@ -83,6 +85,8 @@ API_LATENCY = Histogram(
 SSE_CLIENTS = Gauge("kflow_sse_clients", "Open live event streams.")
 
 
-def serve_metrics(port: int, addr: str = "127.0.0.1") -> None:
-    """Expose ``/metrics`` on ``addr:port`` from a daemon thread (for non-HTTP services)."""
-    start_http_server(port, addr=addr)
+def serve_metrics(port: int, addr: str = "127.0.0.1") -> WSGIServer:
+    """Expose ``/metrics`` on ``addr:port`` from a daemon thread (for non-HTTP services);
+    ``shutdown()`` on the returned server stops it."""
+    server, _ = start_http_server(port, addr=addr)
+    return server

@@ -23,6 +23,7 @@ from services.core.inputs import Input, StartWorkflow, TimerFired
 from services.core.limits import DEFAULT_LIMITS, Limits
 from services.core.machine import decide
 from services.core.state import WorkflowState, is_terminal, pending_timers
+from services.orchestrator.metrics import WorkflowMetrics
 from services.orchestrator.snapshots import SnapshotEncoder
 from services.orchestrator.table import WorkflowTable
 from services.orchestrator.timers import TimerHeap
@@ -76,6 +77,7 @@ class OrchestratorHandler(Handler[Envelope]):
         self.table = WorkflowTable()
         self.timers = TimerHeap()
         self._snapshots = SnapshotEncoder()
+        self.metrics = WorkflowMetrics()
         self._fired: list[tuple[str, str, int]] = []
         self._owned: set[PartitionId] = set()
         self._loaded: set[int] = set()
@@ -134,9 +136,11 @@ class OrchestratorHandler(Handler[Envelope]):
                     state.workflow_id, ((t.timer_id, t.due_at) for t in pending_timers(state))
                 )
         self._fired.clear()
+        self.metrics.publish(len(self.table))
 
     def rolled_back(self, partitions: Sequence[PartitionId]) -> None:
         self.table.discard()
+        self.metrics.discard()
         for workflow_id, timer_id, due_at in self._fired:
             self.timers.schedule(workflow_id, [(timer_id, due_at)])
         self._fired.clear()
@@ -195,6 +199,7 @@ class OrchestratorHandler(Handler[Envelope]):
         records = self._records(events, envelope, command)  # may raise: stage nothing before
         if new_state is not None:
             self.table.stage(new_state, partition)
+            self.metrics.saw(changes, new_state)
         return records
 
     def _records(

@@ -76,6 +76,7 @@ class OrchestratorService:
                 instance_id=config.instance_id,
                 topics=(names.commands, names.results),
                 dlq_topic=names.dlq,
+                component="orchestrator",
                 batch_size=config.batch_size,
                 max_batch_ms=config.max_batch_ms,
                 consumer_overrides={**LOW_LATENCY_CONSUMER, **config.consumer_overrides},

@@ -14,7 +14,6 @@ import logging
 import queue
 import threading
 import time
-from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
@@ -29,6 +28,7 @@ from services.bus.message import OutRecord, key_text
 from services.bus.topics import topic_names
 from services.core.errors import ErrorClass
 from services.core.inputs import StepError, StepHeartbeat, StepResult
+from services.observability.metrics import DLQ_RECORDS, EVENTS_IN, EVENTS_OUT, STEP_LATENCY
 from services.processor.executor import StepExecutor
 from services.processor.ledger import Outcome, RedisLedger
 from services.processor.offsets import PartitionProgress
@@ -46,6 +46,8 @@ LOW_LATENCY_CONSUMER: dict[str, ConfigValue] = {
     "partition.assignment.strategy": "cooperative-sticky",
 }
 LOW_LATENCY_PRODUCER: dict[str, ConfigValue] = {"linger.ms": 1}
+COMPONENT = "processor"
+"""``component`` label of this service's metrics."""
 MAX_FETCH = 200
 """Most tasks taken from the consumer at once (bounded by free slots)."""
 
@@ -96,6 +98,7 @@ class ProcessorService:
         self.stats = ProcessorStats()
         self._names = topic_names(config.topic_prefix)
         self._task_topic = self._names.tasks(config.queue)
+        self._tasks_in = EVENTS_IN.labels(COMPONENT, self._task_topic)
         self._codec = AvroCodec()
         self._nodes = nodes
         self._stop = threading.Event()
@@ -202,6 +205,7 @@ class ProcessorService:
         assert offset is not None
         progress = self._progress.setdefault((tp.topic, tp.partition), PartitionProgress())
         progress.started(offset)
+        self._tasks_in.inc()
         done = (tp, offset, progress)
         raw = message.value() or b""
         raw_bytes = raw.encode() if isinstance(raw, str) else raw
@@ -277,13 +281,17 @@ class ProcessorService:
         done: _Completion,
         recorded: Outcome | None = None,
     ) -> None:
+        started = time.monotonic()
+        measured = False
         try:
             execution = await executor.execute(task, recorded)
+            measured = True
             outcome = execution.outcome
             if execution.replayed:
                 self.stats.replayed += 1
             else:
                 self.stats.executed += 1
+                STEP_LATENCY.labels(task.node_type).observe(time.monotonic() - started)
             result: StepResult | StepError
             if outcome.ok:
                 result = StepResult(
@@ -310,7 +318,13 @@ class ProcessorService:
         except Exception as e:
             # Ledger (Redis) or encoding trouble: report a transient error so the step's
             # retry policy decides, instead of leaving the workflow waiting forever.
-            log.exception("task %s failed inside the processor", task.step_key)
+            if not measured:
+                STEP_LATENCY.labels(task.node_type).observe(time.monotonic() - started)
+            log.exception(
+                "task %s failed inside the processor",
+                task.step_key,
+                extra={"workflow_id": task.workflow_id, "step_key": task.step_key},
+            )
             failure = StepError(
                 workflow_id=task.workflow_id,
                 step_key=task.step_key,
@@ -336,15 +350,16 @@ class ProcessorService:
         self._produce(OutRecord(self._names.results, task.workflow_id, encode_result(beat)))
 
     def _produce(self, record: OutRecord, on_done: _Completion | None = None) -> None:
-        callback: Callable[[KafkaError | None, Message], None] | None = None
-        if on_done is not None:
-            completions = self._completions
+        completions = self._completions
+        produced = EVENTS_OUT.labels(COMPONENT, record.topic)
 
-            def callback(err: KafkaError | None, msg: Message) -> None:
-                if err is None:
+        def callback(err: KafkaError | None, msg: Message) -> None:
+            if err is None:
+                produced.inc()
+                if on_done is not None:
                     completions.put(on_done)
-                else:  # not committed: the task is redelivered and the ledger re-reports it
-                    log.error("result for %s not delivered: %s", record.key, err.str())
+            elif on_done is not None:  # not committed: redelivered, the ledger re-reports it
+                log.error("result for %s not delivered: %s", record.key, err.str())
 
         while True:
             try:
@@ -357,6 +372,7 @@ class ProcessorService:
         self, message: Message, raw: bytes, reason: str, error: Exception, done: _Completion
     ) -> None:
         self.stats.dead_letters += 1
+        DLQ_RECORDS.labels(COMPONENT, message.topic() or "").inc()
         letter = DeadLetter(
             original_key=key_text(message.key()),
             original_value=raw,

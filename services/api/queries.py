@@ -71,18 +71,15 @@ async def list_workflows(conn: AConn, f: ListFilter) -> tuple[list[WorkflowSumma
     """A page of executions, newest first, and the cursor of the next page."""
     where = ["tenant = %s"]
     args: list[Any] = [f.tenant]
-    if f.status is not None:
-        where.append("status = %s")
-        args.append(f.status)
-    if f.name is not None:
-        where.append("name = %s")
-        args.append(f.name)
-    if f.created_after is not None:
-        where.append("created_at >= %s")
-        args.append(f.created_after)
-    if f.created_before is not None:
-        where.append("created_at < %s")
-        args.append(f.created_before)
+    for clause, value in (
+        ("status = %s", f.status),
+        ("name = %s", f.name),
+        ("created_at >= %s", f.created_after),
+        ("created_at < %s", f.created_before),
+    ):
+        if value is not None:
+            where.append(clause)
+            args.append(value)
     if f.cursor is not None:
         at, wf = decode_cursor(f.cursor)
         where.append("(created_at, workflow_id) < (%s, %s)")

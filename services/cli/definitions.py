@@ -9,8 +9,9 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from services.bus.admin import TopicAdminError, broker_reachable, create_topics
+from services.bus.admin import TopicAdminError, create_topics
 from services.bus.topics import TopicSpec, topic_names
+from services.cli.broker import require_broker
 from services.core.definition import WorkflowDefinition, load_definition
 from services.core.errors import DefinitionError
 from services.registry.topic import DefinitionFollower, RegistryError, publish_definition
@@ -32,17 +33,6 @@ def _load(path: Path) -> WorkflowDefinition:
     except DefinitionError as e:
         typer.echo(f"error: {path}: {e}", err=True)
         raise typer.Exit(2) from e
-
-
-def _require_broker() -> None:
-    settings = get_settings()
-    if not broker_reachable(settings.kafka_bootstrap, timeout_s=3.0):
-        typer.echo(
-            f"error: Kafka is not reachable at {settings.kafka_bootstrap}; "
-            "start it with `kflow dev up` or set KFLOW_KAFKA_BOOTSTRAP",
-            err=True,
-        )
-        raise typer.Exit(1)
 
 
 @definitions_app.command("validate")
@@ -68,7 +58,7 @@ def apply(
     Example: kflow definitions apply examples/docpipe/docpipe.yaml
     """
     definition = _load(path)
-    _require_broker()
+    require_broker()
     settings = get_settings()
     names = topic_names(settings.topic_prefix)
     try:
@@ -90,7 +80,7 @@ def list_() -> None:
 
     Example: kflow definitions list
     """
-    _require_broker()
+    require_broker()
     settings = get_settings()
     try:
         follower = DefinitionFollower(settings.kafka_bootstrap, settings.topic_prefix)

@@ -11,7 +11,7 @@ from rich.console import Console
 from rich.live import Live
 from rich.table import Table
 
-from services.bus.admin import broker_reachable
+from services.cli.broker import require_broker
 from services.core.events import Event, StepEvent, event_to_dict
 from services.core.inputs import (
     CancelWorkflow,
@@ -39,19 +39,8 @@ def _json(text: str | None, option: str) -> Any:
         raise typer.Exit(2) from e
 
 
-def _require_broker() -> None:
-    settings = get_settings()
-    if not broker_reachable(settings.kafka_bootstrap, timeout_s=3.0):
-        typer.echo(
-            f"error: Kafka is not reachable at {settings.kafka_bootstrap}; "
-            "start it with `kflow dev up` or set KFLOW_KAFKA_BOOTSTRAP",
-            err=True,
-        )
-        raise typer.Exit(1)
-
-
 def _send(command: Input, actor: str | None) -> None:
-    _require_broker()
+    require_broker()
     settings = get_settings()
     try:
         publisher = CommandPublisher(settings.kafka_bootstrap, settings.topic_prefix, actor)
@@ -90,7 +79,7 @@ def start(
 
 
 def _reader(from_end: bool, workflow_id: str | None = None) -> EventReader:
-    _require_broker()
+    require_broker()
     settings = get_settings()
     try:
         return EventReader(

@@ -1,0 +1,20 @@
+"""The Kafka reachability check shared by the CLI commands that talk to the broker."""
+
+from __future__ import annotations
+
+import typer
+
+from services.bus.admin import broker_reachable
+from services.settings import get_settings
+
+
+def require_broker() -> None:
+    """Exit 1 with a hint when Kafka does not answer within 3 s."""
+    settings = get_settings()
+    if not broker_reachable(settings.kafka_bootstrap, timeout_s=3.0):
+        typer.echo(
+            f"error: Kafka is not reachable at {settings.kafka_bootstrap}; "
+            "start it with `kflow dev up` or set KFLOW_KAFKA_BOOTSTRAP",
+            err=True,
+        )
+        raise typer.Exit(1)

@@ -143,10 +143,14 @@ def _wait_until_served(admin: AdminClient, wanted: dict[str, int], timeout_s: fl
     )
 
 
+# Seen right after CreateTopics while the new partitions' leadership settles.
 _NOT_READY = {
     KafkaError.NOT_LEADER_FOR_PARTITION,
     KafkaError.LEADER_NOT_AVAILABLE,
     KafkaError.UNKNOWN_TOPIC_OR_PART,
+    KafkaError.UNKNOWN_LEADER_EPOCH,
+    KafkaError.FENCED_LEADER_EPOCH,
+    KafkaError.REPLICA_NOT_AVAILABLE,
 }
 
 
@@ -165,7 +169,8 @@ def _end_offsets(
                 ends[(tp.topic, tp.partition)] = future.result().offset
             except KafkaException as e:
                 err: KafkaError = e.args[0]
-                if err.code() not in _NOT_READY or time.monotonic() > deadline:
+                not_ready = err.code() in _NOT_READY or err.retriable()
+                if not not_ready or time.monotonic() > deadline:
                     raise TopicAdminError(
                         f"end offset of {tp.topic}[{tp.partition}] unavailable: {err.str()}"
                     ) from e

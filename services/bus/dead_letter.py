@@ -4,8 +4,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from confluent_kafka import Message
+
 from services.bus.codec import AvroCodec
-from services.bus.message import OutRecord
+from services.bus.message import OutRecord, key_text
 
 DEAD_LETTER_SCHEMA = "kflow.DeadLetter"
 HANDLER_ERROR = "handler_error"
@@ -25,6 +27,23 @@ class DeadLetter:
     error_type: str
     message: str
     at: int
+
+
+def dead_letter_for(
+    message: Message, raw: str | bytes | None, reason: str, error: Exception, at: int
+) -> DeadLetter:
+    """The dead letter of a consumed ``message`` whose bytes ``raw`` failed with ``error``."""
+    return DeadLetter(
+        original_key=key_text(message.key()),
+        original_value=raw.encode() if isinstance(raw, str) else raw,
+        topic=message.topic() or "",
+        partition=message.partition() or 0,
+        offset=message.offset() or 0,
+        reason=reason,
+        error_type=type(error).__name__,
+        message=str(error),
+        at=at,
+    )
 
 
 def encode_dead_letter(letter: DeadLetter, codec: AvroCodec) -> bytes:

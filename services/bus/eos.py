@@ -34,7 +34,7 @@ from confluent_kafka import (
 
 from services.bus.clients import consumer_config, producer_config
 from services.bus.codec import AvroCodec
-from services.bus.dead_letter import HANDLER_ERROR, DeadLetter, dead_letter_record
+from services.bus.dead_letter import HANDLER_ERROR, dead_letter_for, dead_letter_record
 from services.bus.eos_handler import EosConfig, Handler, LoopStats, PartitionId, system_clock_ms
 from services.bus.errors import DecodeError, RetryableError, TransactionError
 from services.bus.message import BusMessage, OutRecord, header_map, key_text
@@ -256,17 +256,7 @@ class EosLoop(Generic[T]):
     ) -> OutRecord:
         self.stats.dead_letters += 1
         self._tally.dead_lettered(message.topic() or "")
-        letter = DeadLetter(
-            original_key=key_text(message.key()),
-            original_value=raw.encode() if isinstance(raw, str) else raw,
-            topic=message.topic() or "",
-            partition=message.partition() or 0,
-            offset=message.offset() or 0,
-            reason=reason,
-            error_type=type(error).__name__,
-            message=str(error),
-            at=self.clock_ms(),
-        )
+        letter = dead_letter_for(message, raw, reason, error, self.clock_ms())
         return dead_letter_record(letter, self.config.dlq_topic, self.codec)
 
     def _produce_all(self, records: Iterable[OutRecord]) -> None:

@@ -22,9 +22,9 @@ from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Produ
 
 from services.bus.clients import ConfigValue, make_consumer, make_producer
 from services.bus.codec import AvroCodec
-from services.bus.dead_letter import DeadLetter, dead_letter_record
+from services.bus.dead_letter import dead_letter_for, dead_letter_record
 from services.bus.errors import DecodeError
-from services.bus.message import OutRecord, key_text
+from services.bus.message import OutRecord
 from services.bus.topics import topic_names
 from services.core.errors import ErrorClass
 from services.core.inputs import StepError, StepHeartbeat, StepResult
@@ -373,17 +373,7 @@ class ProcessorService:
     ) -> None:
         self.stats.dead_letters += 1
         DLQ_RECORDS.labels(COMPONENT, message.topic() or "").inc()
-        letter = DeadLetter(
-            original_key=key_text(message.key()),
-            original_value=raw,
-            topic=message.topic() or "",
-            partition=message.partition() or 0,
-            offset=message.offset() or 0,
-            reason=reason,
-            error_type=type(error).__name__,
-            message=str(error),
-            at=time.time_ns() // 1_000_000,
-        )
+        letter = dead_letter_for(message, raw, reason, error, time.time_ns() // 1_000_000)
         log.warning(
             "task %s[%s]@%s to the DLQ: %s", letter.topic, letter.partition, letter.offset, error
         )

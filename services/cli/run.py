@@ -13,14 +13,14 @@ from typing import Annotated
 
 import typer
 
-from services.bus.admin import broker_reachable
 from services.bus.errors import BusError
+from services.cli.broker import require_broker
 from services.observability.lag import LagRefresher
 from services.observability.logging import configure_logging, default_format
 from services.observability.metrics import serve_metrics
 from services.processor.registry import NodeRegistryError, load_node_modules, registry
 from services.registry.topic import RegistryError
-from services.settings import Settings, get_settings
+from services.settings import Settings
 
 run_app = typer.Typer(help="Run kflow services in the foreground.", no_args_is_help=True)
 
@@ -55,15 +55,7 @@ def _setup(level: str, log_format: str | None = None) -> Settings:
     except ValueError as e:
         typer.echo(f"error: {e}", err=True)
         raise typer.Exit(2) from e
-    settings = get_settings()
-    if not broker_reachable(settings.kafka_bootstrap, timeout_s=5.0):
-        typer.echo(
-            f"error: Kafka is not reachable at {settings.kafka_bootstrap}; "
-            "start it with `kflow dev up` or set KFLOW_KAFKA_BOOTSTRAP",
-            err=True,
-        )
-        raise typer.Exit(1)
-    return settings
+    return require_broker(timeout_s=5.0)
 
 
 def _serve_metrics(port: int | None, settings: Settings, group_prefix: str) -> None:

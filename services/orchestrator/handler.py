@@ -18,10 +18,9 @@ from services.bus.records import ExecuteStep
 from services.bus.topics import TopicNames
 from services.core.definition import WorkflowDefinition
 from services.core.events import Event, StepScheduled, is_notice
-from services.core.fold import evolve_all
 from services.core.inputs import Input, StartWorkflow, TimerFired
 from services.core.limits import DEFAULT_LIMITS, Limits
-from services.core.machine import decide
+from services.core.machine import decide_and_evolve
 from services.core.state import WorkflowState, is_terminal, pending_timers
 from services.orchestrator.metrics import WorkflowMetrics
 from services.orchestrator.snapshots import SnapshotEncoder
@@ -193,9 +192,10 @@ class OrchestratorHandler(Handler[Envelope]):
     ) -> list[OutRecord]:
         now = self._clock_ms() if now is None else now
         state = self.table.get(command.workflow_id)
-        events = decide(state, command, now, self._limits)
+        # decide_and_evolve returns the state decide built; evolving again would redo the work.
+        events, after = decide_and_evolve(state, command, now, self._limits)
         changes = [e for e in events if not is_notice(e)]
-        new_state = evolve_all(state, changes) if changes else None
+        new_state = after if changes else None
         records = self._records(events, envelope, command)  # may raise: stage nothing before
         if new_state is not None:
             self.table.stage(new_state, partition)

@@ -6,7 +6,7 @@ import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
-from confluent_kafka import KafkaError, KafkaException, TopicPartition
+from confluent_kafka import IsolationLevel, KafkaError, KafkaException, TopicPartition
 
 # Public names of confluent_kafka.admin that its type hints do not re-export explicitly.
 from confluent_kafka.admin import (  # type: ignore[attr-defined]
@@ -155,16 +155,21 @@ _NOT_READY = {
 
 
 def _end_offsets(
-    admin: AdminClient, partitions: Sequence[TopicPartition], deadline: float
+    admin: AdminClient,
+    partitions: Sequence[TopicPartition],
+    deadline: float,
+    isolation: IsolationLevel = IsolationLevel.READ_UNCOMMITTED,
 ) -> dict[tuple[str, int], int]:
-    """End offset of each partition; retries partitions whose leader is not ready yet."""
+    """End offset of each partition (the last stable offset under READ_COMMITTED);
+    retries partitions whose leader is not ready yet."""
     ends: dict[tuple[str, int], int] = {}
     pending = list(partitions)
     while pending:
         request = {tp: OffsetSpec.latest() for tp in pending}  # type: ignore[no-untyped-call]
         timeout_s = max(1.0, deadline - time.monotonic())
         retry: list[TopicPartition] = []
-        for tp, future in admin.list_offsets(request, request_timeout=timeout_s).items():
+        answers = admin.list_offsets(request, request_timeout=timeout_s, isolation_level=isolation)
+        for tp, future in answers.items():
             try:
                 ends[(tp.topic, tp.partition)] = future.result().offset
             except KafkaException as e:
@@ -179,6 +184,38 @@ def _end_offsets(
             time.sleep(0.1)
         pending = retry
     return ends
+
+
+def wait_until_stable(
+    bootstrap: str, topic: str, partitions: Iterable[int], timeout_s: float = 60.0
+) -> None:
+    """Wait until no transaction is open on ``partitions`` of ``topic``.
+
+    A read_committed reader stops at the last stable offset (LSO), the first record of
+    the oldest open transaction. State restored from such a reader can be older than
+    the consumed offsets committed with it once that transaction commits, so restores
+    wait until the LSO reaches the high watermark: the open transaction committed, was
+    aborted by its producer's successor, or timed out at the broker
+    (``transaction.timeout.ms`` plus the broker's abort check interval).
+    """
+    wanted = [TopicPartition(topic, p) for p in sorted(set(partitions))]
+    if not wanted:
+        return
+    admin = admin_client(bootstrap)
+    deadline = time.monotonic() + timeout_s
+    while True:
+        lookup_deadline = time.monotonic() + 10
+        high = _end_offsets(admin, wanted, lookup_deadline)
+        stable = _end_offsets(admin, wanted, lookup_deadline, IsolationLevel.READ_COMMITTED)
+        open_ = sorted(p for (_t, p), end in high.items() if stable[(topic, p)] < end)
+        if not open_:
+            return
+        if time.monotonic() > deadline:
+            raise TopicAdminError(
+                f"{topic} partitions {open_} still have an open transaction after "
+                f"{timeout_s:.0f}s; is transaction.timeout.ms above {timeout_s:.0f}s?"
+            )
+        time.sleep(0.2)
 
 
 def delete_topics(bootstrap: str, names: Iterable[str], timeout_s: float = 30.0) -> None:

@@ -95,7 +95,7 @@ class EosLoop(Generic[T]):
             list(config.topics),
             on_assign=self._on_assign,
             on_revoke=self._on_revoke,
-            on_lost=self._on_revoke,
+            on_lost=self._on_lost,
         )
 
     # -- lifecycle -------------------------------------------------------------------------
@@ -146,6 +146,8 @@ class EosLoop(Generic[T]):
                 self._produce_all(self.handler.tick(self.clock_ms()))
                 self._produce_all(self.handler.end_batch())
             if offsets:
+                if log.isEnabledFor(logging.DEBUG):
+                    log.debug("committing %s", _offset_spans(batch))
                 self._producer.send_offsets_to_transaction(
                     [TopicPartition(p.topic, p.partition, o) for p, o in sorted(offsets.items())],
                     self._consumer.consumer_group_metadata(),
@@ -343,6 +345,7 @@ class EosLoop(Generic[T]):
             TopicPartition(tp.topic, tp.partition, tp.offset if tp.offset >= 0 else fallback)
             for tp in committed
         ]
+        log.debug("rewinding to %s", [(t.topic, t.partition, t.offset) for t in targets])
         failed: list[TopicPartition] = []
         for target in targets:
             try:
@@ -351,6 +354,7 @@ class EosLoop(Generic[T]):
                 failed.append(target)
         if not failed:
             return
+        log.debug("seek failed for %s; re-assigning", [(t.partition, t.offset) for t in failed])
         try:  # cooperative protocol: re-add those partitions at the offset
             self._consumer.incremental_unassign(
                 [TopicPartition(t.topic, t.partition) for t in failed]
@@ -382,13 +386,29 @@ class EosLoop(Generic[T]):
 
     def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         ids = [PartitionId(tp.topic, tp.partition) for tp in partitions]
+        log.debug("assigned %s", [(tp.partition, tp.offset) for tp in partitions])
         self._assigned.update(ids)
         self.handler.on_assign(ids)
 
+    def _on_lost(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        log.debug("lost %s", [tp.partition for tp in partitions])
+        self._on_revoke(consumer, partitions)
+
     def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         ids = {PartitionId(tp.topic, tp.partition) for tp in partitions}
+        log.debug("revoked %s", sorted(p.partition for p in ids))
         self._assigned.difference_update(ids)
         self._pending = [
             m for m in self._pending if PartitionId(m.topic() or "", m.partition() or 0) not in ids
         ]
         self.handler.on_revoke(sorted(ids))
+
+
+def _offset_spans(batch: Sequence[Message]) -> dict[str, tuple[int, int]]:
+    """``topic[partition] -> (first, last offset)`` of a batch, for the debug log."""
+    spans: dict[str, tuple[int, int]] = {}
+    for message in batch:
+        where = f"{message.topic()}[{message.partition()}]"
+        offset = message.offset() or 0
+        spans[where] = (spans.get(where, (offset, offset))[0], offset)
+    return spans

@@ -8,6 +8,8 @@ inside the transaction, so a kill is likely to land while one is open.
 
 from __future__ import annotations
 
+import logging
+import os
 import signal
 import sys
 import time
@@ -47,6 +49,12 @@ def main(argv: list[str]) -> None:
         stopping = True
 
     signal.signal(signal.SIGTERM, stop)
+    if os.environ.get("KFLOW_EOS_DEBUG"):
+        logging.basicConfig(
+            level=logging.DEBUG,
+            format=f"%(created).3f {instance} %(message)s",
+            filename=os.environ["KFLOW_EOS_DEBUG"],
+        )
     config = EosConfig(
         bootstrap=bootstrap,
         group_id=group,

@@ -32,8 +32,17 @@ def produce(
     assert producer.flush(30) == 0, "records were not acknowledged"
 
 
-def read_all(bootstrap: str, topic: str, *, committed_only: bool = True) -> list[Read]:
-    """Every record of ``topic`` from the beginning up to its current end."""
+def read_all(
+    bootstrap: str, topic: str, *, committed_only: bool = True, timeout_s: float = 90.0
+) -> list[Read]:
+    """Every record of ``topic`` from the beginning up to its high watermark.
+
+    With ``committed_only`` (read_committed) this waits until no transaction is open on
+    the topic: a read_committed reader stops at the last stable offset, so records that
+    others committed after a dead producer's still-open transaction only become readable
+    once the broker aborts it (after ``transaction.timeout.ms``). Reading only to the
+    LSO would silently miss them.
+    """
     consumer = Consumer(
         {
             "bootstrap.servers": bootstrap,
@@ -44,13 +53,11 @@ def read_all(bootstrap: str, topic: str, *, committed_only: bool = True) -> list
     )
     try:
         partitions = sorted(consumer.list_topics(topic, timeout=10).topics[topic].partitions)
-        ends = {
-            p: consumer.get_watermark_offsets(TopicPartition(topic, p), 10)[1] for p in partitions
-        }
+        ends = end_offsets(bootstrap, topic)
         consumer.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in partitions])
         found: list[Read] = []
         remaining = {p for p in partitions if ends[p] > 0}
-        deadline = time.monotonic() + 60
+        deadline = time.monotonic() + timeout_s
         while remaining and time.monotonic() < deadline:
             for message in consumer.consume(1000, 0.5):
                 if message.error() is None:
@@ -104,8 +111,19 @@ class GroupProgress:
 
 
 def end_offsets(bootstrap: str, topic: str) -> dict[int, int]:
-    """The high watermark per partition."""
-    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": "unused"})
+    """The high watermark per partition.
+
+    read_uncommitted on purpose: librdkafka asks the broker for offsets with the
+    consumer's isolation level, and under read_committed the "end" is the last stable
+    offset, which stops before any open transaction.
+    """
+    consumer = Consumer(
+        {
+            "bootstrap.servers": bootstrap,
+            "group.id": "unused",
+            "isolation.level": "read_uncommitted",
+        }
+    )
     try:
         partitions = sorted(consumer.list_topics(topic, timeout=10).topics[topic].partitions)
         return {

@@ -25,6 +25,11 @@ class Settings(BaseSettings):
     max_payload_bytes: int = Field(
         1_000_000, ge=1024, description="largest workflow input or step output accepted"
     )
+    closed_retention_ms: int = Field(
+        604_800_000,
+        ge=60_000,
+        description="duplicate-start window: how long {prefix}.closed keeps finished ids",
+    )
 
 
 @lru_cache(maxsize=1)

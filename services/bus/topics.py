@@ -34,6 +34,9 @@ _COMPACTED: Mapping[str, str] = MappingProxyType(
         "segment.ms": "3600000",
     }
 )
+DEFAULT_CLOSED_RETENTION_MS = 7 * 24 * 3600 * 1000
+"""Dedup window of ``{prefix}.closed``: how long a finished workflow id stays recognised."""
+
 # The event log is the source of truth: never delete it by age or size.
 _KEEP_FOREVER: Mapping[str, str] = MappingProxyType(
     {**_BASE, "retention.ms": "-1", "retention.bytes": "-1"}
@@ -84,6 +87,11 @@ class TopicNames:
         return f"{self.prefix}.snapshots"
 
     @property
+    def closed(self) -> str:
+        """Compacted, time-limited markers of finished workflows (key = workflow id)."""
+        return f"{self.prefix}.closed"
+
+    @property
     def definitions(self) -> str:
         return f"{self.prefix}.definitions"
 
@@ -126,14 +134,27 @@ class TopicSpec:
             raise ValueError(f"topic {self.name}: partitions must be >= 1, got {self.partitions}")
 
 
+def closed_config(retention_ms: int = DEFAULT_CLOSED_RETENTION_MS) -> Mapping[str, str]:
+    """Settings of ``{prefix}.closed``: compacted, and deleted after the dedup window."""
+    if retention_ms < 1:
+        raise ValueError(f"closed retention must be >= 1 ms, got {retention_ms}")
+    return MappingProxyType(
+        {**_COMPACTED, "cleanup.policy": "compact,delete", "retention.ms": str(retention_ms)}
+    )
+
+
 def topic_specs(
-    prefix: str, partitions: int, queues: Iterable[str] = BUILTIN_QUEUES
+    prefix: str,
+    partitions: int,
+    queues: Iterable[str] = BUILTIN_QUEUES,
+    closed_retention_ms: int = DEFAULT_CLOSED_RETENTION_MS,
 ) -> list[TopicSpec]:
     """Every topic kflow needs under ``prefix``, in a stable order.
 
-    Topics keyed by workflow id (commands, results, events, snapshots) share
+    Topics keyed by workflow id (commands, results, events, snapshots, closed) share
     ``partitions`` so they are co-partitioned; task topics use it too. The
     definitions registry and the DLQ are small and read whole: one partition.
+    ``closed_retention_ms`` is the duplicate-start window (see docs/adr/0032).
     """
     if partitions < 1:
         raise ValueError(f"partitions must be >= 1, got {partitions}")
@@ -143,6 +164,7 @@ def topic_specs(
         TopicSpec(names.results, partitions, _BASE),
         TopicSpec(names.events, partitions, _KEEP_FOREVER),
         TopicSpec(names.snapshots, partitions, _COMPACTED),
+        TopicSpec(names.closed, partitions, closed_config(closed_retention_ms)),
         TopicSpec(names.definitions, 1, _COMPACTED),
         TopicSpec(names.dlq, 1, _BASE),
     ]

@@ -125,6 +125,7 @@ def orchestrator(
                 partitions=settings.partitions,
                 max_batch_ms=max_batch_ms,
                 max_payload_bytes=settings.max_payload_bytes,
+                closed_retention_ms=settings.closed_retention_ms,
             )
         )
     except (RegistryError, BusError) as e:

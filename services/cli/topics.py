@@ -47,6 +47,7 @@ def create(
             _prefix(prefix),
             partitions if partitions is not None else settings.partitions,
             queue or BUILTIN_QUEUES,
+            closed_retention_ms=settings.closed_retention_ms,
         )
     except ValueError as e:
         raise typer.BadParameter(str(e), param_hint="--queue") from e

@@ -1,7 +1,8 @@
 """The orchestrator's EOS handler: inputs -> ``decide`` -> events, tasks and snapshots.
 
 Runs inside :class:`services.bus.eos.EosLoop`; every output of a batch, the
-changed snapshots and the input offsets commit in one Kafka transaction.
+changed snapshots (a tombstone plus a closed marker for a finished workflow) and
+the input offsets commit in one Kafka transaction.
 State changes are staged until ``committed()`` and dropped on ``rolled_back()``.
 """
 
@@ -15,13 +16,18 @@ from services.bus.contracts import Envelope, EnvelopeMeta, default_contracts
 from services.bus.eos import Handler, PartitionId
 from services.bus.message import BusMessage, OutRecord
 from services.bus.records import ExecuteStep
-from services.bus.topics import TopicNames
+from services.bus.topics import DEFAULT_CLOSED_RETENTION_MS, TopicNames
 from services.core.definition import WorkflowDefinition
 from services.core.events import Event, StepScheduled, is_notice
 from services.core.inputs import Input, StartWorkflow, TimerFired
 from services.core.limits import DEFAULT_LIMITS, Limits
 from services.core.machine import decide_and_evolve
 from services.core.state import WorkflowState, is_terminal, pending_timers
+from services.orchestrator.closed import (
+    ClosedMarker,
+    duplicate_of_closed,
+    encode_marker,
+)
 from services.orchestrator.metrics import WorkflowMetrics
 from services.orchestrator.snapshots import SnapshotEncoder
 from services.orchestrator.table import WorkflowTable
@@ -33,6 +39,8 @@ DefinitionLookup = Callable[[str, int], WorkflowDefinition | None]
 """``(name, version) -> definition``; version 0 = latest."""
 RestoreFn = Callable[[Sequence[int]], dict[int, dict[str, WorkflowState]]]
 """Snapshots partition numbers -> restored states per partition."""
+RestoreClosedFn = Callable[[Sequence[int]], dict[int, list[ClosedMarker]]]
+"""Closed partition numbers -> the closed markers of each."""
 
 MAX_TIMERS_PER_TICK = 1000
 
@@ -50,6 +58,7 @@ class OrchestratorStats:
     tasks: int = 0
     timers_fired: int = 0
     restored: int = 0
+    closed_restored: int = 0
 
 
 class OrchestratorHandler(Handler[Envelope]):
@@ -63,17 +72,21 @@ class OrchestratorHandler(Handler[Envelope]):
         clock_ms: Callable[[], int],
         ensure_queue: Callable[[str], None] = lambda queue: None,
         limits: Limits = DEFAULT_LIMITS,
+        restore_closed: RestoreClosedFn = lambda partitions: {},
+        finished_capacity: int = 10_000,
+        closed_window_ms: int = DEFAULT_CLOSED_RETENTION_MS,
     ) -> None:
         self.names = names
         self.stats = OrchestratorStats()
         self._definitions = definitions
         self._restore = restore
+        self._restore_closed = restore_closed
         self._clock_ms = clock_ms
         self._ensure_queue = ensure_queue
         self._limits = limits
         self._contracts = default_contracts()
         self._input_topics = (names.commands, names.results)
-        self.table = WorkflowTable()
+        self.table = WorkflowTable(finished_capacity, closed_window_ms)
         self.timers = TimerHeap()
         self._snapshots = SnapshotEncoder()
         self.metrics = WorkflowMetrics()
@@ -103,6 +116,7 @@ class OrchestratorHandler(Handler[Envelope]):
         return self._apply(body, message.partition, envelope)
 
     def tick(self, now_ms: int) -> Sequence[OutRecord]:
+        self.table.closed.expire(now_ms)
         out: list[OutRecord] = []
         for workflow_id, timer_id, due_at in self.timers.pop_due(now_ms, MAX_TIMERS_PER_TICK):
             self._fired.append((workflow_id, timer_id, due_at))
@@ -117,14 +131,17 @@ class OrchestratorHandler(Handler[Envelope]):
 
     def end_batch(self) -> Sequence[OutRecord]:
         now = self._clock_ms()
-        return [
-            OutRecord(
-                self.names.snapshots,
-                state.workflow_id,
-                None if is_terminal(state) else self._snapshots.encode(state, now),
-            )
-            for state in self.table.staged()
-        ]
+        out: list[OutRecord] = []
+        for state in self.table.staged():
+            if is_terminal(state):
+                # Same key and partition count as commands: lands in the commands partition.
+                marker = encode_marker(ClosedMarker.of(state, now))
+                out.append(OutRecord(self.names.snapshots, state.workflow_id, None))
+                out.append(OutRecord(self.names.closed, state.workflow_id, marker))
+            else:
+                encoded = self._snapshots.encode(state, now)
+                out.append(OutRecord(self.names.snapshots, state.workflow_id, encoded))
+        return out
 
     def committed(self) -> None:
         for state in self.table.commit():
@@ -149,6 +166,11 @@ class OrchestratorHandler(Handler[Envelope]):
         numbers = {p.partition for p in self._owned} - self._loaded
         if not numbers:
             return
+        closed = self._restore_closed(sorted(numbers))
+        for number, markers in closed.items():
+            self.table.load_closed(number, markers)
+            self.stats.closed_restored += len(markers)
+        self.table.closed.expire(self._clock_ms())
         restored = self._restore(sorted(numbers))
         for number, states in restored.items():
             self.table.load(number, states.values())
@@ -159,8 +181,9 @@ class OrchestratorHandler(Handler[Envelope]):
             self.stats.restored += len(states)
         self._loaded.update(numbers)
         log.info(
-            "restored %d workflows of partitions %s",
+            "restored %d workflows and %d closed ids of partitions %s",
             sum(map(len, restored.values())),
+            sum(map(len, closed.values())),
             sorted(numbers),
         )
 
@@ -192,6 +215,13 @@ class OrchestratorHandler(Handler[Envelope]):
     ) -> list[OutRecord]:
         now = self._clock_ms() if now is None else now
         state = self.table.get(command.workflow_id)
+        if (
+            state is None
+            and isinstance(command, StartWorkflow)
+            and self.table.is_closed(partition, command.workflow_id)
+        ):
+            # Finished and its state gone (restart, rebalance, capacity): still a duplicate.
+            return self._records([duplicate_of_closed(command, now)], envelope, command)
         # decide_and_evolve returns the state decide built; evolving again would redo the work.
         events, after = decide_and_evolve(state, command, now, self._limits)
         changes = [e for e in events if not is_notice(e)]

@@ -7,15 +7,24 @@ import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
-from services.bus.admin import TopicAdminError, create_topics
+from confluent_kafka import KafkaException
+
+from services.bus.admin import TopicAdminError, admin_client, create_topics
 from services.bus.clients import ConfigValue
 from services.bus.contracts import Envelope, decode
 from services.bus.eos import EosConfig, EosLoop, system_clock_ms
 from services.bus.errors import RetryableError
-from services.bus.topics import TopicSpec, topic_names
+from services.bus.topics import (
+    DEFAULT_CLOSED_RETENTION_MS,
+    TopicNames,
+    TopicSpec,
+    closed_config,
+    topic_names,
+)
 from services.core.definition import WorkflowDefinition
 from services.core.limits import Limits
 from services.core.state import WorkflowState
+from services.orchestrator.closed import ClosedMarker, restore_closed
 from services.orchestrator.handler import OrchestratorHandler
 from services.orchestrator.snapshots import restore_partitions
 from services.registry.topic import DefinitionFollower
@@ -44,6 +53,11 @@ class OrchestratorConfig:
     max_batch_ms: int = 5
     batch_size: int = 500
     max_payload_bytes: int = 1_000_000
+    closed_retention_ms: int = DEFAULT_CLOSED_RETENTION_MS
+    """Dedup window: a finished workflow id is refused a second start this long (ADR 0032).
+    Also the ``retention.ms`` of ``{prefix}.closed`` when this process has to create it."""
+    finished_capacity: int = 10_000
+    """Finished workflow states kept whole in memory (closed ids are kept regardless)."""
     consumer_overrides: dict[str, ConfigValue] = field(default_factory=dict)
     producer_overrides: dict[str, ConfigValue] = field(default_factory=dict)
 
@@ -56,6 +70,7 @@ class OrchestratorService:
     ) -> None:
         self.config = config
         names = topic_names(config.topic_prefix)
+        ensure_closed_topic(config.bootstrap, names, config.closed_retention_ms)
         self.definitions = DefinitionFollower(config.bootstrap, config.topic_prefix)
         self.definitions.catch_up()
         self.definitions.start()
@@ -67,6 +82,9 @@ class OrchestratorService:
             clock_ms=clock_ms,
             ensure_queue=self._ensure_queue,
             limits=Limits(max_payload_bytes=config.max_payload_bytes),
+            restore_closed=self._restore_closed,
+            finished_capacity=config.finished_capacity,
+            closed_window_ms=config.closed_retention_ms,
         )
         self._stop = threading.Event()
         self.loop: EosLoop[Envelope] = EosLoop(
@@ -111,6 +129,11 @@ class OrchestratorService:
             self.config.bootstrap, topic_names(self.config.topic_prefix).snapshots, partitions
         )
 
+    def _restore_closed(self, partitions: Sequence[int]) -> dict[int, list[ClosedMarker]]:
+        return restore_closed(
+            self.config.bootstrap, topic_names(self.config.topic_prefix).closed, partitions
+        )
+
     def _ensure_queue(self, queue: str) -> None:
         if queue in self._known_queues:
             return
@@ -120,3 +143,17 @@ class OrchestratorService:
         except TopicAdminError as e:  # retry the batch rather than dead-letter its inputs
             raise RetryableError(f"cannot create task topic {topic}: {e}") from e
         self._known_queues.add(queue)
+
+
+def ensure_closed_topic(bootstrap: str, names: TopicNames, retention_ms: int) -> None:
+    """Create ``{prefix}.closed`` (as many partitions as commands) if an older
+    ``kflow topics create`` did not; without it every finishing batch would abort."""
+    try:
+        topics = admin_client(bootstrap).list_topics(timeout=10).topics
+    except KafkaException as e:
+        raise TopicAdminError(f"Kafka at {bootstrap} did not answer: {e}") from e
+    if names.closed in topics or names.commands not in topics:
+        return  # no commands topic: the EOS loop reports the missing topics
+    partitions = len(topics[names.commands].partitions)
+    create_topics(bootstrap, [TopicSpec(names.closed, partitions, closed_config(retention_ms))])
+    log.info("created %s with %d partitions", names.closed, partitions)

@@ -9,26 +9,21 @@ from __future__ import annotations
 
 import json
 import logging
-import time
-import uuid
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, TopicPartition
-
 from services.bus.contracts import default_contracts
 from services.bus.errors import DecodeError
-from services.bus.message import key_text
 from services.bus.records import WorkflowSnapshot
 from services.core.state import StepRecord, WorkflowState
+from services.orchestrator.compacted import RestoreError, read_latest
 
 log = logging.getLogger(__name__)
 
 
-class SnapshotRestoreError(Exception):
-    """A snapshots partition could not be read to its end."""
-
+SnapshotRestoreError = RestoreError
+"""A snapshots partition could not be read to its end."""
 
 SNAPSHOT_SCHEMA = "kflow.WorkflowSnapshot"
 
@@ -127,61 +122,17 @@ def restore_partitions(
     bootstrap: str, topic: str, partitions: Iterable[int], timeout_s: float = 60.0
 ) -> dict[int, dict[str, WorkflowState]]:
     """Latest state per workflow in each snapshots partition (tombstoned ones left out)."""
-    wanted = sorted(set(partitions))
-    found: dict[int, dict[str, WorkflowState]] = {p: {} for p in wanted}
-    if not wanted:
-        return found
-    consumer = Consumer(
-        {
-            "bootstrap.servers": bootstrap,
-            "group.id": f"snapshot-restore-{uuid.uuid4().hex}",
-            "enable.auto.commit": False,
-            "enable.partition.eof": True,
-            "isolation.level": "read_committed",
-            "fetch.wait.max.ms": 10,
-            "log_level": 3,
-        }
-    )
-    try:
-        ends = {
-            p: consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=10, cached=False)
-            for p in wanted
-        }
-        pending = {p for p in wanted if ends[p][1] > ends[p][0]}
-        if not pending:
-            return found
-        consumer.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in sorted(pending)])
-        raw: dict[int, dict[str, bytes | None]] = {p: {} for p in pending}
-        deadline = time.monotonic() + timeout_s
-        while pending:
-            if time.monotonic() > deadline:
-                raise SnapshotRestoreError(
-                    f"{topic} partitions {sorted(pending)} not read to the end in {timeout_s}s"
+    found: dict[int, dict[str, WorkflowState]] = {}
+    for partition, latest in read_latest(bootstrap, topic, partitions, timeout_s).items():
+        found[partition] = {}
+        for workflow_id, value in latest.items():
+            if value is None:
+                continue
+            try:
+                snapshot = default_contracts().decode_snapshot(value)
+                found[partition][workflow_id] = WorkflowState.from_dict(snapshot.state)
+            except (DecodeError, ValueError, KeyError) as e:
+                log.error(
+                    "snapshot of %s is unreadable (%s); the workflow is skipped", workflow_id, e
                 )
-            for message in consumer.consume(1000, 0.2):
-                error = message.error()
-                partition = message.partition() or 0
-                if error is not None:
-                    if error.code() == KafkaError._PARTITION_EOF:
-                        pending.discard(partition)
-                    else:
-                        log.warning("snapshot restore: %s", error.str())
-                    continue
-                key = key_text(message.key())
-                if key is not None:
-                    value = message.value()
-                    raw[partition][key] = value.encode() if isinstance(value, str) else value
-        for partition, latest in raw.items():
-            for workflow_id, value in latest.items():
-                if value is None:
-                    continue
-                try:
-                    snapshot = default_contracts().decode_snapshot(value)
-                    found[partition][workflow_id] = WorkflowState.from_dict(snapshot.state)
-                except (DecodeError, ValueError, KeyError) as e:
-                    log.error(
-                        "snapshot of %s is unreadable (%s); the workflow is skipped", workflow_id, e
-                    )
-        return found
-    finally:
-        consumer.close()
+    return found

@@ -5,25 +5,33 @@ from __future__ import annotations
 from collections import OrderedDict
 from collections.abc import Iterable
 
+from services.bus.topics import DEFAULT_CLOSED_RETENTION_MS
 from services.core.state import WorkflowState, is_terminal
+from services.orchestrator.closed import ClosedIds, ClosedMarker
 
 _MISSING = object()
 
 
 class WorkflowTable:
-    """Committed state per workflow id, a staging area for the current transaction, and a
-    bounded memory of finished workflows (so a repeated StartWorkflow is recognised).
+    """Committed state per workflow id, a staging area for the current transaction, the
+    last ``finished_capacity`` finished states, and the ids of every workflow finished
+    within the dedup window (``closed``, loaded from ``{prefix}.closed``; ADR 0032).
 
     ``stage`` changes nothing committed; ``commit`` applies the staged states,
     ``discard`` drops them (the transaction was aborted).
     """
 
-    def __init__(self, finished_capacity: int = 10_000) -> None:
+    def __init__(
+        self,
+        finished_capacity: int = 10_000,
+        closed_window_ms: int = DEFAULT_CLOSED_RETENTION_MS,
+    ) -> None:
         self._states: dict[str, WorkflowState] = {}
         self._partition: dict[str, int] = {}
         self._staged: dict[str, tuple[WorkflowState, int]] = {}
         self._finished: OrderedDict[str, WorkflowState] = OrderedDict()
         self._finished_capacity = finished_capacity
+        self.closed = ClosedIds(closed_window_ms)
 
     def get(self, workflow_id: str) -> WorkflowState | None:
         """The current state (staged first), including recently finished workflows."""
@@ -31,6 +39,10 @@ class WorkflowTable:
         if staged is not None:
             return staged[0]
         return self._states.get(workflow_id) or self._finished.get(workflow_id)
+
+    def is_closed(self, partition: int, workflow_id: str) -> bool:
+        """Whether ``workflow_id`` finished within the dedup window (state may be gone)."""
+        return self.closed.contains(partition, workflow_id)
 
     def partition_of(self, workflow_id: str) -> int | None:
         """The partition a workflow's records live in, if this orchestrator owns it."""
@@ -54,6 +66,7 @@ class WorkflowTable:
                 self._states.pop(workflow_id, None)
                 self._partition.pop(workflow_id, None)
                 self._remember_finished(state)
+                self.closed.add(partition, workflow_id, state.finished_at or state.started_at)
             else:
                 self._states[workflow_id] = state
                 self._partition[workflow_id] = partition
@@ -70,6 +83,11 @@ class WorkflowTable:
             self._states[state.workflow_id] = state
             self._partition[state.workflow_id] = partition
 
+    def load_closed(self, partition: int, markers: Iterable[ClosedMarker]) -> None:
+        """Add the restored closed markers of one partition."""
+        for marker in markers:
+            self.closed.add(partition, marker.workflow_id, marker.finished_at)
+
     def drop_partitions(self, partitions: set[int]) -> set[str]:
         """Forget every workflow of ``partitions``; returns their ids."""
         dropped = {w for w, p in self._partition.items() if p in partitions}
@@ -77,6 +95,7 @@ class WorkflowTable:
             self._states.pop(workflow_id, None)
             self._partition.pop(workflow_id, None)
         self._finished.clear()  # cheap and safe: a new owner may have finished them meanwhile
+        self.closed.drop_partitions(partitions)
         return dropped
 
     def active(self) -> list[WorkflowState]:

@@ -45,6 +45,7 @@ def test_specs_cover_every_topic_once_in_stable_order() -> None:
         "p.results",
         "p.events",
         "p.snapshots",
+        "p.closed",
         "p.definitions",
         "p.dlq",
         "p.tasks.b",
@@ -55,7 +56,7 @@ def test_specs_cover_every_topic_once_in_stable_order() -> None:
 
 def test_co_partitioned_topics_share_the_partition_count() -> None:
     by_name = {s.name: s for s in topic_specs("p", 6)}
-    for kind in ("commands", "results", "events", "snapshots"):
+    for kind in ("commands", "results", "events", "snapshots", "closed"):
         assert by_name[f"p.{kind}"].partitions == 6
     assert by_name["p.definitions"].partitions == 1
 
@@ -64,6 +65,8 @@ def test_compaction_and_retention() -> None:
     by_name = {s.name: s for s in topic_specs("p", 2)}
     assert by_name["p.snapshots"].config["cleanup.policy"] == "compact"
     assert by_name["p.definitions"].config["cleanup.policy"] == "compact"
+    assert by_name["p.closed"].config["cleanup.policy"] == "compact,delete"
+    assert by_name["p.closed"].config["retention.ms"] == str(7 * 24 * 3600 * 1000)
     assert by_name["p.events"].config["retention.ms"] == "-1"
     assert "cleanup.policy" not in by_name["p.commands"].config
 

@@ -4,11 +4,21 @@ from __future__ import annotations
 
 import json
 
+import pytest
+
 from services.bus.contracts import default_contracts
 from services.core.definition import parse_definition
 from services.core.inputs import StartWorkflow, StepResult
 from services.core.machine import decide, evolve_all
 from services.core.state import WorkflowState
+from services.orchestrator.closed import (
+    ClosedIds,
+    ClosedMarker,
+    MarkerError,
+    decode_marker,
+    duplicate_of_closed,
+    encode_marker,
+)
 from services.orchestrator.snapshots import SnapshotEncoder
 from services.orchestrator.table import WorkflowTable
 from services.orchestrator.timers import TimerHeap
@@ -83,3 +93,56 @@ def test_cached_snapshot_json_equals_the_state_dict() -> None:
     assert json.loads(encoder.state_json(later)) == later.to_dict()
     decoded = default_contracts().decode_snapshot(encoder.encode(later, 3))
     assert WorkflowState.from_dict(decoded.state) == later
+
+
+def finished(workflow_id: str, at: int) -> WorkflowState:
+    state = started(workflow_id)
+    result = StepResult(workflow_id=workflow_id, step_key=f"{workflow_id}/a", attempt=1, output=1)
+    done = evolve_all(state, decide(state, result, at))
+    assert done is not None and done.status == "completed"
+    return done
+
+
+def test_closed_marker_round_trips_and_rejects_other_bytes() -> None:
+    marker = ClosedMarker.of(finished("wé", 5), now=9)
+    assert marker == ClosedMarker("wé", "completed", marker.seq, "one", 1, 5)
+    assert decode_marker("wé", encode_marker(marker)) == marker
+    assert len(encode_marker(marker)) < 100
+    for bad in (b"\xc3\x01avro", b"[]", b'{"v":2}', b'{"v":1,"status":"completed"}'):
+        with pytest.raises(MarkerError):
+            decode_marker("w", bad)
+    running = encode_marker(ClosedMarker("w", "running", 1, "one", 1, 5))
+    with pytest.raises(MarkerError, match="status"):
+        decode_marker("w", running)
+
+
+def test_duplicate_of_closed_is_the_notice_decide_gives_for_a_known_id() -> None:
+    command = StartWorkflow(workflow_id="w1", name="one", version=1)
+    assert [duplicate_of_closed(command, 7)] == decide(finished("w1", 5), command, 7)
+
+
+def test_closed_ids_are_per_partition_and_expire_after_the_window() -> None:
+    ids = ClosedIds(window_ms=800, buckets=8)  # buckets of 100 ms
+    ids.add(0, "old", 50)
+    ids.add(0, "new", 750)
+    ids.add(1, "other", 50)
+    assert ids.contains(0, "old") and ids.contains(0, "new") and not ids.contains(0, "other")
+    assert ids.expire(now=899) == 0  # "old" finished 849 ms ago, but its bucket ends at 100
+    assert ids.expire(now=900) == 2 and len(ids) == 1
+    assert not ids.contains(0, "old") and ids.contains(0, "new")
+    ids.drop_partitions([0])
+    assert len(ids) == 0
+
+
+def test_table_keeps_closed_ids_after_the_finished_states_are_evicted() -> None:
+    table = WorkflowTable(finished_capacity=1)
+    for workflow_id in ("w1", "w2"):
+        table.stage(finished(workflow_id, 5), partition=1)
+        table.commit()
+    assert table.get("w1") is None and table.get("w2") is not None
+    assert table.is_closed(1, "w1") and table.is_closed(1, "w2")
+    assert not table.is_closed(0, "w1")
+    table.load_closed(0, [ClosedMarker("w9", "failed", 3, "one", 1, 5)])
+    assert table.is_closed(0, "w9")
+    table.drop_partitions({1})
+    assert not table.is_closed(1, "w1") and table.is_closed(0, "w9")

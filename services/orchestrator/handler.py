@@ -23,6 +23,7 @@ from services.core.inputs import Input, StartWorkflow, TimerFired
 from services.core.limits import DEFAULT_LIMITS, Limits
 from services.core.machine import decide_and_evolve
 from services.core.state import WorkflowState, is_terminal, pending_timers
+from services.core.views import timers_for
 from services.orchestrator.closed import (
     ClosedMarker,
     duplicate_of_closed,
@@ -91,6 +92,9 @@ class OrchestratorHandler(Handler[Envelope]):
         self._snapshots = SnapshotEncoder()
         self.metrics = WorkflowMetrics()
         self._fired: list[tuple[str, str, int]] = []
+        # State-changing events per workflow in the open batch: only the steps they touch
+        # can need new timers (the heap keeps earlier ones; stale entries are ignored).
+        self._batch_events: dict[str, list[Event]] = {}
         self._owned: set[PartitionId] = set()
         self._loaded: set[int] = set()
 
@@ -148,15 +152,18 @@ class OrchestratorHandler(Handler[Envelope]):
             if is_terminal(state):
                 self._snapshots.forget([state.workflow_id])
             else:
+                events = self._batch_events.get(state.workflow_id, ())
                 self.timers.schedule(
-                    state.workflow_id, ((t.timer_id, t.due_at) for t in pending_timers(state))
+                    state.workflow_id, ((t.timer_id, t.due_at) for t in timers_for(state, events))
                 )
         self._fired.clear()
+        self._batch_events.clear()
         self.metrics.publish(len(self.table))
 
     def rolled_back(self, partitions: Sequence[PartitionId]) -> None:
         self.table.discard()
         self.metrics.discard()
+        self._batch_events.clear()
         for workflow_id, timer_id, due_at in self._fired:
             self.timers.schedule(workflow_id, [(timer_id, due_at)])
         self._fired.clear()
@@ -229,6 +236,7 @@ class OrchestratorHandler(Handler[Envelope]):
         records = self._records(events, envelope, command)  # may raise: stage nothing before
         if new_state is not None:
             self.table.stage(new_state, partition)
+            self._batch_events.setdefault(new_state.workflow_id, []).extend(changes)
             self.metrics.saw(changes, new_state)
         return records
 

@@ -11,18 +11,20 @@ class TimerHeap:
 
     Entries are never removed eagerly: when a workflow changes, its current timers
     are pushed again, and a popped entry that its workflow no longer lists is
-    ignored. ``known`` avoids pushing the same timer twice.
+    ignored. ``known`` avoids pushing the same timer twice; it includes the due time,
+    because a timer can move (a heartbeat pushes its deadline out under the same id)
+    and the moved one must be pushed even while the old entry is still queued.
     """
 
     def __init__(self) -> None:
         self._heap: list[tuple[int, str, str]] = []
-        self._known: set[tuple[str, str]] = set()
+        self._known: set[tuple[str, str, int]] = set()
 
     def schedule(self, workflow_id: str, timers: Iterable[tuple[str, int]]) -> None:
         """Add ``(timer_id, due_at)`` pairs of one workflow (already known ones are ignored)."""
         for timer_id, due_at in timers:
-            if (workflow_id, timer_id) not in self._known:
-                self._known.add((workflow_id, timer_id))
+            if (workflow_id, timer_id, due_at) not in self._known:
+                self._known.add((workflow_id, timer_id, due_at))
                 heapq.heappush(self._heap, (due_at, workflow_id, timer_id))
 
     def pop_due(self, now_ms: int, limit: int) -> list[tuple[str, str, int]]:
@@ -30,7 +32,7 @@ class TimerHeap:
         due: list[tuple[str, str, int]] = []
         while self._heap and self._heap[0][0] <= now_ms and len(due) < limit:
             due_at, workflow_id, timer_id = heapq.heappop(self._heap)
-            self._known.discard((workflow_id, timer_id))
+            self._known.discard((workflow_id, timer_id, due_at))
             due.append((workflow_id, timer_id, due_at))
         return due
 

@@ -6,9 +6,11 @@ import json
 
 import pytest
 
-from services.bus.contracts import default_contracts
+from services.bus.contracts import Envelope, default_contracts
+from services.bus.message import BusMessage
+from services.bus.topics import topic_names
 from services.core.definition import parse_definition
-from services.core.inputs import StartWorkflow, StepResult
+from services.core.inputs import Input, StartWorkflow, StepHeartbeat, StepResult
 from services.core.machine import decide, evolve_all
 from services.core.state import WorkflowState
 from services.orchestrator.closed import (
@@ -19,6 +21,7 @@ from services.orchestrator.closed import (
     duplicate_of_closed,
     encode_marker,
 )
+from services.orchestrator.handler import OrchestratorHandler
 from services.orchestrator.snapshots import SnapshotEncoder
 from services.orchestrator.table import WorkflowTable
 from services.orchestrator.timers import TimerHeap
@@ -146,3 +149,63 @@ def test_table_keeps_closed_ids_after_the_finished_states_are_evicted() -> None:
     assert table.is_closed(0, "w9")
     table.drop_partitions({1})
     assert not table.is_closed(1, "w1") and table.is_closed(0, "w9")
+
+
+def test_timer_heap_takes_a_moved_deadline_under_the_same_id() -> None:
+    heap = TimerHeap()
+    heap.schedule("w1", [("heartbeat:w1/a#1", 100)])
+    heap.schedule("w1", [("heartbeat:w1/a#1", 250)])  # a heartbeat moved the deadline
+    assert heap.pop_due(150, 10) == [("w1", "heartbeat:w1/a#1", 100)]  # stale for decide
+    assert heap.pop_due(300, 10) == [("w1", "heartbeat:w1/a#1", 250)]
+
+
+def test_a_heartbeat_timeout_fires_after_the_heartbeat_moved_it() -> None:
+    """Heartbeat, then silence: the moved deadline still times the step out."""
+    definition = parse_definition(
+        {
+            "name": "beat",
+            "nodes": [
+                {
+                    "id": "a",
+                    "type": "work",
+                    "heartbeat_timeout_ms": 100,
+                    "retry": {"max_attempts": 1},
+                }
+            ],
+        }
+    )
+    clock = [1_000]
+    handler = OrchestratorHandler(
+        topic_names("t"), lambda name, version: definition, lambda parts: {}, lambda: clock[0]
+    )
+
+    def deliver(body: Input) -> list[str]:
+        envelope = Envelope(
+            "e",
+            type(body).__name__,
+            body.workflow_id,
+            None,
+            clock[0],
+            None,
+            None,
+            None,
+            None,
+            None,
+            1,
+            body,
+        )
+        out = list(handler.handle(BusMessage("t.commands", 0, 0, body.workflow_id, b"", envelope)))
+        out += handler.tick(clock[0])
+        out += handler.end_batch()
+        handler.committed()
+        return [r.topic for r in out]
+
+    deliver(StartWorkflow(workflow_id="w", name="beat", version=0))
+    clock[0] = 1_050
+    deliver(StepHeartbeat(workflow_id="w", step_key="w/a", attempt=1))  # deadline 1_100 -> 1_150
+    clock[0] = 1_120  # the first deadline: stale, nothing happens
+    assert handler.tick(clock[0]) == []
+    clock[0] = 1_200
+    fired = handler.tick(clock[0])
+    types = [default_contracts().decode_envelope(r.value).type for r in fired if r.topic == "t.events"]
+    assert "StepTimedOut" in types and "WorkflowFailed" in types

@@ -138,6 +138,7 @@ def bench_eos(
     batch: int,
     count: int,
     compression: str | None = None,
+    overrides: dict[str, str] | None = None,
 ) -> None:
     """Copy-loop throughput, from the first committed batch to the last (no group join)."""
     source, output = f"{prefix}.in{batch}", f"{prefix}.out{batch}"
@@ -159,7 +160,10 @@ def bench_eos(
         dlq_topic=f"{prefix}.dlq",
         batch_size=batch,
         max_batch_ms=100,
-        producer_overrides={"compression.type": compression} if compression else {},
+        producer_overrides={
+            **({"compression.type": compression} if compression else {}),
+            **(overrides or {}),
+        },
     )
     loop = EosLoop(config, _Copy(output), _identity)
     started: float | None = None
@@ -175,6 +179,7 @@ def bench_eos(
         loop.close()
     measured = loop.stats.records_in - first
     label = f" compression={compression}" if compression else ""
+    label += "".join(f" {k}={v}" for k, v in (overrides or {}).items())
     print(
         f"EOS copy batch={batch:5d}{label}: {measured / elapsed:,.0f} records/s "
         f"({loop.stats.commits} transactions, {measured} records timed, aborts {loop.stats.aborts})"
@@ -187,6 +192,14 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="smaller counts")
     parser.add_argument("--compression", help="override the loop producer's compression.type")
     parser.add_argument("--only-eos", type=int, help="run only the EOS copy at this batch size")
+    parser.add_argument("--count", type=int, help="records for --only-eos")
+    parser.add_argument(
+        "--producer-set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="extra setting of the EOS loop's producer (repeatable), e.g. linger.ms=0",
+    )
     args = parser.parse_args()
     scale = 0.2 if args.quick else 1.0
     values = bench_codec(int(20_000 * scale))
@@ -197,8 +210,11 @@ def main() -> None:
     try:
         if args.only_eos:
             created.extend([f"{prefix}.in{args.only_eos}", f"{prefix}.out{args.only_eos}"])
-            count = max(int(100_000 * scale), args.only_eos * 5)
-            bench_eos(args.bootstrap, prefix, values, args.only_eos, count, args.compression)
+            count = args.count or max(int(100_000 * scale), args.only_eos * 5)
+            overrides = dict(item.split("=", 1) for item in args.producer_set)
+            bench_eos(
+                args.bootstrap, prefix, values, args.only_eos, count, args.compression, overrides
+            )
             return
         create_topics(args.bootstrap, [TopicSpec(f"{prefix}.compression", 4)])
         bench_compression(args.bootstrap, f"{prefix}.compression", values, int(50_000 * scale))
@@ -206,7 +222,7 @@ def main() -> None:
             count = max(int(count * scale), batch * 5)
             bench_eos(args.bootstrap, prefix, values, batch, count, args.compression)
     finally:
-        delete_topics(args.bootstrap, created)
+        delete_topics(args.bootstrap, list(dict.fromkeys(created)))  # admin refuses duplicates
 
 
 if __name__ == "__main__":

@@ -7,6 +7,7 @@ Measures (prints figures, asserts nothing):
 * one 1,000-wide fan-out then join: total time.
 
 Usage: .venv/bin/python bench/runtime_bench.py [--workflows 5000] [--in-flight 200]
+[--breakdown] (median ms of each hop of a chain step, from record times and timestamps)
 """
 
 from __future__ import annotations
@@ -19,13 +20,16 @@ import time
 import uuid
 from typing import Any
 
+from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
+
 from services.bus.admin import create_topics, delete_topics
-from services.bus.topics import topic_specs
+from services.bus.contracts import decode
+from services.bus.topics import topic_names, topic_specs
 from services.cli.run import service_command, stop_children
 from services.core.definition import parse_definition
-from services.core.events import WorkflowCompleted
-from services.core.inputs import StartWorkflow
-from services.orchestrator.client import CommandPublisher, EventReader, is_final
+from services.core.events import StepScheduled, StepSucceeded, WorkflowCompleted
+from services.core.inputs import StartWorkflow, StepResult
+from services.orchestrator.client import CommandPublisher, EventReader, is_final, partition_for
 from services.registry.topic import publish_definition
 from services.settings import get_settings
 
@@ -60,9 +64,10 @@ class Bench:
         self.prefix = prefix
         self.publisher = CommandPublisher(self.bootstrap, prefix, "bench")
         self.reader = EventReader(self.bootstrap, prefix, from_end=True)
+        self.last_id = ""
 
     def run_one(self, name: str) -> float:
-        wid = f"{name}-{uuid.uuid4().hex[:8]}"
+        self.last_id = wid = f"{name}-{uuid.uuid4().hex[:8]}"
         started = time.monotonic()
         self.publisher.send(StartWorkflow(workflow_id=wid, name=name, version=0))
         self.publisher.flush()
@@ -93,6 +98,60 @@ class Bench:
         return time.monotonic() - started, latencies
 
 
+def _records(bootstrap: str, topic: str, partition: int) -> list[Any]:
+    """Every committed record of one partition, decoded, with its Kafka timestamp."""
+    consumer = Consumer(
+        {
+            "bootstrap.servers": bootstrap,
+            "group.id": f"bench-breakdown-{uuid.uuid4().hex}",
+            "isolation.level": "read_committed",
+            "enable.auto.commit": False,
+            "log_level": 3,
+        }
+    )
+    consumer.assign([TopicPartition(topic, partition, OFFSET_BEGINNING)])
+    found: list[Any] = []
+    while batch := consumer.consume(1000, 2.0):  # the workflow is done: read until idle
+        for message in batch:
+            if message.error() is None and message.value():
+                found.append((decode(message.value()), message.timestamp()[1]))
+    consumer.close()
+    return found
+
+
+def chain_breakdown(bootstrap: str, prefix: str, workflow_id: str, partitions: int) -> str:
+    """Median ms per chain step: decided -> task produced (in the orchestrator's transaction)
+    -> result encoded by the processor (commit, fetch, ledger, node) -> result applied."""
+    names = topic_names(prefix)
+    partition = partition_for(workflow_id, partitions)
+    scheduled: dict[str, int] = {}
+    applied: dict[str, int] = {}
+    for envelope, _ts in _records(bootstrap, names.events, partition):
+        event = envelope.body
+        if event.workflow_id == workflow_id and isinstance(event, StepScheduled):
+            scheduled[event.step_key] = event.at
+        elif event.workflow_id == workflow_id and isinstance(event, StepSucceeded):
+            applied[event.step_key] = event.at
+    tasks: dict[str, int] = {}
+    for p in range(partitions):
+        for envelope, ts in _records(bootstrap, names.tasks("default"), p):
+            if envelope.workflow_id == workflow_id:
+                tasks[envelope.body.step_key] = ts
+    to_task = [tasks[key] - at for key, at in scheduled.items() if key in tasks]
+    to_result: list[int] = []
+    to_applied: list[int] = []
+    for envelope, _ts in _records(bootstrap, names.results, partition):
+        result = envelope.body
+        if isinstance(result, StepResult) and result.step_key in scheduled:
+            to_result.append(envelope.occurred_at - tasks[result.step_key])
+            to_applied.append(applied[result.step_key] - envelope.occurred_at)
+    return (
+        f"  per step (median ms): scheduled -> task produced {statistics.median(to_task)}, "
+        f"task produced -> result encoded {statistics.median(to_result)}, "
+        f"result encoded -> applied {statistics.median(to_applied)}"
+    )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--workflows", type=int, default=5000)
@@ -102,6 +161,9 @@ def main() -> None:
     parser.add_argument("--chain", type=int, default=1000, help="chain length")
     parser.add_argument("--max-batch-ms", type=int, default=5, help="orchestrator batch window")
     parser.add_argument("--profile", help="directory for cProfile stats of both services")
+    parser.add_argument(
+        "--breakdown", action="store_true", help="split the chain's per-step time into its hops"
+    )
     args = parser.parse_args()
 
     settings = get_settings()
@@ -156,6 +218,8 @@ def main() -> None:
                 f"chain of {args.chain} steps:          {bench.run_one('bench-chain'):7.2f} s "
                 "(target < 10 s)"
             )
+            if args.breakdown:
+                print(chain_breakdown(settings.kafka_bootstrap, prefix, bench.last_id, PARTITIONS))
         if "fanout" not in args.skip:
             print(
                 f"fan-out 1000 wide + join:     {bench.run_one('bench-fanout'):7.2f} s "

@@ -15,6 +15,8 @@ from dataclasses import dataclass
 from functools import cache
 from typing import Any
 
+import orjson
+
 from services.bus.codec import AvroCodec
 from services.bus.errors import DecodeError, DecodeFailure, EncodeError
 from services.bus.records import ExecuteStep, WorkflowDefinitionRecord, WorkflowSnapshot
@@ -31,6 +33,10 @@ DEFINITION = "kflow.WorkflowDefinitionRecord"
 NAMESPACE = "kflow."
 
 Body = Input | Event | ExecuteStep
+
+_TASK_FIELDS = tuple(f.name for f in dataclasses.fields(ExecuteStep))
+_SNAPSHOT_FIELDS = tuple(f.name for f in dataclasses.fields(WorkflowSnapshot))
+_DEFINITION_FIELDS = tuple(f.name for f in dataclasses.fields(WorkflowDefinitionRecord))
 
 
 @dataclass(frozen=True, slots=True)
@@ -65,8 +71,45 @@ class Envelope:
     body: Body
 
 
-def _dumps(value: Any) -> str:
-    return json.dumps(value, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+_ORJSON_STRICT = orjson.OPT_PASSTHROUGH_DATACLASS | orjson.OPT_PASSTHROUGH_DATETIME
+"""Types ``json`` refuses are not rendered by orjson either: they fall through to ``json``."""
+
+
+def json_text(value: Any) -> str:
+    """Compact JSON text; ``ValueError``/``TypeError`` if ``value`` is not a JSON document.
+
+    orjson (several times faster) writes the document ``json.dumps`` writes, except that it
+    writes NaN and infinities as ``null`` and refuses what ``json`` renders with a
+    conversion (integers over 64 bits, non-string keys). So a text containing ``null``,
+    and anything orjson refuses, is rendered (or refused) by ``json``. (orjson does render
+    UUIDs and enums, which ``json`` refuses; they are not JSON values a caller passes.)
+    """
+    if value is None:
+        return "null"
+    try:
+        text: bytes | None = orjson.dumps(value, option=_ORJSON_STRICT)
+    except TypeError:
+        text = None
+    if text is None or b"null" in text:
+        return json.dumps(value, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+    return text.decode()
+
+
+def _loads(text: str) -> Any:
+    """The JSON document in ``text``: the value ``json.loads`` returns, about 3x faster.
+
+    Raises ``json.JSONDecodeError``. orjson refuses some texts ``json`` accepts (``NaN``,
+    lone surrogates) and reads integers over 64 bits as floats; a document orjson does not
+    write back to the same text (such floats, but also other spacing or escapes) is read
+    by ``json`` instead.
+    """
+    try:
+        value = orjson.loads(text)
+    except orjson.JSONDecodeError:
+        return json.loads(text)
+    if orjson.dumps(value) == text.encode():
+        return value
+    return json.loads(text)
 
 
 @dataclass(frozen=True)
@@ -116,7 +159,7 @@ class Contracts:
         if isinstance(body, Event):
             fields, seq, occurred_at = event_to_dict(body), body.seq, body.at
         elif isinstance(body, ExecuteStep):
-            fields = {f.name: getattr(body, f.name) for f in dataclasses.fields(body)}
+            fields = {name: getattr(body, name) for name in _TASK_FIELDS}
             seq, occurred_at = None, body.scheduled_at
         else:
             fields, seq, occurred_at = input_to_dict(body), None, None
@@ -180,7 +223,7 @@ class Contracts:
 
     def encode_snapshot(self, snapshot: WorkflowSnapshot) -> bytes:
         """Single-object bytes of a workflow snapshot."""
-        fields = {f.name: getattr(snapshot, f.name) for f in dataclasses.fields(snapshot)}
+        fields = {name: getattr(snapshot, name) for name in _SNAPSHOT_FIELDS}
         return self.codec.encode(SNAPSHOT, self._to_avro(SNAPSHOT, fields))
 
     def decode_snapshot(self, data: bytes) -> WorkflowSnapshot:
@@ -190,7 +233,7 @@ class Contracts:
 
     def encode_definition(self, definition: WorkflowDefinitionRecord) -> bytes:
         """Single-object bytes of a definition record."""
-        fields = {f.name: getattr(definition, f.name) for f in dataclasses.fields(definition)}
+        fields = {name: getattr(definition, name) for name in _DEFINITION_FIELDS}
         return self.codec.encode(DEFINITION, self._to_avro(DEFINITION, fields))
 
     def decode_definition(self, data: bytes) -> WorkflowDefinitionRecord:
@@ -204,7 +247,7 @@ class Contracts:
         for name, nullable in self._json[record_name].nullable.items():
             value = fields.get(name)
             try:
-                fields[name] = None if (value is None and nullable) else _dumps(value)
+                fields[name] = None if (value is None and nullable) else json_text(value)
             except (TypeError, ValueError) as e:
                 raise EncodeError(
                     f"{record_name}.{name}: not a JSON document ({e}); pass JSON values only"
@@ -216,7 +259,7 @@ class Contracts:
             text = fields.get(name)
             if text is not None:
                 try:
-                    fields[name] = json.loads(text)
+                    fields[name] = _loads(text)
                 except json.JSONDecodeError as e:
                     raise DecodeError(
                         DecodeFailure.MALFORMED, f"{record_name}.{name} is not JSON: {e}"

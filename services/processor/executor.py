@@ -8,13 +8,13 @@ from __future__ import annotations
 import asyncio
 import contextvars
 import functools
-import json
 import logging
 from collections.abc import Callable
 from concurrent.futures import Executor
 from dataclasses import dataclass
 from typing import Any
 
+from services.bus.contracts import json_text
 from services.bus.records import ExecuteStep
 from services.core.errors import PermanentError
 from services.processor.context import StepContext
@@ -126,7 +126,7 @@ class StepExecutor:
     def _finish(task: ExecuteStep, handler: NodeHandler, result: Any) -> Outcome:
         output = handler.dump_output(result)
         try:
-            json.dumps(output, allow_nan=False)
+            json_text(output)
         except (TypeError, ValueError) as exc:
             raise PermanentError(
                 f"node {task.node_type!r} returned a value that is not JSON: {exc}"

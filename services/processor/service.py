@@ -45,7 +45,11 @@ LOW_LATENCY_CONSUMER: dict[str, ConfigValue] = {
     # Processors share queues with plain (eager) assignment; no co-partitioning needed.
     "partition.assignment.strategy": "cooperative-sticky",
 }
-LOW_LATENCY_PRODUCER: dict[str, ConfigValue] = {"linger.ms": 1}
+LOW_LATENCY_PRODUCER: dict[str, ConfigValue] = {
+    # Send each result at once: the workflow's next step waits for it, and under load
+    # librdkafka still batches what queues up while a produce request is in flight.
+    "linger.ms": 0,
+}
 COMPONENT = "processor"
 """``component`` label of this service's metrics."""
 MAX_FETCH = 200

@@ -2,9 +2,16 @@
 
 from __future__ import annotations
 
-import pytest
+import json
+from datetime import UTC, datetime
+from io import BytesIO
+from typing import Any
 
-from services.bus.codec import HEADER_SIZE, AvroCodec
+import pytest
+from fastavro import schemaless_reader, schemaless_writer
+
+from services.bus import codec as codec_module
+from services.bus.codec import HEADER_SIZE, AvroCodec, _compiled
 from services.bus.contracts import (
     ENVELOPE,
     SCHEMA_VERSION,
@@ -15,6 +22,7 @@ from services.bus.contracts import (
     encode_event,
     encode_input,
     encode_task,
+    json_text,
 )
 from services.bus.dead_letter import DeadLetter, decode_dead_letter, encode_dead_letter
 from services.bus.errors import DecodeError, DecodeFailure, EncodeError
@@ -252,3 +260,124 @@ def test_start_workflow_written_without_kflow_code_is_decoded() -> None:
         tenant="acme",
         actor="billing-service",
     )
+
+
+def _fastavro_bytes(name: str, record: dict[str, Any]) -> bytes:
+    root = default_registry().current(name)
+    buffer = BytesIO()
+    buffer.write(root.header)
+    schemaless_writer(buffer, root.parsed, record, strict_allow_default=True)
+    return buffer.getvalue()
+
+
+def _fastavro_record(name: str, data: bytes) -> Any:
+    buffer = BytesIO(data)
+    buffer.seek(HEADER_SIZE)
+    return schemaless_reader(
+        buffer, default_registry().current(name).parsed, None, return_record_name=True
+    )
+
+
+@pytest.mark.parametrize("body", SAMPLES, ids=lambda b: type(b).__name__)
+def test_generated_codec_writes_and_reads_what_fastavro_does(body: Body) -> None:
+    data = default_contracts().encode_body(body, META)
+    record = _fastavro_record(ENVELOPE, data)
+    assert _fastavro_bytes(ENVELOPE, record) == data
+    assert AvroCodec().decode(data) == (ENVELOPE, record)
+
+
+def test_generated_codec_covers_every_root_and_matches_fastavro_on_them() -> None:
+    codec = AvroCodec()
+    records = {
+        "kflow.WorkflowSnapshot": {"workflow_id": "w", "seq": 2**40, "state": "{}", "taken_at": -1},
+        "kflow.DeadLetter": {
+            "original_key": None,
+            "original_value": bytes(range(256)) * 40,  # a length prefix over 2 bytes
+            "topic": "t" * 9000,
+            "partition": -(2**31),
+            "offset": 2**63 - 1,
+            "reason": "malformed",
+            "error_type": "ünïcode ✓",
+            "message": "",
+            "at": -(2**63),
+        },
+    }
+    for name, record in records.items():
+        data = codec.encode(name, record)
+        assert data == _fastavro_bytes(name, record)
+        assert codec.decode(data) == (name, record)
+    assert all(
+        _compiled(root) is not None for root in default_registry().versions()["current"].values()
+    )
+
+
+def test_records_the_generated_codec_does_not_take_get_fastavros_answer() -> None:
+    codec = AvroCodec()
+    snapshot = {"workflow_id": "w", "seq": 1, "state": "{}", "taken_at": 0}
+    with pytest.raises(EncodeError):
+        codec.encode("kflow.WorkflowSnapshot", {**snapshot, "extra": 1})
+    with pytest.raises(EncodeError):
+        codec.encode("kflow.WorkflowSnapshot", {**snapshot, "seq": "one"})
+    with pytest.raises(EncodeError):
+        codec.encode("kflow.WorkflowSnapshot", {**snapshot, "seq": 2**64})
+    letter = {
+        "topic": "t",
+        "partition": 0,
+        "offset": 1,
+        "reason": "r",
+        "error_type": "E",
+        "message": "m",
+        "at": 2,
+    }  # the nullable fields are left out: fastavro writes their defaults
+    data = codec.encode("kflow.DeadLetter", letter)
+    assert data == _fastavro_bytes("kflow.DeadLetter", letter)
+    assert codec.decode(data)[1] == {"original_key": None, "original_value": None, **letter}
+
+
+def test_json_documents_keep_the_meaning_json_gives_them() -> None:
+    for bad in (float("nan"), {"x": [float("inf")]}, {"when": datetime.now(UTC)}):
+        start = StartWorkflow(workflow_id="w", name="n", version=1, input=bad)
+        with pytest.raises(EncodeError, match="input"):
+            encode_input(start, META)
+    exact = {"big": 2**70, "keys": {"1": None}, "text": "ünïcode \u2028 ✓", "f": 1e-7, "n": None}
+    start = StartWorkflow(workflow_id="w", name="n", version=1, input=exact)
+    assert decode(encode_input(start, META)).body == start
+    assert json_text({1: 2}) == '{"1":2}'  # what json.dumps makes of an int key
+
+
+@pytest.mark.parametrize(
+    "text",
+    ['{"a": 1, "b": [1.5, null]}', '{"big":123456789012345678901234567890}', "[NaN]", '"\\ud800"'],
+)
+def test_json_text_written_by_others_is_read_as_json_loads_reads_it(text: str) -> None:
+    record = dict(
+        _fastavro_record(
+            ENVELOPE, encode_input(StartWorkflow(workflow_id="w", name="n", version=1), META)
+        )
+    )
+    name, body = record["body"]
+    record["body"] = (name, {**body, "input": text})
+    start = decode(_fastavro_bytes(ENVELOPE, record)).body
+    assert isinstance(start, StartWorkflow)
+    assert json.dumps(start.input) == json.dumps(json.loads(text))
+
+
+def _outcome(data: bytes) -> object:
+    try:
+        return AvroCodec().decode(data)
+    except DecodeError as e:
+        return e.reason
+
+
+def test_corrupt_bytes_get_the_answer_fastavro_alone_gives(monkeypatch: pytest.MonkeyPatch) -> None:
+    samples = [default_contracts().encode_body(body, META) for body in SAMPLES[:8]]
+    cases = [
+        data[:position] + bytes([data[position] ^ mask]) + data[position + 1 :]
+        for data in samples
+        for position in range(HEADER_SIZE, len(data))
+        for mask in (0x01, 0x80, 0xFF)
+    ] + [data[:cut] for data in samples for cut in range(HEADER_SIZE, len(data))]
+    generated = [_outcome(data) for data in cases]
+    root = default_registry().current(ENVELOPE)
+    monkeypatch.setitem(codec_module._COMPILED, root.canonical_form, None)
+    assert [_outcome(data) for data in cases] == generated

@@ -207,5 +207,7 @@ def test_a_heartbeat_timeout_fires_after_the_heartbeat_moved_it() -> None:
     assert handler.tick(clock[0]) == []
     clock[0] = 1_200
     fired = handler.tick(clock[0])
-    types = [default_contracts().decode_envelope(r.value).type for r in fired if r.topic == "t.events"]
+    types = [
+        default_contracts().decode_envelope(r.value).type for r in fired if r.topic == "t.events"
+    ]
     assert "StepTimedOut" in types and "WorkflowFailed" in types

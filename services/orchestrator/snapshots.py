@@ -7,13 +7,12 @@ committed offsets describe.
 
 from __future__ import annotations
 
-import json
 import logging
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-from services.bus.contracts import default_contracts
+from services.bus.contracts import default_contracts, json_text
 from services.bus.errors import DecodeError
 from services.bus.records import WorkflowSnapshot
 from services.core.state import StepRecord, WorkflowState
@@ -38,7 +37,7 @@ def snapshot_of(state: WorkflowState, taken_at: int) -> bytes:
 
 
 def _dumps(value: Any) -> str:
-    return json.dumps(value, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+    return json_text(value)  # orjson, same document as json.dumps; NaN still refused
 
 
 @dataclass

@@ -22,35 +22,48 @@ class Poison:
     message: str
 
 
+class Decoder:
+    """Decodes records of one prefix's events and definitions topics (called per record)."""
+
+    def __init__(self, contracts: Contracts, topics: TopicNames) -> None:
+        self.contracts = contracts
+        self._definitions = topics.definitions
+        self._envelope = contracts.decode_envelope
+
+    def __call__(self, msg: Message) -> LogEvent | DefinitionRecord | Poison:
+        topic = str(msg.topic())
+        partition = int(msg.partition() or 0)
+        offset = int(msg.offset() or 0)
+        raw = msg.value()
+        if topic == self._definitions:
+            return _definition(msg, self.contracts, topic, partition, offset, raw)
+        if not isinstance(raw, bytes):
+            return Poison("empty", "EmptyRecord", "an events record has no value")
+        try:
+            env = self._envelope(raw)
+        except DecodeError as e:
+            return Poison(e.reason.value, "DecodeError", e.detail)
+        body = env.body
+        if not isinstance(body, Event):
+            return Poison("wrong_type", "DecodeError", f"{env.type} is not an event")
+        ts = msg.timestamp()[1]
+        return LogEvent(
+            topic,
+            partition,
+            offset,
+            body,
+            env.event_id,
+            env.tenant or DEFAULT_TENANT,
+            env.actor,
+            ts if ts > 0 else env.occurred_at,
+        )
+
+
 def decode_message(
     msg: Message, contracts: Contracts, topics: TopicNames
 ) -> LogEvent | DefinitionRecord | Poison:
     """Decode one record of the events or definitions topic."""
-    topic = str(msg.topic())
-    partition = int(msg.partition() or 0)
-    offset = int(msg.offset() or 0)
-    raw = msg.value()
-    if topic == topics.definitions:
-        return _definition(msg, contracts, topic, partition, offset, raw)
-    if not isinstance(raw, bytes):
-        return Poison("empty", "EmptyRecord", "an events record has no value")
-    try:
-        env = contracts.decode_envelope(raw)
-    except DecodeError as e:
-        return Poison(e.reason.value, "DecodeError", e.detail)
-    if not isinstance(env.body, Event):
-        return Poison("wrong_type", "DecodeError", f"{env.type} is not an event")
-    _, ts = msg.timestamp()
-    return LogEvent(
-        topic=topic,
-        partition=partition,
-        offset=offset,
-        event=env.body,
-        event_id=env.event_id,
-        tenant=env.tenant or DEFAULT_TENANT,
-        actor=env.actor,
-        timestamp_ms=ts if ts > 0 else env.occurred_at,
-    )
+    return Decoder(contracts, topics)(msg)
 
 
 def _definition(

@@ -3,6 +3,10 @@
 The rows are the core's ``WorkflowSummary`` and ``StepView`` (folded by
 ``services.core.views``), stored column for column, so the read model equals
 the fold of the log by construction and a rebuild gives the same rows.
+
+Rows are COPY-ready for ``projections.pgcopy``: timestamps stay epoch milliseconds
+and JSON documents are UTF-8 JSON text (bytes), so no ``datetime`` or ``str`` is
+made per value; the ``*_COL_TYPES`` tuples name each column's PostgreSQL type.
 """
 
 from __future__ import annotations
@@ -13,7 +17,7 @@ from typing import Any
 import orjson
 
 from projections.log_event import DEFAULT_TENANT, LogEvent
-from services.core.events import event_to_dict
+from services.core.events import Event, event_to_dict
 from services.core.views import StepView, WorkflowSummary
 
 Row = tuple[Any, ...]
@@ -31,6 +35,17 @@ STEP_COLS = (
 EVENT_COLS = (
     "workflow_id, seq, type, at, tenant, event_id, actor, body, kafka_partition, kafka_offset"
 )
+EXECUTION_COL_TYPES = (
+    "text", "text", "text", "int4", "text", "jsonb", "jsonb", "text", "text",
+    "timestamptz", "timestamptz", "timestamptz", "int8",
+)  # fmt: skip
+STEP_COL_TYPES = (
+    "text", "text", "text", "int4", "text", "int4", "text", "text", "jsonb",
+    "jsonb", "text", "text", "text", "timestamptz", "timestamptz", "timestamptz", "int8",
+)  # fmt: skip
+EVENT_COL_TYPES = (
+    "text", "int8", "text", "timestamptz", "text", "text", "text", "json", "int4", "int8",
+)  # fmt: skip
 
 
 def dumps(value: Any) -> str:
@@ -38,8 +53,13 @@ def dumps(value: Any) -> str:
     return orjson.dumps(value).decode()
 
 
-def _json_or_null(value: Any) -> str | None:
-    return None if value is None else dumps(value)
+def json_bytes(value: Any) -> bytes:
+    """Compact JSON text as UTF-8 bytes (what a JSON column of a COPY-ready row holds)."""
+    return orjson.dumps(value)
+
+
+def _json_or_null(value: Any) -> bytes | None:
+    return None if value is None else orjson.dumps(value)
 
 
 def ms_to_datetime(ms: int | None) -> datetime | None:
@@ -52,7 +72,7 @@ def datetime_to_ms(at: datetime | None) -> int | None:
     return None if at is None else (at - _EPOCH) // timedelta(milliseconds=1)
 
 
-def execution_row(s: WorkflowSummary, input_json: str | None, updated_at_ms: int) -> Row:
+def execution_row(s: WorkflowSummary, input_json: bytes | None, updated_at_ms: int) -> Row:
     """One ``executions`` row (``input_json`` is only known from ``WorkflowStarted``)."""
     return (
         s.workflow_id,
@@ -64,9 +84,9 @@ def execution_row(s: WorkflowSummary, input_json: str | None, updated_at_ms: int
         _json_or_null(s.output),
         s.reason,
         s.actor,
-        ms_to_datetime(s.started_at),
-        ms_to_datetime(updated_at_ms),
-        ms_to_datetime(s.finished_at),
+        s.started_at,
+        updated_at_ms,
+        s.finished_at,
         s.seq,
     )
 
@@ -98,9 +118,9 @@ def step_row(v: StepView) -> Row:
         v.error_class,
         v.error_type,
         v.message,
-        ms_to_datetime(v.scheduled_at),
-        ms_to_datetime(v.finished_at),
-        ms_to_datetime(v.heartbeat_at),
+        v.scheduled_at,
+        v.finished_at,
+        v.heartbeat_at,
         v.seq,
     )
 
@@ -122,17 +142,28 @@ def event_body(le: LogEvent) -> dict[str, Any]:
     return event_to_dict(le.event)
 
 
+def event_json(event: Event) -> bytes:
+    """``event_to_dict(event)`` as JSON text, without building the dict.
+
+    orjson writes a dataclass as an object of its fields in declaration order, which
+    is exactly ``event_to_dict`` minus its leading ``"type"`` key (every event has a
+    ``workflow_id``, so the object is never empty).
+    """
+    return b'{"type":"' + type(event).__name__.encode() + b'",' + orjson.dumps(event)[1:]
+
+
 def event_row(le: LogEvent) -> Row:
-    """One ``events`` row for COPY."""
+    """One ``events`` row."""
+    ev = le.event
     return (
-        le.workflow_id,
-        le.seq,
-        le.type,
-        ms_to_datetime(le.event.at),
+        ev.workflow_id,
+        ev.seq,
+        type(ev).__name__,
+        ev.at,
         le.tenant,
         le.event_id,
         le.actor,
-        dumps(event_body(le)),
+        event_json(ev),
         le.partition,
         le.offset,
     )

@@ -22,8 +22,16 @@ import psycopg
 
 from projections import fold
 from projections.db import connect
-from projections.fold import EVENT_COLS, EXECUTION_COLS, STEP_COLS
+from projections.fold import (
+    EVENT_COL_TYPES,
+    EVENT_COLS,
+    EXECUTION_COL_TYPES,
+    EXECUTION_COLS,
+    STEP_COL_TYPES,
+    STEP_COLS,
+)
 from projections.log_event import DefinitionRecord, LogEvent
+from projections.pgcopy import copy_rows
 from services.core.events import StepEvent, WorkflowStarted, is_notice
 from services.core.views import StepView, WorkflowSummary, apply_step_event, apply_workflow_event
 from services.observability.metrics import EVENTS_IN, PROJECTION_BATCH, PROJECTION_DELAY
@@ -57,7 +65,6 @@ ON CONFLICT (workflow_id, step_key) DO UPDATE SET
     finished_at = EXCLUDED.finished_at, heartbeat_at = EXCLUDED.heartbeat_at,
     updated_seq = EXCLUDED.updated_seq
 """
-_EVENTS_COPY = f"COPY events ({EVENT_COLS}) FROM STDIN"
 _OFFSET_UPSERT = """
 INSERT INTO projection_offsets (projection, topic, partition, next_offset, updated_at)
 VALUES (%s, %s, %s, %s, now())
@@ -121,7 +128,7 @@ class _Fold:
 
     summaries: dict[str, tuple[WorkflowSummary, int]] = field(default_factory=dict)
     """workflow id -> (summary, ``at`` of its last event)."""
-    inputs: dict[str, str | None] = field(default_factory=dict)
+    inputs: dict[str, bytes | None] = field(default_factory=dict)
     steps: dict[tuple[str, str], StepView] = field(default_factory=dict)
 
 
@@ -181,10 +188,11 @@ class PostgresProjector:
         started = time.perf_counter()
         result = BatchResult()
         reached: dict[Partition, int] = dict(positions or {})
-        coords = [(e.topic, e.partition, e.offset) for e in events]
-        coords += [(d.topic, d.partition, d.offset) for d in definitions]
-        for topic, partition, offset in coords:
-            reached[(topic, partition)] = max(reached.get((topic, partition), 0), offset + 1)
+        for records in (events, definitions):
+            for r in records:
+                tp = (r.topic, r.partition)
+                if r.offset >= reached.get(tp, 0):
+                    reached[tp] = r.offset + 1
         with self.conn.transaction():
             lock_partitions(self.conn, self.schema, self.projection, reached)
             stored = load_offsets(self.conn, self.projection)
@@ -201,6 +209,7 @@ class PostgresProjector:
             self._merge(
                 "stage_executions",
                 EXECUTION_COLS,
+                EXECUTION_COL_TYPES,
                 _EXECUTION_MERGE,
                 [
                     fold.execution_row(s, changed.inputs.get(wf), at)
@@ -210,6 +219,7 @@ class PostgresProjector:
             self._merge(
                 "stage_steps",
                 STEP_COLS,
+                STEP_COL_TYPES,
                 _STEP_MERGE,
                 [fold.step_row(v) for _, v in sorted(changed.steps.items())],
             )
@@ -272,10 +282,11 @@ class PostgresProjector:
         per_wf: dict[str, list[LogEvent]] = {}
         step_keys: list[tuple[str, str]] = []
         for le in events:
-            if not is_notice(le.event):
-                per_wf.setdefault(le.workflow_id, []).append(le)
-                if isinstance(le.event, StepEvent):
-                    step_keys.append((le.workflow_id, le.event.step_key))
+            ev = le.event
+            if not is_notice(ev):
+                per_wf.setdefault(ev.workflow_id, []).append(le)
+                if isinstance(ev, StepEvent):
+                    step_keys.append((ev.workflow_id, ev.step_key))
         summaries, steps = self._load(list(per_wf), step_keys)
         out = _Fold()
         for wf, items in per_wf.items():
@@ -283,7 +294,7 @@ class PostgresProjector:
             last_at = 0
             for le in items:
                 ev = le.event
-                if summary is not None and le.seq <= summary.seq:
+                if summary is not None and ev.seq <= summary.seq:
                     result.duplicates += 1
                     continue
                 if summary is None and not isinstance(ev, WorkflowStarted):
@@ -295,7 +306,7 @@ class PostgresProjector:
                     if summary is not None:
                         result.unfoldable.append((le, "second WorkflowStarted"))
                         continue
-                    out.inputs[wf] = fold.dumps(ev.input)
+                    out.inputs[wf] = fold.json_bytes(ev.input)
                 summary = apply_workflow_event(summary, ev)
                 last_at = ev.at
                 if isinstance(ev, StepEvent):
@@ -308,20 +319,19 @@ class PostgresProjector:
     def _write_events(self, events: Sequence[LogEvent]) -> None:
         if not events:
             return
-        with self.conn.cursor() as cur, cur.copy(_EVENTS_COPY) as copy:
-            for le in events:
-                copy.write_row(fold.event_row(le))
+        with self.conn.cursor() as cur:
+            copy_rows(cur, "events", EVENT_COLS, EVENT_COL_TYPES, map(fold.event_row, events))
 
-    def _merge(self, table: str, cols: str, merge: str, rows: Sequence[fold.Row]) -> None:
+    def _merge(
+        self, table: str, cols: str, types: Sequence[str], merge: str, rows: Sequence[fold.Row]
+    ) -> None:
         if not rows:
             return
         if not self._staged:
             self.conn.execute(_STAGING)
             self._staged = True
         with self.conn.cursor() as cur:
-            with cur.copy(f"COPY {table} ({cols}) FROM STDIN".encode()) as copy:
-                for row in rows:
-                    copy.write_row(row)
+            copy_rows(cur, table, cols, types, rows)
             cur.execute(merge.encode())
 
     def _write_definitions(self, records: Sequence[DefinitionRecord]) -> None:

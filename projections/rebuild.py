@@ -25,7 +25,7 @@ from confluent_kafka.admin import AdminClient
 from psycopg import sql
 
 from projections.db import connect
-from projections.decoding import Poison, decode_message
+from projections.decoding import Decoder, Poison
 from projections.log_event import DefinitionRecord, LogEvent
 from projections.migrate import migrate
 from projections.postgres import Partition, PostgresProjector, load_offsets, lock_partitions
@@ -60,7 +60,7 @@ class _Reader:
     def __init__(self, bootstrap: str, topics: TopicNames, sink: PostgresProjector) -> None:
         self.sink = sink
         self.topics = topics
-        self.contracts = default_contracts()
+        self.decode = Decoder(default_contracts(), topics)
         self.consumer: Consumer = make_consumer(
             bootstrap, f"{topics.prefix}.rebuild.{uuid.uuid4().hex[:8]}"
         )
@@ -125,7 +125,7 @@ class _Reader:
                     continue
                 tp = (str(msg.topic()), int(msg.partition() or 0))
                 positions[tp] = int(msg.offset() or 0) + 1
-                decoded = decode_message(msg, self.contracts, self.topics)
+                decoded = self.decode(msg)
                 if isinstance(decoded, Poison):
                     self.poison += 1
                 elif isinstance(decoded, LogEvent):

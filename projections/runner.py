@@ -18,7 +18,7 @@ from typing import Protocol
 
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaException, Message, TopicPartition
 
-from projections.decoding import Poison, decode_message
+from projections.decoding import Decoder, Poison
 from projections.log_event import DefinitionRecord, LogEvent
 from projections.postgres import BatchResult, Partition
 from services.bus.clients import make_consumer, make_producer
@@ -113,6 +113,7 @@ class Projector:
         self.batch_size = batch_size
         self.poll_timeout_s = poll_timeout_s
         self.contracts = default_contracts()
+        self.decode = Decoder(self.contracts, topics)
         self.stop = threading.Event()
         self.applied = 0
         # eager (range) assignment: on_assign sees the whole assignment and seeks it
@@ -182,7 +183,7 @@ class Projector:
                 continue
             tp = (str(msg.topic()), int(msg.partition() or 0))
             positions[tp] = max(positions.get(tp, 0), int(msg.offset() or 0) + 1)
-            decoded = decode_message(msg, self.contracts, self.topics)
+            decoded = self.decode(msg)
             if isinstance(decoded, Poison):
                 self._dead_letter(msg, decoded)
             elif isinstance(decoded, LogEvent):

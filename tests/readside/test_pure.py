@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import struct
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+import orjson
 import pytest
 
 from projections import fold
@@ -11,11 +14,12 @@ from projections.db import check_schema
 from projections.errors import MigrationError, ReadSideConfigError
 from projections.log_event import LogEvent
 from projections.migrate import load_migrations
+from projections.pgcopy import EpochMsDumper
 from services.api.apikeys import Principal, Scope, hash_token, matches, parse_key_id
 from services.api.problems import Problem
 from services.api.queries import decode_cursor, encode_cursor
 from services.api.routes_commands import workflow_id_for
-from services.core.events import StepEvent
+from services.core.events import StepEvent, event_to_dict
 from services.core.views import StepView, apply_step_event, apply_workflow_event
 from tests.readside.workload import run_workflow
 
@@ -51,22 +55,39 @@ def test_rows_round_trip_to_the_cores_views() -> None:
         if isinstance(e, StepEvent):
             steps[e.step_key] = apply_step_event(steps.get(e.step_key), e)
     assert summary is not None
-    row = fold.execution_row(summary, fold.dumps(wlog.events[0]), wlog.events[-1].at)
-    # PostgreSQL hands jsonb back parsed; emulate it for the JSON columns
-    stored = (*row[:5], None, summary.output, *row[7:])
+    row = fold.execution_row(summary, fold.json_bytes({"n": 1}), wlog.events[-1].at)
+    assert len(row) == len(fold.EXECUTION_COL_TYPES)
+    # PostgreSQL hands jsonb back parsed and timestamps as datetimes; emulate it
+    ms = fold.ms_to_datetime
+    stored = (*row[:5], None, summary.output, *row[7:9], *map(ms, row[9:12]), row[12])
     assert fold.summary_from_row(stored) == summary
     for view in steps.values():
         r = fold.step_row(view)
-        back = (*r[:8], view.input, view.output, *r[10:])
+        assert len(r) == len(fold.STEP_COL_TYPES)
+        back = (*r[:8], view.input, view.output, *r[10:13], *map(ms, r[13:16]), r[16])
         assert fold.step_from_row(back) == view
 
 
-def test_event_rows_keep_exact_milliseconds() -> None:
-    wlog = run_workflow("ms-1", 1_800_000_000_123)
-    le = LogEvent("t.events", 0, 7, wlog.events[0], "id", "default", "me", 0)
-    row = fold.event_row(le)
-    assert fold.datetime_to_ms(row[3]) == 1_800_000_000_123
-    assert row[8:] == (0, 7)
+def test_event_rows_carry_the_cores_event_dict_and_exact_milliseconds() -> None:
+    wlog = run_workflow("ms-1", 1_800_000_000_123, outcome="failed")
+    for n, event in enumerate(wlog.events):
+        le = LogEvent("t.events", 0, n, event, "id", "default", "me", 0)
+        row = fold.event_row(le)
+        assert len(row) == len(fold.EVENT_COL_TYPES)
+        body = orjson.loads(row[7])
+        assert body == event_to_dict(event) and list(body) == list(event_to_dict(event))
+        assert row[:3] == (event.workflow_id, event.seq, type(event).__name__)
+        assert row[3] == event.at and row[8:] == (0, n)
+    assert wlog.events[0].at == 1_800_000_000_123
+
+
+def test_binary_timestamps_are_exact_milliseconds() -> None:
+    # binary timestamptz: microseconds since 2000-01-01 UTC, big-endian int64
+    dumper = EpochMsDumper(int)
+    for ms in (0, 946_684_800_000, 1_800_000_000_123, -1):
+        (micros,) = struct.unpack("!q", dumper.dump(ms))
+        at = datetime(2000, 1, 1, tzinfo=UTC) + timedelta(microseconds=micros)
+        assert fold.datetime_to_ms(at) == ms
 
 
 def test_cursors_round_trip_and_reject_forgeries() -> None:

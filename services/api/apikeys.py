@@ -15,6 +15,8 @@ from enum import StrEnum
 
 import psycopg
 
+REVOKED_CHANNEL = "kflow_api_key_revoked"
+"""PostgreSQL NOTIFY channel; the payload is the revoked key's id (API processes evict it)."""
 _KEY_RE = re.compile(r"^kf_([0-9a-f]{12})_([A-Za-z0-9_-]{43})$")
 TENANT_RE = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
 
@@ -94,12 +96,17 @@ def create_key(
 
 
 def revoke_key(conn: psycopg.Connection[tuple[object, ...]], key_id: str) -> bool:
-    """Revoke a key by id; False if there is no such active key."""
+    """Revoke a key by id; False if there is no such active key.
+
+    The notification is delivered at commit, so running API processes stop accepting
+    the key at once instead of when their cache entry expires.
+    """
     with conn.transaction():
         cur = conn.execute(
             "UPDATE api_keys SET revoked_at = now() WHERE key_id = %s AND revoked_at IS NULL",
             (key_id,),
         )
+        conn.execute("SELECT pg_notify(%s, %s)", (REVOKED_CHANNEL, key_id))
         return cur.rowcount == 1
 
 

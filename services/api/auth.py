@@ -45,20 +45,17 @@ async def authenticate(request: Request) -> Principal:
         raise _unauthorized("the bearer token is not a kflow API key")
     res = resources(request)
     digest = hash_token(token)
-    cached = res.principals.get(digest)
     now = time.monotonic()
-    if cached is not None and cached[1] > now:
-        return cached[0]
+    cached = res.keys.get(digest, now)
+    if cached is not None:
+        return cached
+    generation = res.keys.generation
     async with res.db() as conn:
         row = await (await conn.execute(LOOKUP_SQL, (key_id,))).fetchone()
     principal = principal_from_row(row, token) if row is not None else None
     if principal is None:
-        res.principals.pop(digest, None)
         raise _unauthorized("unknown or revoked API key")
-    if res.config.auth_cache_s > 0:
-        if len(res.principals) > 10_000:
-            res.principals.clear()
-        res.principals[digest] = (principal, now + res.config.auth_cache_s)
+    res.keys.put(digest, principal, now, generation)
     return principal
 
 

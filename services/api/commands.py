@@ -1,9 +1,10 @@
 """Publish commands to ``{p}.commands``; the API never does the work itself.
 
 A request waits for the broker's acknowledgement (so a 202 means the command is
-in the log) but for no more than ``DELIVERY_TIMEOUT_S``: Kafka being down is a
-503, and a client that retries with the same workflow id or Idempotency-Key
-cannot start a workflow twice (the orchestrator ignores a duplicate start).
+in the log) but for no more than ``timeout_s`` (``ApiConfig.command_timeout_s``):
+Kafka being down is a 503, and a client that retries with the same workflow id or
+Idempotency-Key cannot start a workflow twice (the orchestrator ignores a duplicate
+start).
 """
 
 from __future__ import annotations
@@ -21,7 +22,9 @@ from services.bus.topics import topic_names
 from services.core.inputs import Input
 from services.observability.metrics import EVENTS_OUT
 
-DELIVERY_TIMEOUT_S = 8.0
+DELIVERY_TIMEOUT_S = 2.5
+"""Default wait for the broker's ack: a healthy broker acks in milliseconds, a client is
+better served by a quick 503 with Retry-After than by a request that hangs."""
 
 
 class CommandNotDelivered(Exception):
@@ -31,14 +34,22 @@ class CommandNotDelivered(Exception):
 class CommandPublisher:
     """An idempotent producer polled by a daemon thread; ``publish`` awaits the ack."""
 
-    def __init__(self, bootstrap: str, topic_prefix: str) -> None:
+    def __init__(
+        self, bootstrap: str, topic_prefix: str, timeout_s: float = DELIVERY_TIMEOUT_S
+    ) -> None:
         self.topic = topic_names(topic_prefix).commands
+        self.timeout_s = timeout_s
+        timeout_ms = max(1, int(timeout_s * 1000))
         self._producer = make_producer(
             bootstrap,
             overrides={
                 "linger.ms": 1,
-                "message.timeout.ms": int(DELIVERY_TIMEOUT_S * 1000) - 1000,
-                "socket.connection.setup.timeout.ms": 3000,
+                # librdkafka gives up on the record when the request does, so a command
+                # answered 503 is not written minutes later (a retry is safe either way)
+                "message.timeout.ms": timeout_ms,
+                "socket.connection.setup.timeout.ms": max(1000, timeout_ms),
+                # reconnect within 1 s of the broker coming back (the default backs off to 10 s)
+                "reconnect.backoff.max.ms": 1000,
             },
         )
         self._stop = threading.Event()
@@ -84,9 +95,9 @@ class CommandPublisher:
         except BufferError as e:
             raise CommandNotDelivered("the producer queue is full") from e
         try:
-            await asyncio.wait_for(done, DELIVERY_TIMEOUT_S)
+            await asyncio.wait_for(done, self.timeout_s)
         except TimeoutError as e:
-            raise CommandNotDelivered(f"no acknowledgement within {DELIVERY_TIMEOUT_S}s") from e
+            raise CommandNotDelivered(f"no acknowledgement within {self.timeout_s}s") from e
         EVENTS_OUT.labels("api", self.topic).inc()
         return event_id
 

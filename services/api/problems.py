@@ -55,13 +55,13 @@ def problem_response(
     return JSONResponse(body, status_code=status, media_type=PROBLEM_MEDIA_TYPE, headers=headers)
 
 
-def unavailable(dependency: str, err: BaseException) -> Problem:
+def unavailable(dependency: str, err: BaseException, advice: str = "retry later") -> Problem:
     """The 503 for a dependency that is down; retrying later can help."""
     return Problem(
         503,
         "dependency-unavailable",
         "Dependency unavailable",
-        f"{dependency} is not reachable right now ({type(err).__name__}); retry later",
+        f"{dependency} is not reachable right now ({type(err).__name__}); {advice}",
         headers={"Retry-After": "5"},
         dependency=dependency,
     )

@@ -61,12 +61,17 @@ def _check_size(request: Request, what: str, value: object) -> None:
 async def _publish(
     request: Request, who: Principal, command: Input, idempotency_key: str | None = None
 ) -> Accepted:
+    publisher = resources(request).commands
     try:
-        await resources(request).commands.publish(
+        await publisher.publish(
             command, actor=who.actor, tenant=who.tenant, idempotency_key=idempotency_key
         )
     except CommandNotDelivered as e:
-        raise unavailable("Kafka", e) from e
+        advice = (
+            f"no acknowledgement within {publisher.timeout_s:g} s; retry later (a start "
+            "retried with the same workflow_id or Idempotency-Key does not start twice)"
+        )
+        raise unavailable("Kafka", e, advice) from e
     return Accepted(
         workflow_id=command.workflow_id,
         command=type(command).__name__,

@@ -1,12 +1,14 @@
-"""Dedicated PostgreSQL and Redis servers for tests that stop and start them.
+"""Dedicated PostgreSQL, Redis and Kafka servers for tests that stop and start them.
 
 Outage tests must never stop the shared servers other tests use, so they start
-their own: a throw-away ``initdb`` cluster and a ``redis-server`` on other ports.
+their own: a throw-away ``initdb`` cluster, a ``redis-server`` and a KRaft broker
+(``deploy/local/kafka.sh`` with its own data dir) on other ports.
 """
 
 from __future__ import annotations
 
 import os
+import random
 import shutil
 import socket
 import subprocess
@@ -129,3 +131,68 @@ class DedicatedRedis:
 
     def destroy(self) -> None:
         self.stop()
+
+
+KAFKA_SH = Path(__file__).resolve().parents[2] / "deploy" / "local" / "kafka.sh"
+
+
+def free_port_pair() -> int:
+    """A port p with p and p+1 bindable (broker and controller listeners).
+
+    Drawn from 20000-29999, below Linux's ephemeral range (32768+), where the client
+    side of other tests' connections could take p+1 before the broker binds it.
+    """
+    rng = random.Random()
+    for _ in range(100):
+        port = rng.randrange(20000, 29998)
+        try:
+            with socket.socket() as a, socket.socket() as b:
+                a.bind(("127.0.0.1", port))
+                b.bind(("127.0.0.1", port + 1))
+        except OSError:
+            continue
+        return port
+    raise RuntimeError("no free port pair in 20000-29999 for the dedicated broker")
+
+
+class DedicatedKafka:
+    """A private single-node KRaft broker run by ``kafka.sh`` with its own home and ports."""
+
+    def __init__(self, port: int | None = None) -> None:
+        self.port = port or free_port_pair()
+        self.bootstrap = f"127.0.0.1:{self.port}"
+        self.dir = Path(tempfile.mkdtemp(prefix=f"kflow-kafka{self.port}-"))
+        self.env = {
+            **os.environ,
+            "KFLOW_HOME": str(self.dir),
+            "KFLOW_KAFKA_PORT": str(self.port),
+            "KFLOW_KAFKA_CONTROLLER_PORT": str(self.port + 1),
+            "KFLOW_KAFKA_HEAP": "384m",
+        }
+        self.start()
+
+    def _run(self, command: str) -> str:
+        result = subprocess.run(
+            ["bash", str(KAFKA_SH), command],
+            env=self.env,
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        if result.returncode != 0:
+            raise RuntimeError(f"kafka.sh {command}: {result.stdout}{result.stderr}")
+        return result.stdout
+
+    def start(self) -> None:
+        out = self._run("up")
+        if "another process" in out:  # kafka.sh reuses a foreign broker: never test against it
+            raise RuntimeError(f"port {self.port} is taken by another process: {out}")
+        _wait_port(self.port, up=True)
+
+    def stop(self) -> None:
+        self._run("down")
+        _wait_port(self.port, up=False)
+
+    def destroy(self) -> None:
+        self.stop()
+        shutil.rmtree(self.dir, ignore_errors=True)

@@ -7,7 +7,8 @@ from collections.abc import Callable
 import httpx
 import pytest
 
-from tests.readside.conftest import ApiServer, ReadSide, RunningProjector
+from services.api.keycache import KeyCache
+from tests.readside.conftest import ApiServer, ReadSide, RunningProjector, wait_until
 from tests.readside.workload import make_logs
 
 pytestmark = pytest.mark.integration
@@ -51,6 +52,61 @@ def test_revoked_key_is_401(
     with readside.connect() as conn:
         key_id = parse_key_id(token)
         assert key_id is not None and revoke_key(conn, key_id)
+    assert _get(seeded, "/workflows", token).status_code == 401
+
+
+def _cache_keys_for_minutes(api: ApiServer) -> KeyCache:
+    """The fixture's API runs without a key cache; give it a long one (as in production)."""
+    keys: KeyCache = api.app.state.resources.keys
+    keys.ttl_s = 300.0
+    wait_until(lambda: keys.listener is not None, "the revocation listener to connect")
+    return keys
+
+
+def test_revocation_evicts_a_cached_key_at_once(
+    seeded: ApiServer, make_key: Callable[..., str], readside: ReadSide
+) -> None:
+    from services.api.apikeys import hash_token, parse_key_id, revoke_key
+
+    keys = _cache_keys_for_minutes(seeded)
+    token = make_key("acme", "read")
+    assert _get(seeded, "/workflows", token).status_code == 200
+    assert hash_token(token) in keys.entries  # the next requests do not ask PostgreSQL
+    assert _get(seeded, "/workflows/acme-000000", token).status_code == 200
+    other = make_key("acme", "read")
+    assert _get(seeded, "/workflows", other).status_code == 200
+    with readside.connect() as conn:
+        key_id = parse_key_id(token)
+        assert key_id is not None and revoke_key(conn, key_id)
+    # NOTIFY is asynchronous: the key is gone once PostgreSQL delivers it (well under the
+    # 5-minute cache life; the cache is not consulted while a notification is unread)
+    wait_until(lambda: hash_token(token) not in keys.entries, "the revocation to arrive")
+    r = _get(seeded, "/workflows", token)
+    assert r.status_code == 401 and "revoked" in r.json()["detail"]
+    assert _get(seeded, "/workflows", other).status_code == 200  # other keys stay cached
+    assert hash_token(other) in keys.entries
+
+
+def test_revocation_while_the_listener_reconnects_is_not_missed(
+    seeded: ApiServer, make_key: Callable[..., str], readside: ReadSide
+) -> None:
+    from services.api.apikeys import parse_key_id, revoke_key
+
+    keys = _cache_keys_for_minutes(seeded)
+    token = make_key("acme", "read")
+    assert _get(seeded, "/workflows", token).status_code == 200
+    listener = keys.listener
+    assert listener is not None
+    with readside.connect() as conn:
+        # wait (up to 30 s) until the backend is gone: the API's socket then reads EOF
+        row = conn.execute(
+            "SELECT pg_terminate_backend(%s, 30000)", (listener.info.backend_pid,)
+        ).fetchone()
+        assert row == (True,)
+        key_id = parse_key_id(token)
+        assert key_id is not None and revoke_key(conn, key_id)  # nobody listens right now
+    assert _get(seeded, "/workflows", token).status_code == 401
+    wait_until(lambda: keys.listener not in (None, listener), "the listener to reconnect")
     assert _get(seeded, "/workflows", token).status_code == 401
 
 

@@ -39,6 +39,12 @@ class ReadSideSettings(BaseSettings):
     )
     api_host: str = Field("127.0.0.1", description="address the read-model API binds")
     api_port: int = Field(8080, ge=1, le=65535, description="port the read-model API binds")
+    api_command_timeout_s: float = Field(
+        2.5, gt=0, le=60, description="how long a command waits for Kafka before a 503"
+    )
+    api_auth_cache_s: float = Field(
+        5.0, ge=0, description="how long a verified API key is trusted (revocation evicts it)"
+    )
 
 
 @lru_cache(maxsize=1)

@@ -98,15 +98,15 @@ def create_key(
 def revoke_key(conn: psycopg.Connection[tuple[object, ...]], key_id: str) -> bool:
     """Revoke a key by id; False if there is no such active key.
 
-    The notification is delivered at commit, so running API processes stop accepting
-    the key at once instead of when their cache entry expires.
+    A trigger (migration 0004) notifies ``REVOKED_CHANNEL`` at commit, so running API
+    processes stop accepting the key at once instead of when their cache entry expires;
+    the same holds for an UPDATE or DELETE made by hand.
     """
     with conn.transaction():
         cur = conn.execute(
             "UPDATE api_keys SET revoked_at = now() WHERE key_id = %s AND revoked_at IS NULL",
             (key_id,),
         )
-        conn.execute("SELECT pg_notify(%s, %s)", (REVOKED_CHANNEL, key_id))
         return cur.rowcount == 1
 
 

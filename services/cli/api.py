@@ -35,6 +35,8 @@ def api_config() -> ApiConfig:
         kafka_bootstrap=s.kafka_bootstrap,
         topic_prefix=s.topic_prefix,
         max_payload_bytes=s.max_payload_bytes,
+        command_timeout_s=rs.api_command_timeout_s,
+        auth_cache_s=rs.api_auth_cache_s,
     )
 
 

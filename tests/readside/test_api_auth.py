@@ -87,6 +87,21 @@ def test_revocation_evicts_a_cached_key_at_once(
     assert hash_token(other) in keys.entries
 
 
+def test_a_key_deleted_by_hand_in_sql_is_evicted_too(
+    seeded: ApiServer, make_key: Callable[..., str], readside: ReadSide
+) -> None:
+    from services.api.apikeys import hash_token, parse_key_id
+
+    keys = _cache_keys_for_minutes(seeded)
+    token = make_key("acme", "read")
+    assert _get(seeded, "/workflows", token).status_code == 200
+    assert hash_token(token) in keys.entries
+    with readside.connect() as conn, conn.transaction():
+        conn.execute("DELETE FROM api_keys WHERE key_id = %s", (parse_key_id(token),))
+    wait_until(lambda: hash_token(token) not in keys.entries, "the deletion to arrive")
+    assert _get(seeded, "/workflows", token).status_code == 401
+
+
 def test_revocation_while_the_listener_reconnects_is_not_missed(
     seeded: ApiServer, make_key: Callable[..., str], readside: ReadSide
 ) -> None:

@@ -49,7 +49,7 @@ from services.core.state import (
     step_timers,
 )
 
-__all__ = ["decide", "decide_and_evolve", "evolve", "evolve_all"]
+__all__ = ["decide", "decide_and_evolve", "duplicate_start_ignored", "evolve", "evolve_all"]
 
 
 def decide(
@@ -141,16 +141,7 @@ def _start(
         ]
 
     if state is not None:
-        return [
-            DuplicateStartIgnored(
-                workflow_id=command.workflow_id,
-                seq=0,
-                at=now,
-                cause=input_to_dict(command),
-                name=command.name,
-                version=command.version,
-            )
-        ]
+        return [duplicate_start_ignored(command, now)]
     if not command.workflow_id:
         return rejected("invalid_workflow_id", "workflow_id is empty; give a unique id")
     defn = command.definition
@@ -394,3 +385,15 @@ def _on_signal(
 def _rejection(payload: dict[str, object]) -> str:
     comment = payload.get("comment")
     return f"rejected by review: {comment}" if comment else "rejected by review"
+
+
+def duplicate_start_ignored(command: StartWorkflow, now: int) -> DuplicateStartIgnored:
+    """The answer to a StartWorkflow for a workflow id that already exists (a notice, ADR 0011)."""
+    return DuplicateStartIgnored(
+        workflow_id=command.workflow_id,
+        seq=0,
+        at=now,
+        cause=input_to_dict(command),
+        name=command.name,
+        version=command.version,
+    )

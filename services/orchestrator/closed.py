@@ -20,7 +20,8 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 from services.core.events import DuplicateStartIgnored
-from services.core.inputs import StartWorkflow, input_to_dict
+from services.core.inputs import StartWorkflow
+from services.core.machine import duplicate_start_ignored
 from services.core.state import TERMINAL_WORKFLOW, WorkflowState
 from services.orchestrator.compacted import read_latest
 
@@ -101,16 +102,8 @@ def decode_marker(workflow_id: str, data: bytes) -> ClosedMarker:
 
 
 def duplicate_of_closed(command: StartWorkflow, now: int) -> DuplicateStartIgnored:
-    """The answer to a StartWorkflow for a closed id (the notice ``decide`` gives for a
-    known workflow; see docs/adr/0011)."""
-    return DuplicateStartIgnored(
-        workflow_id=command.workflow_id,
-        seq=0,
-        at=now,
-        cause=input_to_dict(command),
-        name=command.name,
-        version=command.version,
-    )
+    """The answer to a StartWorkflow for a closed id: what ``decide`` gives for a known one."""
+    return duplicate_start_ignored(command, now)
 
 
 class ClosedIds:

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import os
-import random
-import socket
 import subprocess
 import uuid
 from collections.abc import Iterator
@@ -17,29 +15,11 @@ from services.bus.admin import create_topics
 from services.bus.topics import TopicSpec
 from services.stack import REPO_ROOT
 from tests.kafka_helpers import consume_all, values
+from tests.readside.dedicated import free_port_pair
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 KAFKA_SH = REPO_ROOT / "deploy" / "local" / "kafka.sh"
-
-
-def _free_port_pair() -> int:
-    """A port p with p and p+1 bindable (broker and controller listeners).
-
-    Drawn from 20000-29999, below Linux's ephemeral range (32768+), where the
-    client side of other tests' connections could take p+1 before the broker binds it.
-    """
-    rng = random.Random()
-    for _ in range(100):
-        port = rng.randrange(20000, 29998)
-        try:
-            with socket.socket() as a, socket.socket() as b:
-                a.bind(("127.0.0.1", port))
-                b.bind(("127.0.0.1", port + 1))
-        except OSError:
-            continue
-        return port
-    raise RuntimeError("no free port pair in 20000-29999 for the dedicated broker")
 
 
 class DedicatedBroker:
@@ -70,7 +50,7 @@ class DedicatedBroker:
 
 @pytest.fixture
 def broker(tmp_path: Path, stack: object) -> Iterator[DedicatedBroker]:
-    b = DedicatedBroker(tmp_path, _free_port_pair())
+    b = DedicatedBroker(tmp_path, free_port_pair())
     b.run("up")
     yield b
     b.run("down")

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import os
-import subprocess
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -13,50 +11,20 @@ from confluent_kafka import Producer
 
 from services.bus.admin import create_topics
 from services.bus.topics import TopicSpec
-from services.stack import REPO_ROOT
 from tests.kafka_helpers import consume_all, values
-from tests.readside.dedicated import free_port_pair
+from tests.readside.dedicated import DedicatedKafka
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
-KAFKA_SH = REPO_ROOT / "deploy" / "local" / "kafka.sh"
-
-
-class DedicatedBroker:
-    """Runs ``kafka.sh`` with its own KFLOW_HOME and ports."""
-
-    def __init__(self, home: Path, port: int) -> None:
-        self.bootstrap = f"127.0.0.1:{port}"
-        self.env = {
-            **os.environ,
-            "KFLOW_HOME": str(home),
-            "KFLOW_KAFKA_PORT": str(port),
-            "KFLOW_KAFKA_CONTROLLER_PORT": str(port + 1),
-            "KFLOW_KAFKA_HEAP": "384m",
-        }
-        self.data = home / "kafka" / "data"
-
-    def run(self, command: str) -> str:
-        result = subprocess.run(
-            ["bash", str(KAFKA_SH), command],
-            env=self.env,
-            capture_output=True,
-            text=True,
-            check=False,
-        )
-        assert result.returncode == 0, f"kafka.sh {command}: {result.stdout}{result.stderr}"
-        return result.stdout
-
 
 @pytest.fixture
-def broker(tmp_path: Path, stack: object) -> Iterator[DedicatedBroker]:
-    b = DedicatedBroker(tmp_path, free_port_pair())
-    b.run("up")
+def broker(tmp_path: Path, stack: object) -> Iterator[DedicatedKafka]:
+    b = DedicatedKafka(home=tmp_path)
     yield b
-    b.run("down")
+    b.stop()
 
 
-def test_committed_records_survive_a_restart(broker: DedicatedBroker) -> None:
+def test_committed_records_survive_a_restart(broker: DedicatedKafka) -> None:
     topic = f"restart-{uuid.uuid4().hex[:8]}"
     create_topics(broker.bootstrap, [TopicSpec(topic, 2)])
     producer = Producer(

@@ -158,10 +158,11 @@ def free_port_pair() -> int:
 class DedicatedKafka:
     """A private single-node KRaft broker run by ``kafka.sh`` with its own home and ports."""
 
-    def __init__(self, port: int | None = None) -> None:
+    def __init__(self, port: int | None = None, home: Path | None = None) -> None:
         self.port = port or free_port_pair()
         self.bootstrap = f"127.0.0.1:{self.port}"
-        self.dir = Path(tempfile.mkdtemp(prefix=f"kflow-kafka{self.port}-"))
+        self.dir = home or Path(tempfile.mkdtemp(prefix=f"kflow-kafka{self.port}-"))
+        self.data = self.dir / "kafka" / "data"
         self.env = {
             **os.environ,
             "KFLOW_HOME": str(self.dir),
@@ -171,7 +172,8 @@ class DedicatedKafka:
         }
         self.start()
 
-    def _run(self, command: str) -> str:
+    def run(self, command: str) -> str:
+        """``kafka.sh COMMAND`` for this broker; its output (raises if it fails)."""
         result = subprocess.run(
             ["bash", str(KAFKA_SH), command],
             env=self.env,
@@ -184,13 +186,13 @@ class DedicatedKafka:
         return result.stdout
 
     def start(self) -> None:
-        out = self._run("up")
+        out = self.run("up")
         if "another process" in out:  # kafka.sh reuses a foreign broker: never test against it
             raise RuntimeError(f"port {self.port} is taken by another process: {out}")
         _wait_port(self.port, up=True)
 
     def stop(self) -> None:
-        self._run("down")
+        self.run("down")
         _wait_port(self.port, up=False)
 
     def destroy(self) -> None:

@@ -6,7 +6,7 @@ import threading
 import time
 import uuid
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import pytest
@@ -42,15 +42,20 @@ class Runtime:
     def prefix(self) -> str:
         return self.settings.topic_prefix
 
-    def start_orchestrator(self, instance: str = "orchestrator-0") -> OrchestratorService:
-        service = OrchestratorService(
-            OrchestratorConfig(
-                bootstrap=self.settings.kafka_bootstrap,
-                topic_prefix=self.prefix,
-                instance_id=instance,
-                partitions=2,
-            )
+    def start_orchestrator(
+        self, instance: str = "orchestrator-0", finished_capacity: int | None = None
+    ) -> OrchestratorService:
+        """Start one (the same ``instance`` again is a restart); ``finished_capacity`` shrinks
+        the in-memory window of finished workflows."""
+        config = OrchestratorConfig(
+            bootstrap=self.settings.kafka_bootstrap,
+            topic_prefix=self.prefix,
+            instance_id=instance,
+            partitions=2,
         )
+        if finished_capacity is not None:
+            config = replace(config, finished_capacity=finished_capacity)
+        service = OrchestratorService(config)
         thread = threading.Thread(target=service.run, name=instance, daemon=True)
         thread.start()
         self.orchestrators.append((service, thread))

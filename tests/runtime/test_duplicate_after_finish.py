@@ -6,7 +6,6 @@ so only the durable ``{prefix}.closed`` markers can recognise the duplicate.
 
 from __future__ import annotations
 
-import threading
 import time
 
 import pytest
@@ -15,32 +14,12 @@ import redis
 from services.core.events import DuplicateStartIgnored
 from services.core.inputs import StartWorkflow
 from services.orchestrator.closed import decode_marker
-from services.orchestrator.service import OrchestratorConfig, OrchestratorService
 from tests.kafka_helpers import consume_all
 from tests.runtime.conftest import TEST_QUEUES, Runtime, types_of
 
 pytestmark = [pytest.mark.integration, pytest.mark.topics(partitions=2, queues=TEST_QUEUES)]
 
 WORKFLOW_IDS = ["order-1", "order-2", "order-3"]
-
-
-def start_orchestrator(
-    rt: Runtime, finished_capacity: int, instance: str = "orchestrator-0"
-) -> OrchestratorService:
-    """Like ``Runtime.start_orchestrator`` (same instance id: a restart), with a tiny capacity."""
-    service = OrchestratorService(
-        OrchestratorConfig(
-            bootstrap=rt.settings.kafka_bootstrap,
-            topic_prefix=rt.prefix,
-            instance_id=instance,
-            partitions=2,
-            finished_capacity=finished_capacity,
-        )
-    )
-    thread = threading.Thread(target=service.run, name=instance, daemon=True)
-    thread.start()
-    rt.orchestrators.append((service, thread))
-    return service
 
 
 def stop_orchestrators(rt: Runtime) -> None:
@@ -63,7 +42,7 @@ def test_duplicate_start_after_finish_is_ignored_across_capacity_and_restart(
     runtime_factory: Runtime,
 ) -> None:
     rt = runtime_factory
-    start_orchestrator(rt, finished_capacity=1)
+    rt.start_orchestrator(finished_capacity=1)
     rt.start_processor("default")
     rt.apply(
         {
@@ -88,7 +67,7 @@ def test_duplicate_start_after_finish_is_ignored_across_capacity_and_restart(
 
     # A new orchestrator instance knows nothing in memory; it loads the markers.
     stop_orchestrators(rt)
-    restarted = start_orchestrator(rt, finished_capacity=1)
+    restarted = rt.start_orchestrator(finished_capacity=1)
     for workflow_id in WORKFLOW_IDS:
         rt.start("once", workflow_id=workflow_id)
     for workflow_id in WORKFLOW_IDS:
@@ -130,7 +109,7 @@ def test_duplicate_start_is_ignored_by_the_new_owner_after_a_rebalance(
     runtime_factory: Runtime,
 ) -> None:
     rt = runtime_factory
-    first = start_orchestrator(rt, finished_capacity=1)
+    first = rt.start_orchestrator(finished_capacity=1)
     rt.start_processor("default")
     rt.apply({"name": "echo", "nodes": [{"id": "a", "type": "echo", "queue": "default"}]})
     ids = [f"job-{n}" for n in range(8)]
@@ -142,7 +121,7 @@ def test_duplicate_start_is_ignored_by_the_new_owner_after_a_rebalance(
     }
     assert owners == {0, 1}  # the ids above hash to both partitions
 
-    second = start_orchestrator(rt, finished_capacity=1, instance="orchestrator-1")
+    second = rt.start_orchestrator("orchestrator-1", finished_capacity=1)
     deadline = time.monotonic() + 60  # a safety net against hangs, not a speed assertion
     while not (second.loop.assignment() and len(first.loop.assignment()) == 2):
         assert time.monotonic() < deadline, "the group did not rebalance"
@@ -158,12 +137,12 @@ def test_duplicate_start_is_ignored_by_the_new_owner_after_a_rebalance(
 
 def test_a_start_for_a_new_id_still_runs_after_restart(runtime_factory: Runtime) -> None:
     rt = runtime_factory
-    start_orchestrator(rt, finished_capacity=1)
+    rt.start_orchestrator(finished_capacity=1)
     rt.start_processor("default")
     rt.apply({"name": "echo", "nodes": [{"id": "a", "type": "echo", "queue": "default"}]})
     rt.wait_final([rt.start("echo", workflow_id="first")])
     stop_orchestrators(rt)
-    start_orchestrator(rt, finished_capacity=1)
+    rt.start_orchestrator(finished_capacity=1)
     rt.send(StartWorkflow(workflow_id="second", name="echo", version=0))
     events = rt.wait_final(["second"])["second"]
     assert types_of(events)[0] == "WorkflowStarted"

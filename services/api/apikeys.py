@@ -100,7 +100,7 @@ def revoke_key(conn: psycopg.Connection[tuple[object, ...]], key_id: str) -> boo
 
     A trigger (migration 0004) notifies ``REVOKED_CHANNEL`` at commit, so running API
     processes stop accepting the key at once instead of when their cache entry expires;
-    the same holds for an UPDATE or DELETE made by hand.
+    the same holds for any UPDATE or DELETE of a key made by hand.
     """
     with conn.transaction():
         cur = conn.execute(

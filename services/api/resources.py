@@ -36,8 +36,8 @@ class ApiConfig:
     sse_keepalive_s: float = 15.0
     auth_cache_s: float = 5.0
     """How long a verified key is trusted without asking PostgreSQL; 0 turns the cache off.
-    A revocation evicts the key at once (LISTEN/NOTIFY, see ``keycache``): this bounds only
-    changes made without ``revoke_key``."""
+    Any change to a key row evicts it at once (trigger + LISTEN/NOTIFY, see ``keycache``),
+    and the cache is bypassed while the listener is down: this bounds nothing else."""
     command_timeout_s: float = DELIVERY_TIMEOUT_S
     """How long a command request waits for Kafka's ack before answering 503."""
 

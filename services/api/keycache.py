@@ -1,9 +1,10 @@
 """Verified API keys cached in the API process, dropped the moment a key is revoked.
 
-``revoke_key`` sends ``NOTIFY kflow_api_key_revoked, '<key id>'`` in its transaction;
-a task here LISTENs and evicts that key. The cache is trusted only while the listener
-is connected (a notification missed during a reconnect cannot leave a revoked key
-cached), and a lookup that raced with a revocation is not stored (``generation``).
+A trigger on ``api_keys`` (migration 0004) sends ``NOTIFY kflow_api_key_revoked,
+'<key id>'`` whenever a key row changes; a task here LISTENs and evicts that key.
+The cache is trusted only while the listener is connected (a notification missed
+during a reconnect cannot leave a revoked key cached), and a lookup that raced with
+a revocation is not stored (``generation``).
 """
 
 from __future__ import annotations
@@ -66,10 +67,16 @@ class KeyCache:
         if conn is None or conn.closed:
             return False
         try:
-            readable, _, _ = select.select([conn.fileno()], [], [], 0)
+            return not has_unread_input(conn)
         except (OSError, ValueError, psycopg.Error):
             return False
-        return not readable
+
+
+def has_unread_input(conn: psycopg.AsyncConnection[tuple[object, ...]]) -> bool:
+    """Whether the server wrote something an idle connection has not read yet
+    (a notification, or the close of a restarting server); no round trip."""
+    readable, _, _ = select.select([conn.fileno()], [], [], 0)
+    return bool(readable)
 
 
 async def listen_for_revocations(cache: KeyCache, database_url: str) -> None:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import select
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -15,7 +14,12 @@ from redis.exceptions import RedisError
 
 from projections.db import search_path_option
 from services.api.commands import DELIVERY_TIMEOUT_S, CommandPublisher
-from services.api.keycache import KeyCache, listen_for_revocations, stop_listener
+from services.api.keycache import (
+    KeyCache,
+    has_unread_input,
+    listen_for_revocations,
+    stop_listener,
+)
 from services.api.problems import unavailable
 from services.bus.admin import broker_reachable
 
@@ -90,8 +94,7 @@ async def check_if_unsettled(conn: psycopg.AsyncConnection[tuple[object, ...]]) 
     """
     if conn.closed or conn.broken:
         raise psycopg.OperationalError("the connection is closed")
-    readable, _, _ = select.select([conn.fileno()], [], [], 0)
-    if readable:
+    if has_unread_input(conn):
         await AsyncConnectionPool.check_connection(conn)
 
 

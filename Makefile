@@ -9,7 +9,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STACK := bash deploy/local/stack.sh
 LINT_PATHS := .
-TYPED_PATHS := services projections
+TYPED_PATHS := kflow
 
 .PHONY: bootstrap up topics demo test lint typecheck down status clean-data
 
@@ -31,7 +31,7 @@ topics: up  ## create the kflow topics (KFLOW_TOPIC_PREFIX, KFLOW_PARTITIONS)
 
 demo: topics  ## the end-to-end demo (falls back to a smoke round trip until it exists)
 	@if [ -f examples/demo.py ] || [ -f examples/demo/__main__.py ]; then \
-	  $(PY) -m examples.demo; \
+	  $(PY) -m kflow.examples.demo; \
 	elif $(VENV)/bin/kflow demo --help >/dev/null 2>&1; then \
 	  $(VENV)/bin/kflow demo; \
 	else \

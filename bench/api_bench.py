@@ -30,18 +30,18 @@ import httpx
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from projections.db import connect  # noqa: E402
-from projections.log_event import LogEvent  # noqa: E402
-from projections.migrate import migrate  # noqa: E402
-from projections.postgres import PostgresProjector  # noqa: E402
-from services.api.apikeys import Scope, create_key  # noqa: E402
-from services.settings import get_settings  # noqa: E402
+from kflow.api.apikeys import Scope, create_key  # noqa: E402
+from kflow.projections.db import connect  # noqa: E402
+from kflow.projections.log_event import LogEvent  # noqa: E402
+from kflow.projections.migrate import migrate  # noqa: E402
+from kflow.projections.postgres import PostgresProjector  # noqa: E402
+from kflow.settings import get_settings  # noqa: E402
 from tests.readside.workload import make_logs  # noqa: E402
 
 SERVE = """
 import json, sys, uvicorn
-from services.api.app import create_app
-from services.api.resources import ApiConfig
+from kflow.api.app import create_app
+from kflow.api.resources import ApiConfig
 config = ApiConfig(**json.loads(sys.argv[1]))
 uvicorn.run(create_app(config), host="127.0.0.1", port=int(sys.argv[2]), log_level="warning",
             access_log=False)

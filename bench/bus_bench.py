@@ -18,14 +18,14 @@ from typing import Any
 
 from confluent_kafka import Producer
 
-from services.bus.admin import create_topics, delete_topics
-from services.bus.clients import producer_config
-from services.bus.codec import AvroCodec
-from services.bus.contracts import EnvelopeMeta, decode, encode_input
-from services.bus.eos import EosConfig, EosLoop, Handler
-from services.bus.message import BusMessage, OutRecord
-from services.bus.topics import TopicSpec
-from services.core.inputs import StepResult
+from kflow.bus.admin import create_topics, delete_topics
+from kflow.bus.clients import producer_config
+from kflow.bus.codec import AvroCodec
+from kflow.bus.contracts import EnvelopeMeta, decode, encode_input
+from kflow.bus.eos import EosConfig, EosLoop, Handler
+from kflow.bus.message import BusMessage, OutRecord
+from kflow.bus.topics import TopicSpec
+from kflow.core.inputs import StepResult
 
 
 def _payload_1kb(seed: int) -> dict[str, Any]:

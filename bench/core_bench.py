@@ -20,7 +20,7 @@ import time
 import tracemalloc
 from typing import Any
 
-from services.core import (
+from kflow.core import (
     WorkflowDefinition,
     WorkflowState,
     decide,
@@ -32,9 +32,9 @@ from services.core import (
     validate_definition,
     verify,
 )
-from services.core.events import Event, StepScheduled
-from services.core.graph import compile_graph
-from services.core.inputs import StartWorkflow, StepResult
+from kflow.core.events import Event, StepScheduled
+from kflow.core.graph import compile_graph
+from kflow.core.inputs import StartWorkflow, StepResult
 
 
 def _defn(nodes: list[dict[str, Any]], name: str) -> WorkflowDefinition:

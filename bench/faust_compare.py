@@ -102,9 +102,9 @@ def compare(bootstrap: str, faust_python: str, count: int) -> None:
     """Run every engine over the same input and print one line each."""
     from confluent_kafka import Producer
 
-    from services.bus.admin import create_topics, delete_topics
-    from services.bus.clients import producer_config
-    from services.bus.topics import TopicSpec
+    from kflow.bus.admin import create_topics, delete_topics
+    from kflow.bus.clients import producer_config
+    from kflow.bus.topics import TopicSpec
 
     prefix = f"bench-faust-{uuid.uuid4().hex[:8]}"
     source = f"{prefix}.in"

@@ -33,16 +33,16 @@ from psycopg import sql
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from projections.db import connect  # noqa: E402
-from projections.log_event import LogEvent  # noqa: E402
-from projections.migrate import migrate  # noqa: E402
-from projections.postgres import PostgresProjector  # noqa: E402
-from projections.rebuild import rebuild  # noqa: E402
-from services.api.apikeys import Scope, create_key  # noqa: E402
-from services.bus.admin import create_topics, delete_topics  # noqa: E402
-from services.bus.topics import topic_names, topic_specs  # noqa: E402
-from services.core.definition import NodeSpec, WorkflowDefinition  # noqa: E402
-from services.settings import get_settings  # noqa: E402
+from kflow.api.apikeys import Scope, create_key  # noqa: E402
+from kflow.bus.admin import create_topics, delete_topics  # noqa: E402
+from kflow.bus.topics import topic_names, topic_specs  # noqa: E402
+from kflow.core.definition import NodeSpec, WorkflowDefinition  # noqa: E402
+from kflow.projections.db import connect  # noqa: E402
+from kflow.projections.log_event import LogEvent  # noqa: E402
+from kflow.projections.migrate import migrate  # noqa: E402
+from kflow.projections.postgres import PostgresProjector  # noqa: E402
+from kflow.projections.rebuild import rebuild  # noqa: E402
+from kflow.settings import get_settings  # noqa: E402
 from tests.readside.workload import WorkflowLog, encode, interleave, run_workflow  # noqa: E402
 
 PARTITIONS = 4
@@ -144,7 +144,7 @@ def process_cpu_s(pid: int) -> float:
 
 
 def wait_lag_zero(bootstrap: str, prefix: str, groups: int) -> None:
-    from services.observability.lag import consumer_lag
+    from kflow.observability.lag import consumer_lag
 
     deadline = time.monotonic() + 1800
     while time.monotonic() < deadline:

@@ -29,11 +29,11 @@ from psycopg import sql
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from services.bus.admin import create_topics, delete_topics  # noqa: E402
-from services.bus.topics import topic_specs  # noqa: E402
-from services.relay.outbox import enqueue_start, install  # noqa: E402
-from services.relay.relay import Relay, RelayConfig  # noqa: E402
-from services.settings import get_settings  # noqa: E402
+from kflow.bus.admin import create_topics, delete_topics  # noqa: E402
+from kflow.bus.topics import topic_specs  # noqa: E402
+from kflow.relay.outbox import enqueue_start, install  # noqa: E402
+from kflow.relay.relay import Relay, RelayConfig  # noqa: E402
+from kflow.settings import get_settings  # noqa: E402
 
 
 def enqueue(dsn: str, rows: int, per_transaction: int = 500) -> float:

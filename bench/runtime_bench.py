@@ -22,16 +22,16 @@ from typing import Any
 
 from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
 
-from services.bus.admin import create_topics, delete_topics
-from services.bus.contracts import decode
-from services.bus.topics import topic_names, topic_specs
-from services.cli.run import service_command, stop_children
-from services.core.definition import parse_definition
-from services.core.events import StepScheduled, StepSucceeded, WorkflowCompleted
-from services.core.inputs import StartWorkflow, StepResult
-from services.orchestrator.client import CommandPublisher, EventReader, is_final, partition_for
-from services.registry.topic import publish_definition
-from services.settings import get_settings
+from kflow.bus.admin import create_topics, delete_topics
+from kflow.bus.contracts import decode
+from kflow.bus.topics import topic_names, topic_specs
+from kflow.cli.run import service_command, stop_children
+from kflow.core.definition import parse_definition
+from kflow.core.events import StepScheduled, StepSucceeded, WorkflowCompleted
+from kflow.core.inputs import StartWorkflow, StepResult
+from kflow.orchestrator.client import CommandPublisher, EventReader, is_final, partition_for
+from kflow.registry.topic import publish_definition
+from kflow.settings import get_settings
 
 PARTITIONS = 4
 

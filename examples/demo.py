@@ -1,4 +1,4 @@
-"""The kflow demo (``make demo`` / ``python -m examples.demo``).
+"""The kflow demo (``make demo`` / ``python -m kflow.examples.demo``).
 
 Brings up an orchestrator and a docpipe processor as subprocesses, registers
 the document-pipeline definition, starts a batch of workflows the way another
@@ -22,22 +22,22 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from services.bus.admin import broker_reachable, create_topics
-from services.bus.contracts import EnvelopeMeta, encode_input
-from services.bus.topics import TopicSpec, topic_names
-from services.cli.run import service_command, stop_children
-from services.core.definition import load_definition
-from services.core.events import (
+from kflow.bus.admin import broker_reachable, create_topics
+from kflow.bus.contracts import EnvelopeMeta, encode_input
+from kflow.bus.topics import TopicSpec, topic_names
+from kflow.cli.run import service_command, stop_children
+from kflow.core.definition import load_definition
+from kflow.core.events import (
     StepRetryScheduled,
     StepScheduled,
     WorkflowCompleted,
     WorkflowFailed,
     WorkflowRejected,
 )
-from services.core.inputs import SignalWorkflow, StartWorkflow
-from services.orchestrator.client import EventReader, is_final
-from services.registry.topic import publish_definition
-from services.settings import get_settings
+from kflow.core.inputs import SignalWorkflow, StartWorkflow
+from kflow.orchestrator.client import EventReader, is_final
+from kflow.registry.topic import publish_definition
+from kflow.settings import get_settings
 
 HERE = Path(__file__).resolve().parent
 DEFINITION = HERE / "docpipe" / "docpipe.yaml"
@@ -70,7 +70,7 @@ def start_services(env: dict[str, str], concurrency: int) -> list[subprocess.Pop
             "--concurrency",
             str(concurrency),
             "--nodes",
-            "examples.docpipe.nodes",
+            "kflow.examples.docpipe.nodes",
             "--log-level",
             "info",
         ),

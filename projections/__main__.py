@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import sys
 
-from projections.service import Target, run_projector
+from kflow.projections.service import Target, run_projector
 
 
 def main(argv: list[str]) -> int:

@@ -9,15 +9,15 @@ from dataclasses import dataclass
 
 from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
 
-from projections.decoding import decode_message
-from projections.log_event import LogEvent
-from services.bus.clients import make_consumer
-from services.bus.contracts import Contracts, default_contracts
-from services.bus.topics import TopicNames
-from services.core.events import is_notice
-from services.core.fold import evolve_all
-from services.core.replay import Divergence, verify
-from services.core.state import WorkflowState
+from kflow.bus.clients import make_consumer
+from kflow.bus.contracts import Contracts, default_contracts
+from kflow.bus.topics import TopicNames
+from kflow.core.events import is_notice
+from kflow.core.fold import evolve_all
+from kflow.core.replay import Divergence, verify
+from kflow.core.state import WorkflowState
+from kflow.projections.decoding import decode_message
+from kflow.projections.log_event import LogEvent
 
 
 @dataclass(frozen=True)

@@ -7,8 +7,8 @@ import re
 import psycopg
 from psycopg import sql
 
-from projections.config import SCHEMA_PATTERN
-from projections.errors import ReadSideConfigError, ReadSideUnavailable
+from kflow.projections.config import SCHEMA_PATTERN
+from kflow.projections.errors import ReadSideConfigError, ReadSideUnavailable
 
 _SCHEMA_RE = re.compile(SCHEMA_PATTERN)
 

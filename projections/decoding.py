@@ -6,11 +6,11 @@ from dataclasses import dataclass
 
 from confluent_kafka import Message
 
-from projections.log_event import DEFAULT_TENANT, DefinitionRecord, LogEvent
-from services.bus.contracts import Contracts
-from services.bus.errors import DecodeError
-from services.bus.topics import TopicNames
-from services.core.events import Event
+from kflow.bus.contracts import Contracts
+from kflow.bus.errors import DecodeError
+from kflow.bus.topics import TopicNames
+from kflow.core.events import Event
+from kflow.projections.log_event import DEFAULT_TENANT, DefinitionRecord, LogEvent
 
 
 @dataclass(frozen=True)

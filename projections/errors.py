@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from services.core.errors import KflowError
+from kflow.core.errors import KflowError
 
 
 class ReadSideError(KflowError):

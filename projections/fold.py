@@ -1,10 +1,10 @@
 """Pure mapping between the core's read-model views and table rows (no I/O).
 
 The rows are the core's ``WorkflowSummary`` and ``StepView`` (folded by
-``services.core.views``), stored column for column, so the read model equals
+``kflow.core.views``), stored column for column, so the read model equals
 the fold of the log by construction and a rebuild gives the same rows.
 
-Rows are COPY-ready for ``projections.pgcopy``: timestamps stay epoch milliseconds
+Rows are COPY-ready for ``kflow.projections.pgcopy``: timestamps stay epoch milliseconds
 and JSON documents are UTF-8 JSON text (bytes), so no ``datetime`` or ``str`` is
 made per value; the ``*_COL_TYPES`` tuples name each column's PostgreSQL type.
 """
@@ -16,9 +16,9 @@ from typing import Any
 
 import orjson
 
-from projections.log_event import DEFAULT_TENANT, LogEvent
-from services.core.events import Event, event_to_dict
-from services.core.views import StepView, WorkflowSummary
+from kflow.core.events import Event, event_to_dict
+from kflow.core.views import StepView, WorkflowSummary
+from kflow.projections.log_event import DEFAULT_TENANT, LogEvent
 
 Row = tuple[Any, ...]
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)

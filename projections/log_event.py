@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from services.core.events import Event
+from kflow.core.events import Event
 
 DEFAULT_TENANT = "default"
 """Tenant of events whose envelope names none."""

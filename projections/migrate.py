@@ -10,8 +10,8 @@ from pathlib import Path
 import psycopg
 from psycopg import sql
 
-from projections.db import check_schema, ensure_schema
-from projections.errors import MigrationError
+from kflow.projections.db import check_schema, ensure_schema
+from kflow.projections.errors import MigrationError
 
 MIGRATIONS_DIR = Path(__file__).parent / "migrations"
 _NAME_RE = re.compile(r"^(\d{4})_([a-z0-9_]+)\.sql$")

@@ -1,4 +1,4 @@
-"""Binary COPY of the COPY-ready rows of ``projections.fold``.
+"""Binary COPY of the COPY-ready rows of ``kflow.projections.fold``.
 
 Binary COPY skips PostgreSQL's text parsing of every number and timestamp, and
 the dumpers below take the rows as they are: epoch milliseconds for
@@ -17,7 +17,7 @@ from psycopg.adapt import Dumper
 from psycopg.postgres import types as pg_types
 from psycopg.pq import Format
 
-from projections.fold import Row
+from kflow.projections.fold import Row
 
 _PG_EPOCH_MS = 946_684_800_000
 """2000-01-01T00:00:00Z in epoch milliseconds: where PostgreSQL's timestamps count from."""

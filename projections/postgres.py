@@ -4,7 +4,7 @@ Each batch is one transaction that writes the rows *and* the next offsets to
 read; the consumer seeks to those offsets on assignment, and the transaction
 re-reads them under a lock and skips anything already applied, so an event
 lands once even when a projector dies mid-batch or two briefly overlap in a
-rebalance. Rows are folded by the core's ``services.core.views`` functions, never by a
+rebalance. Rows are folded by the core's ``kflow.core.views`` functions, never by a
 second state machine.
 """
 
@@ -20,9 +20,12 @@ from dataclasses import dataclass, field
 
 import psycopg
 
-from projections import fold
-from projections.db import connect
-from projections.fold import (
+from kflow.core.events import StepEvent, WorkflowStarted, is_notice
+from kflow.core.views import StepView, WorkflowSummary, apply_step_event, apply_workflow_event
+from kflow.observability.metrics import EVENTS_IN, PROJECTION_BATCH, PROJECTION_DELAY
+from kflow.projections import fold
+from kflow.projections.db import connect
+from kflow.projections.fold import (
     EVENT_COL_TYPES,
     EVENT_COLS,
     EXECUTION_COL_TYPES,
@@ -30,11 +33,8 @@ from projections.fold import (
     STEP_COL_TYPES,
     STEP_COLS,
 )
-from projections.log_event import DefinitionRecord, LogEvent
-from projections.pgcopy import copy_rows
-from services.core.events import StepEvent, WorkflowStarted, is_notice
-from services.core.views import StepView, WorkflowSummary, apply_step_event, apply_workflow_event
-from services.observability.metrics import EVENTS_IN, PROJECTION_BATCH, PROJECTION_DELAY
+from kflow.projections.log_event import DefinitionRecord, LogEvent
+from kflow.projections.pgcopy import copy_rows
 
 log = logging.getLogger(__name__)
 

@@ -24,14 +24,14 @@ from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaException, TopicPar
 from confluent_kafka.admin import AdminClient
 from psycopg import sql
 
-from projections.db import connect
-from projections.decoding import Decoder, Poison
-from projections.log_event import DefinitionRecord, LogEvent
-from projections.migrate import migrate
-from projections.postgres import Partition, PostgresProjector, load_offsets, lock_partitions
-from services.bus.clients import make_consumer
-from services.bus.contracts import default_contracts
-from services.bus.topics import TopicNames
+from kflow.bus.clients import make_consumer
+from kflow.bus.contracts import default_contracts
+from kflow.bus.topics import TopicNames
+from kflow.projections.db import connect
+from kflow.projections.decoding import Decoder, Poison
+from kflow.projections.log_event import DefinitionRecord, LogEvent
+from kflow.projections.migrate import migrate
+from kflow.projections.postgres import Partition, PostgresProjector, load_offsets, lock_partitions
 
 PROJECTION_TABLES = ("executions", "steps", "events", "definitions", "projection_offsets")
 """Tables a rebuild replaces; ``api_keys`` and ``schema_migrations`` stay."""

@@ -20,14 +20,14 @@ from typing import Any
 
 import redis
 
-from projections import fold
-from projections.log_event import DEFAULT_TENANT, DefinitionRecord, LogEvent
-from projections.postgres import BatchResult, Partition, observe_delay
-from projections.redis_keys import events_channel, status_key
-from services.core.events import StepEvent, WorkflowStarted, is_notice
-from services.core.state import TERMINAL_WORKFLOW
-from services.core.views import StepView, WorkflowSummary, apply_step_event, apply_workflow_event
-from services.observability.metrics import EVENTS_IN, PROJECTION_BATCH
+from kflow.core.events import StepEvent, WorkflowStarted, is_notice
+from kflow.core.state import TERMINAL_WORKFLOW
+from kflow.core.views import StepView, WorkflowSummary, apply_step_event, apply_workflow_event
+from kflow.observability.metrics import EVENTS_IN, PROJECTION_BATCH
+from kflow.projections import fold
+from kflow.projections.log_event import DEFAULT_TENANT, DefinitionRecord, LogEvent
+from kflow.projections.postgres import BatchResult, Partition, observe_delay
+from kflow.projections.redis_keys import events_channel, status_key
 
 log = logging.getLogger(__name__)
 

@@ -18,14 +18,14 @@ from typing import Protocol
 
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaException, Message, TopicPartition
 
-from projections.decoding import Decoder, Poison
-from projections.log_event import DefinitionRecord, LogEvent
-from projections.postgres import BatchResult, Partition
-from services.bus.clients import make_consumer, make_producer
-from services.bus.contracts import default_contracts
-from services.bus.dead_letter import DeadLetter, dead_letter_record
-from services.bus.topics import TopicNames
-from services.observability.metrics import DLQ_RECORDS, PROJECTION_ERRORS
+from kflow.bus.clients import make_consumer, make_producer
+from kflow.bus.contracts import default_contracts
+from kflow.bus.dead_letter import DeadLetter, dead_letter_record
+from kflow.bus.topics import TopicNames
+from kflow.observability.metrics import DLQ_RECORDS, PROJECTION_ERRORS
+from kflow.projections.decoding import Decoder, Poison
+from kflow.projections.log_event import DefinitionRecord, LogEvent
+from kflow.projections.postgres import BatchResult, Partition
 
 log = logging.getLogger(__name__)
 
@@ -63,7 +63,7 @@ def _retryable() -> tuple[type[BaseException], ...]:
     import psycopg
     import redis.exceptions
 
-    from projections.errors import ReadSideUnavailable
+    from kflow.projections.errors import ReadSideUnavailable
 
     return (
         psycopg.OperationalError,

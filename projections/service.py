@@ -14,14 +14,14 @@ from enum import StrEnum
 
 import redis
 
-from projections.config import ReadSideSettings, get_readside_settings
-from projections.db import connect
-from projections.migrate import migrate
-from projections.postgres import BatchResult, PostgresProjector
-from projections.redis_projection import RedisProjector
-from projections.runner import Projector, Sink
-from services.bus.topics import topic_names
-from services.settings import Settings, get_settings
+from kflow.bus.topics import topic_names
+from kflow.projections.config import ReadSideSettings, get_readside_settings
+from kflow.projections.db import connect
+from kflow.projections.migrate import migrate
+from kflow.projections.postgres import BatchResult, PostgresProjector
+from kflow.projections.redis_projection import RedisProjector
+from kflow.projections.runner import Projector, Sink
+from kflow.settings import Settings, get_settings
 
 log = logging.getLogger(__name__)
 

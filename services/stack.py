@@ -11,8 +11,8 @@ from urllib.parse import urlsplit
 import psycopg
 import redis
 
-from services.bus.admin import broker_reachable
-from services.settings import Settings
+from kflow.bus.admin import broker_reachable
+from kflow.settings import Settings
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 STACK_SCRIPT = REPO_ROOT / "deploy" / "local" / "stack.sh"

@@ -23,10 +23,10 @@ import pytest
 import redis
 from psycopg import sql
 
-from services.bus.admin import create_topics, delete_topics
-from services.bus.topics import BUILTIN_QUEUES, TopicNames, topic_names, topic_specs
-from services.settings import Settings
-from services.stack import STACK_SCRIPT, stack_health
+from kflow.bus.admin import create_topics, delete_topics
+from kflow.bus.topics import BUILTIN_QUEUES, TopicNames, topic_names, topic_specs
+from kflow.settings import Settings
+from kflow.stack import STACK_SCRIPT, stack_health
 
 DEFAULT_TEST_PARTITIONS = 2
 

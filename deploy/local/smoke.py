@@ -13,8 +13,8 @@ import psycopg
 import redis
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, Producer, TopicPartition
 
-from services.bus.topics import topic_names
-from services.settings import get_settings
+from kflow.bus.topics import topic_names
+from kflow.settings import get_settings
 
 
 def main() -> int:

@@ -1,4 +1,4 @@
-"""Node code of the document pipeline (load with ``--nodes examples.docpipe.nodes``).
+"""Node code of the document pipeline (load with ``--nodes kflow.examples.docpipe.nodes``).
 
 The "documents" are generated from the document id so the demo needs no
 network; the shapes are what a real pipeline would pass around.
@@ -14,9 +14,9 @@ from typing import Any
 
 from pydantic import BaseModel, Field
 
-from services.core.errors import PermanentError, TransientError
-from services.processor.context import StepContext
-from services.processor.registry import node
+from kflow.core.errors import PermanentError, TransientError
+from kflow.processor.context import StepContext
+from kflow.processor.registry import node
 
 _WORDS = [
     "kafka",

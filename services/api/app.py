@@ -9,10 +9,10 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from services.api import routes_commands, routes_ops, routes_read
-from services.api.problems import install_problem_handlers
-from services.api.resources import ApiConfig, close_resources, open_resources
-from services.observability.metrics import API_LATENCY, API_REQUESTS
+from kflow.api import routes_commands, routes_ops, routes_read
+from kflow.api.problems import install_problem_handlers
+from kflow.api.resources import ApiConfig, close_resources, open_resources
+from kflow.observability.metrics import API_LATENCY, API_REQUESTS
 
 
 class MetricsMiddleware:

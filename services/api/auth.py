@@ -7,7 +7,7 @@ from collections.abc import Awaitable, Callable
 
 from fastapi import Request
 
-from services.api.apikeys import (
+from kflow.api.apikeys import (
     LOOKUP_SQL,
     Principal,
     Scope,
@@ -15,8 +15,8 @@ from services.api.apikeys import (
     parse_key_id,
     principal_from_row,
 )
-from services.api.problems import Problem
-from services.api.resources import ApiResources
+from kflow.api.problems import Problem
+from kflow.api.resources import ApiResources
 
 _CHALLENGE = {"WWW-Authenticate": 'Bearer realm="kflow"'}
 

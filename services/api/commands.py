@@ -16,11 +16,11 @@ import uuid
 
 from confluent_kafka import KafkaError, Message
 
-from services.bus.clients import make_producer
-from services.bus.contracts import EnvelopeMeta, encode_input
-from services.bus.topics import topic_names
-from services.core.inputs import Input
-from services.observability.metrics import EVENTS_OUT
+from kflow.bus.clients import make_producer
+from kflow.bus.contracts import EnvelopeMeta, encode_input
+from kflow.bus.topics import topic_names
+from kflow.core.inputs import Input
+from kflow.observability.metrics import EVENTS_OUT
 
 DELIVERY_TIMEOUT_S = 2.5
 """Default wait for the broker's ack: a healthy broker acks in milliseconds, a client is

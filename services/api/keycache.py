@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 import psycopg
 from psycopg import sql
 
-from services.api.apikeys import REVOKED_CHANNEL, Principal
+from kflow.api.apikeys import REVOKED_CHANNEL, Principal
 
 log = logging.getLogger(__name__)
 MAX_ENTRIES = 10_000

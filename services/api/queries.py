@@ -10,8 +10,8 @@ from typing import Any
 
 import psycopg
 
-from services.api.models import EventView, StepView, WorkflowDetail, WorkflowSummary
-from services.api.problems import Problem
+from kflow.api.models import EventView, StepView, WorkflowDetail, WorkflowSummary
+from kflow.api.problems import Problem
 
 AConn = psycopg.AsyncConnection[tuple[object, ...]]
 

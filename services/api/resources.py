@@ -12,16 +12,16 @@ import redis.asyncio as aioredis
 from psycopg_pool import AsyncConnectionPool, PoolTimeout
 from redis.exceptions import RedisError
 
-from projections.db import search_path_option
-from services.api.commands import DELIVERY_TIMEOUT_S, CommandPublisher
-from services.api.keycache import (
+from kflow.api.commands import DELIVERY_TIMEOUT_S, CommandPublisher
+from kflow.api.keycache import (
     KeyCache,
     has_unread_input,
     listen_for_revocations,
     stop_listener,
 )
-from services.api.problems import unavailable
-from services.bus.admin import broker_reachable
+from kflow.api.problems import unavailable
+from kflow.bus.admin import broker_reachable
+from kflow.projections.db import search_path_option
 
 PG_TIMEOUT_S = 3.0
 

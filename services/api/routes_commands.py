@@ -8,10 +8,10 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Header, Path, Request, Response
 
-from services.api.apikeys import Principal, Scope
-from services.api.auth import require, resources
-from services.api.commands import CommandNotDelivered
-from services.api.models import (
+from kflow.api.apikeys import Principal, Scope
+from kflow.api.auth import require, resources
+from kflow.api.commands import CommandNotDelivered
+from kflow.api.models import (
     SIGNAL_PATTERN,
     WORKFLOW_ID_PATTERN,
     Accepted,
@@ -19,10 +19,10 @@ from services.api.models import (
     SignalRequest,
     StartWorkflowRequest,
 )
-from services.api.problems import Problem, unavailable
-from services.api.queries import latest_version, links, workflow_tenant
-from services.api.routes_read import _PROBLEMS, not_found
-from services.core.inputs import (
+from kflow.api.problems import Problem, unavailable
+from kflow.api.queries import latest_version, links, workflow_tenant
+from kflow.api.routes_read import _PROBLEMS, not_found
+from kflow.core.inputs import (
     CancelWorkflow,
     Input,
     PauseWorkflow,

@@ -10,8 +10,8 @@ from fastapi import APIRouter, Request, Response
 from fastapi.responses import JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from services.api.auth import resources
-from services.observability.lag import LagUnavailable, consumer_lag
+from kflow.api.auth import resources
+from kflow.observability.lag import LagUnavailable, consumer_lag
 
 router = APIRouter(tags=["operations"])
 

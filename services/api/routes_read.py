@@ -8,9 +8,9 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, Header, Path, Query, Request
 from fastapi.responses import StreamingResponse
 
-from services.api.apikeys import Principal, Scope
-from services.api.auth import require, resources
-from services.api.models import (
+from kflow.api.apikeys import Principal, Scope
+from kflow.api.auth import require, resources
+from kflow.api.models import (
     NAME_PATTERN,
     WORKFLOW_ID_PATTERN,
     DefinitionView,
@@ -18,15 +18,15 @@ from services.api.models import (
     WorkflowDetail,
     WorkflowPage,
 )
-from services.api.problems import Problem
-from services.api.queries import (
+from kflow.api.problems import Problem
+from kflow.api.queries import (
     ListFilter,
     get_workflow,
     list_events,
     list_workflows,
     workflow_tenant,
 )
-from services.api.stream import event_stream, open_subscription
+from kflow.api.stream import event_stream, open_subscription
 
 router = APIRouter(tags=["workflows"])
 Reader = Annotated[Principal, Depends(require(Scope.READ))]

@@ -19,13 +19,13 @@ from pydantic import ValidationError
 from redis.asyncio.client import PubSub
 from redis.exceptions import RedisError
 
-from projections.redis_keys import events_channel
-from services.api.models import EventView
-from services.api.problems import unavailable
-from services.api.queries import list_events
-from services.api.resources import ApiResources
-from services.core.events import TERMINAL_TYPES
-from services.observability.metrics import SSE_CLIENTS
+from kflow.api.models import EventView
+from kflow.api.problems import unavailable
+from kflow.api.queries import list_events
+from kflow.api.resources import ApiResources
+from kflow.core.events import TERMINAL_TYPES
+from kflow.observability.metrics import SSE_CLIENTS
+from kflow.projections.redis_keys import events_channel
 
 TERMINAL = frozenset(t.__name__ for t in TERMINAL_TYPES)
 _POLL_S = 0.5

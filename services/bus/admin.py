@@ -19,8 +19,8 @@ from confluent_kafka.admin import (  # type: ignore[attr-defined]
     ResourceType,
 )
 
-from services.bus.errors import BusError
-from services.bus.topics import TopicSpec
+from kflow.bus.errors import BusError
+from kflow.bus.topics import TopicSpec
 
 
 class TopicAdminError(BusError):

@@ -15,8 +15,8 @@ from typing import Any
 from fastavro import schemaless_reader, schemaless_writer
 from fastavro.read import SchemaResolutionError
 
-from services.bus.errors import DecodeError, DecodeFailure, EncodeError
-from services.bus.schema_registry import (
+from kflow.bus.errors import DecodeError, DecodeFailure, EncodeError
+from kflow.bus.schema_registry import (
     SINGLE_OBJECT_MARKER,
     RootSchema,
     SchemaRegistry,

@@ -17,12 +17,12 @@ from typing import Any
 
 import orjson
 
-from services.bus.codec import AvroCodec
-from services.bus.errors import DecodeError, DecodeFailure, EncodeError
-from services.bus.records import ExecuteStep, WorkflowDefinitionRecord, WorkflowSnapshot
-from services.bus.schema_registry import JSON_FIELD_ATTRIBUTE, SchemaRegistry
-from services.core.events import EVENT_TYPES, Event, event_from_dict, event_to_dict
-from services.core.inputs import INPUT_TYPES, Input, input_from_dict, input_to_dict
+from kflow.bus.codec import AvroCodec
+from kflow.bus.errors import DecodeError, DecodeFailure, EncodeError
+from kflow.bus.records import ExecuteStep, WorkflowDefinitionRecord, WorkflowSnapshot
+from kflow.bus.schema_registry import JSON_FIELD_ATTRIBUTE, SchemaRegistry
+from kflow.core.events import EVENT_TYPES, Event, event_from_dict, event_to_dict
+from kflow.core.inputs import INPUT_TYPES, Input, input_from_dict, input_to_dict
 
 SCHEMA_VERSION = 1
 """The contract version written into every envelope (the latest ``schemas/history`` version)."""

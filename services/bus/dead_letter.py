@@ -6,8 +6,8 @@ from dataclasses import dataclass
 
 from confluent_kafka import Message
 
-from services.bus.codec import AvroCodec
-from services.bus.message import OutRecord, key_text
+from kflow.bus.codec import AvroCodec
+from kflow.bus.message import OutRecord, key_text
 
 DEAD_LETTER_SCHEMA = "kflow.DeadLetter"
 HANDLER_ERROR = "handler_error"

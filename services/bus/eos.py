@@ -32,13 +32,13 @@ from confluent_kafka import (
     TopicPartition,
 )
 
-from services.bus.clients import consumer_config, producer_config
-from services.bus.codec import AvroCodec
-from services.bus.dead_letter import HANDLER_ERROR, dead_letter_for, dead_letter_record
-from services.bus.eos_handler import EosConfig, Handler, LoopStats, PartitionId, system_clock_ms
-from services.bus.errors import DecodeError, RetryableError, TransactionError
-from services.bus.message import BusMessage, OutRecord, header_map, key_text
-from services.observability.tally import BatchTally
+from kflow.bus.clients import consumer_config, producer_config
+from kflow.bus.codec import AvroCodec
+from kflow.bus.dead_letter import HANDLER_ERROR, dead_letter_for, dead_letter_record
+from kflow.bus.eos_handler import EosConfig, Handler, LoopStats, PartitionId, system_clock_ms
+from kflow.bus.errors import DecodeError, RetryableError, TransactionError
+from kflow.bus.message import BusMessage, OutRecord, header_map, key_text
+from kflow.observability.tally import BatchTally
 
 __all__ = ["EosConfig", "EosLoop", "Handler", "LoopStats", "PartitionId", "system_clock_ms"]
 

@@ -1,4 +1,4 @@
-"""What the owner of an :class:`~services.bus.eos.EosLoop` implements and configures."""
+"""What the owner of an :class:`~kflow.bus.eos.EosLoop` implements and configures."""
 
 from __future__ import annotations
 
@@ -7,8 +7,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Generic, NamedTuple, TypeVar
 
-from services.bus.clients import ConfigValue
-from services.bus.message import BusMessage, OutRecord
+from kflow.bus.clients import ConfigValue
+from kflow.bus.message import BusMessage, OutRecord
 
 T = TypeVar("T")
 

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from enum import StrEnum
 
-from services.core.errors import KflowError
+from kflow.core.errors import KflowError
 
 
 class BusError(KflowError):
-    """Root of every error raised by ``services.bus``."""
+    """Root of every error raised by ``kflow.bus``."""
 
 
 class SchemaError(BusError):

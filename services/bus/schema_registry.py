@@ -23,7 +23,7 @@ from typing import Any
 from fastavro import parse_schema
 from fastavro.schema import fingerprint, to_parsing_canonical_form
 
-from services.bus.errors import SchemaError
+from kflow.bus.errors import SchemaError
 
 SINGLE_OBJECT_MARKER = b"\xc3\x01"
 CURRENT_VERSION = "current"
@@ -217,4 +217,4 @@ class SchemaRegistry:
 @cache
 def default_registry() -> SchemaRegistry:
     """The registry built from the installed ``schemas`` package (loaded once)."""
-    return SchemaRegistry.from_directory(files("schemas"))
+    return SchemaRegistry.from_directory(files("kflow.schemas"))

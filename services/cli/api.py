@@ -8,11 +8,11 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from projections.config import get_readside_settings
-from services.settings import get_settings
+from kflow.projections.config import get_readside_settings
+from kflow.settings import get_settings
 
 if TYPE_CHECKING:
-    from services.api.resources import ApiConfig
+    from kflow.api.resources import ApiConfig
 
 
 class Target(StrEnum):
@@ -24,7 +24,7 @@ class Target(StrEnum):
 
 def api_config() -> ApiConfig:
     """The API's configuration from the ``KFLOW_*`` environment."""
-    from services.api.resources import ApiConfig
+    from kflow.api.resources import ApiConfig
 
     s, rs = get_settings(), get_readside_settings()
     return ApiConfig(
@@ -44,7 +44,7 @@ def serve_api(host: str | None = None, port: int | None = None) -> None:
     """Serve the read-model API with uvicorn until interrupted."""
     import uvicorn
 
-    from services.api.app import create_app
+    from kflow.api.app import create_app
 
     rs = get_readside_settings()
     uvicorn.run(
@@ -77,8 +77,8 @@ def projector_cmd(
     ] = 1,
 ) -> None:
     """Project the event log into PostgreSQL or Redis until interrupted."""
-    from projections.service import run_projector, run_projector_processes
-    from services.observability.metrics import serve_metrics
+    from kflow.observability.metrics import serve_metrics
+    from kflow.projections.service import run_projector, run_projector_processes
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
     if processes > 1:

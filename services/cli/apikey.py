@@ -9,11 +9,11 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from projections.db import connect
-from projections.errors import ReadSideError
-from services.api.apikeys import Scope, create_key, revoke_key
-from services.cli.readside_common import SchemaOption, fail, schema_or_default
-from services.settings import get_settings
+from kflow.api.apikeys import Scope, create_key, revoke_key
+from kflow.cli.readside_common import SchemaOption, fail, schema_or_default
+from kflow.projections.db import connect
+from kflow.projections.errors import ReadSideError
+from kflow.settings import get_settings
 
 apikey_app = typer.Typer(help="Create and revoke API keys.", no_args_is_help=True)
 

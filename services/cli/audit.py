@@ -10,11 +10,11 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from projections.audit import AuditResult, audit, read_workflow_events
-from projections.fold import ms_to_datetime
-from services.bus.topics import topic_names
-from services.core.views import step_view, summary
-from services.settings import get_settings
+from kflow.bus.topics import topic_names
+from kflow.core.views import step_view, summary
+from kflow.projections.audit import AuditResult, audit, read_workflow_events
+from kflow.projections.fold import ms_to_datetime
+from kflow.settings import get_settings
 
 audit_app = typer.Typer(help="Audit workflows from the event log.", no_args_is_help=True)
 

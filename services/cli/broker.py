@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import typer
 
-from services.bus.admin import broker_reachable
-from services.settings import Settings, get_settings
+from kflow.bus.admin import broker_reachable
+from kflow.settings import Settings, get_settings
 
 
 def require_broker(timeout_s: float = 3.0) -> Settings:

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import typer
 
-from projections.db import connect
-from projections.errors import ReadSideError
-from projections.migrate import applied_versions, load_migrations, migrate
-from services.cli.readside_common import SchemaOption, fail, schema_or_default
-from services.settings import get_settings
+from kflow.cli.readside_common import SchemaOption, fail, schema_or_default
+from kflow.projections.db import connect
+from kflow.projections.errors import ReadSideError
+from kflow.projections.migrate import applied_versions, load_migrations, migrate
+from kflow.settings import get_settings
 
 db_app = typer.Typer(help="Manage the read-model database schema.", no_args_is_help=True)
 

@@ -9,13 +9,13 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from services.bus.admin import TopicAdminError, create_topics
-from services.bus.topics import TopicSpec, topic_names
-from services.cli.broker import require_broker
-from services.core.definition import WorkflowDefinition, load_definition
-from services.core.errors import DefinitionError
-from services.registry.topic import DefinitionFollower, RegistryError, publish_definition
-from services.settings import get_settings
+from kflow.bus.admin import TopicAdminError, create_topics
+from kflow.bus.topics import TopicSpec, topic_names
+from kflow.cli.broker import require_broker
+from kflow.core.definition import WorkflowDefinition, load_definition
+from kflow.core.errors import DefinitionError
+from kflow.registry.topic import DefinitionFollower, RegistryError, publish_definition
+from kflow.settings import get_settings
 
 definitions_app = typer.Typer(
     help="Register and inspect workflow definitions.", no_args_is_help=True

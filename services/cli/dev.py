@@ -6,8 +6,8 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from services.settings import get_settings
-from services.stack import ServerHealth, run_stack, stack_health
+from kflow.settings import get_settings
+from kflow.stack import ServerHealth, run_stack, stack_health
 
 dev_app = typer.Typer(
     help="Run the local stack: Kafka, PostgreSQL and Redis.", no_args_is_help=True

@@ -8,8 +8,8 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from services.observability.lag import LagUnavailable, consumer_lag
-from services.settings import get_settings
+from kflow.observability.lag import LagUnavailable, consumer_lag
+from kflow.settings import get_settings
 
 
 def lag(

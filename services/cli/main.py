@@ -14,16 +14,16 @@ app = typer.Typer(
 
 def _register() -> None:
     # Each area module exposes `register(app)`; keep one line per area.
-    from services.cli import dev, topics
+    from kflow.cli import dev, topics
 
     dev.register(app)
     topics.register(app)
-    from services.cli import definitions, run, workflows
+    from kflow.cli import definitions, run, workflows
 
     definitions.register(app)
     run.register(app)
     workflows.register(app)
-    from services.cli import api, apikey, audit, db, lag, projections
+    from kflow.cli import api, apikey, audit, db, lag, projections
 
     db.register(app)
     projections.register(app)
@@ -31,7 +31,7 @@ def _register() -> None:
     apikey.register(app)
     lag.register(app)
     api.register_run(run.run_app)
-    from services.cli import outbox
+    from kflow.cli import outbox
 
     outbox.register(app)
 

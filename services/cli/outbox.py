@@ -12,8 +12,8 @@ import psycopg
 import typer
 from confluent_kafka import KafkaException
 
-from services.relay.outbox import failed_rows, install, is_installed, outbox_stats, retry_failed
-from services.settings import get_settings
+from kflow.relay.outbox import failed_rows, install, is_installed, outbox_stats, retry_failed
+from kflow.settings import get_settings
 
 outbox_app = typer.Typer(
     help="The transactional outbox: start workflows from your service's transactions.",
@@ -132,8 +132,8 @@ def relay_cmd(
 
     Several relays may run against one table. Example: kflow run relay --dsn postgresql://...
     """
-    from services.observability.metrics import serve_metrics
-    from services.relay.relay import Relay, RelayConfig
+    from kflow.observability.metrics import serve_metrics
+    from kflow.relay.relay import Relay, RelayConfig
 
     logging.basicConfig(
         level=log_level.upper(),
@@ -176,7 +176,7 @@ def relay_cmd(
 
 def register(app: typer.Typer) -> None:
     """Add ``kflow outbox`` and ``kflow run relay``."""
-    from services.cli.run import run_app
+    from kflow.cli.run import run_app
 
     if any(group.typer_instance is outbox_app for group in app.registered_groups):
         return  # registered already (tests call the CLI's _register more than once)

@@ -7,13 +7,13 @@ from typing import Annotated
 import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from projections.db import connect
-from projections.errors import ReadSideError
-from projections.postgres import load_offsets
-from projections.rebuild import rebuild
-from services.bus.topics import topic_names
-from services.cli.readside_common import SchemaOption, fail, schema_or_default
-from services.settings import get_settings
+from kflow.bus.topics import topic_names
+from kflow.cli.readside_common import SchemaOption, fail, schema_or_default
+from kflow.projections.db import connect
+from kflow.projections.errors import ReadSideError
+from kflow.projections.postgres import load_offsets
+from kflow.projections.rebuild import rebuild
+from kflow.settings import get_settings
 
 projections_app = typer.Typer(help="Rebuild and inspect read models.", no_args_is_help=True)
 

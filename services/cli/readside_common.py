@@ -6,9 +6,9 @@ from typing import Annotated, NoReturn
 
 import typer
 
-from projections.config import get_readside_settings
-from projections.db import check_schema
-from projections.errors import ReadSideConfigError
+from kflow.projections.config import get_readside_settings
+from kflow.projections.db import check_schema
+from kflow.projections.errors import ReadSideConfigError
 
 SchemaOption = Annotated[
     str | None, typer.Option("--schema", help="read-model schema [default: KFLOW_DB_SCHEMA]")

@@ -13,14 +13,14 @@ from typing import Annotated
 
 import typer
 
-from services.bus.errors import BusError
-from services.cli.broker import require_broker
-from services.observability.lag import LagRefresher
-from services.observability.logging import configure_logging, default_format
-from services.observability.metrics import serve_metrics
-from services.processor.registry import NodeRegistryError, load_node_modules, registry
-from services.registry.topic import RegistryError
-from services.settings import Settings
+from kflow.bus.errors import BusError
+from kflow.cli.broker import require_broker
+from kflow.observability.lag import LagRefresher
+from kflow.observability.logging import configure_logging, default_format
+from kflow.observability.metrics import serve_metrics
+from kflow.processor.registry import NodeRegistryError, load_node_modules, registry
+from kflow.registry.topic import RegistryError
+from kflow.settings import Settings
 
 run_app = typer.Typer(help="Run kflow services in the foreground.", no_args_is_help=True)
 
@@ -113,7 +113,7 @@ def orchestrator(
 
     Example: kflow run orchestrator --instance orchestrator-1
     """
-    from services.orchestrator.service import OrchestratorConfig, OrchestratorService
+    from kflow.orchestrator.service import OrchestratorConfig, OrchestratorService
 
     settings = _setup(log_level, log_format)
     try:
@@ -151,9 +151,9 @@ def processor(
 ) -> None:
     """Run one node processor for a queue.
 
-    Example: kflow run processor --queue default --concurrency 32 --nodes examples.docpipe.nodes
+    Example: kflow run processor --queue default --nodes kflow.examples.docpipe.nodes
     """
-    from services.processor.service import ProcessorConfig, ProcessorService
+    from kflow.processor.service import ProcessorConfig, ProcessorService
 
     settings = _setup(log_level, log_format)
     try:
@@ -181,7 +181,7 @@ def processor(
 
 def service_command(*args: str) -> list[str]:
     """The argv that runs ``kflow <args>`` with this interpreter."""
-    return [sys.executable, "-c", "from services.cli.main import main; main()", *args]
+    return [sys.executable, "-c", "from kflow.cli.main import main; main()", *args]
 
 
 @run_app.command("all")
@@ -207,7 +207,7 @@ def run_all(
 ) -> None:
     """Start orchestrator(s) and one processor per queue as subprocesses; Ctrl-C stops them all.
 
-    Example: kflow run all --queue default --nodes examples.docpipe.nodes --metrics-port 9101
+    Example: kflow run all --queue default --nodes kflow.examples.docpipe.nodes --metrics-port 9101
     """
     _setup(log_level, log_format)
     shared = ["--log-level", log_level, "--log-format", log_format or default_format(sys.stderr)]

@@ -8,9 +8,9 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from services.bus.admin import TopicAdminError, create_topics, list_topics
-from services.bus.topics import BUILTIN_QUEUES, topic_specs, validate_prefix
-from services.settings import get_settings
+from kflow.bus.admin import TopicAdminError, create_topics, list_topics
+from kflow.bus.topics import BUILTIN_QUEUES, topic_specs, validate_prefix
+from kflow.settings import get_settings
 
 topics_app = typer.Typer(help="Create and inspect kflow topics.", no_args_is_help=True)
 

@@ -11,9 +11,9 @@ from rich.console import Console
 from rich.live import Live
 from rich.table import Table
 
-from services.cli.broker import require_broker
-from services.core.events import Event, StepEvent, event_to_dict
-from services.core.inputs import (
+from kflow.cli.broker import require_broker
+from kflow.core.events import Event, StepEvent, event_to_dict
+from kflow.core.inputs import (
     CancelWorkflow,
     Input,
     PauseWorkflow,
@@ -21,8 +21,8 @@ from services.core.inputs import (
     SignalWorkflow,
     StartWorkflow,
 )
-from services.orchestrator.client import ClientError, CommandPublisher, EventReader, is_final
-from services.settings import get_settings
+from kflow.orchestrator.client import ClientError, CommandPublisher, EventReader, is_final
+from kflow.settings import get_settings
 
 _SKIP_FIELDS = {"type", "workflow_id", "seq", "at", "step_key", "attempt", "cause", "definition"}
 

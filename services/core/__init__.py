@@ -3,8 +3,8 @@
 The public names are re-exported here; see docs/design/contracts.md.
 """
 
-from services.core.backoff import retry_delay_ms, seed_for
-from services.core.codec import (
+from kflow.core.backoff import retry_delay_ms, seed_for
+from kflow.core.codec import (
     event_from_dict,
     event_to_dict,
     input_from_dict,
@@ -12,7 +12,7 @@ from services.core.codec import (
     state_from_dict,
     state_to_dict,
 )
-from services.core.definition import (
+from kflow.core.definition import (
     APPROVAL,
     SLEEP,
     NodeSpec,
@@ -23,7 +23,7 @@ from services.core.definition import (
     load_definition,
     parse_definition,
 )
-from services.core.errors import (
+from kflow.core.errors import (
     DefinitionError,
     ErrorClass,
     KflowError,
@@ -33,13 +33,13 @@ from services.core.errors import (
     Problem,
     TransientError,
 )
-from services.core.expressions import ExpressionError
-from services.core.fold import evolve, evolve_all
-from services.core.limits import DEFAULT_LIMITS, Limits
-from services.core.machine import decide, decide_and_evolve
-from services.core.planner import Plan, plan
-from services.core.replay import Divergence, replay, verify
-from services.core.state import (
+from kflow.core.expressions import ExpressionError
+from kflow.core.fold import evolve, evolve_all
+from kflow.core.limits import DEFAULT_LIMITS, Limits
+from kflow.core.machine import decide, decide_and_evolve
+from kflow.core.planner import Plan, plan
+from kflow.core.replay import Divergence, replay, verify
+from kflow.core.state import (
     StepRecord,
     Timer,
     WorkflowState,
@@ -47,8 +47,8 @@ from services.core.state import (
     pending_timers,
     step_key,
 )
-from services.core.validation import validate_definition
-from services.core.views import (
+from kflow.core.validation import validate_definition
+from kflow.core.views import (
     StepView,
     Task,
     WorkflowSummary,

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import hashlib
 
-from services.core.definition import RetryPolicy
+from kflow.core.definition import RetryPolicy
 
 
 def seed_for(workflow_id: str) -> int:

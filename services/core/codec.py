@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from services.core.events import event_from_dict, event_to_dict
-from services.core.inputs import input_from_dict, input_to_dict
-from services.core.state import WorkflowState
+from kflow.core.events import event_from_dict, event_to_dict
+from kflow.core.inputs import input_from_dict, input_to_dict
+from kflow.core.state import WorkflowState
 
 __all__ = [
     "event_from_dict",

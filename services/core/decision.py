@@ -10,10 +10,10 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from services.core.backoff import retry_delay_ms
-from services.core.definition import APPROVAL, SLEEP, NodeSpec, OnFailure
-from services.core.errors import ErrorClass
-from services.core.events import (
+from kflow.core.backoff import retry_delay_ms
+from kflow.core.definition import APPROVAL, SLEEP, NodeSpec, OnFailure
+from kflow.core.errors import ErrorClass
+from kflow.core.events import (
     Event,
     MapExpanded,
     StepAwaitingReview,
@@ -27,11 +27,11 @@ from services.core.events import (
     WorkflowCompleted,
     WorkflowFailed,
 )
-from services.core.expressions import ExpressionError, evaluate, expression_text, is_truthy, resolve
-from services.core.fold import StateBuilder
-from services.core.inputs import Input, input_to_dict
-from services.core.limits import Limits
-from services.core.state import ACTIVE_STEP, StepRecord, step_key, step_sort_key
+from kflow.core.expressions import ExpressionError, evaluate, expression_text, is_truthy, resolve
+from kflow.core.fold import StateBuilder
+from kflow.core.inputs import Input, input_to_dict
+from kflow.core.limits import Limits
+from kflow.core.state import ACTIVE_STEP, StepRecord, step_key, step_sort_key
 
 
 def json_size(value: Any) -> int:

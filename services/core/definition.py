@@ -1,8 +1,8 @@
 """Workflow definition models (pydantic v2), loadable from YAML/JSON or built in Python.
 
-A definition is data only; ``services.core.validation.validate_definition`` checks
+A definition is data only; ``kflow.core.validation.validate_definition`` checks
 it and ``load_definition`` parses and validates in one call. Value expressions
-are documented in ``services.core.expressions``.
+are documented in ``kflow.core.expressions``.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from typing import Any
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from services.core.errors import DefinitionError, Problem
+from kflow.core.errors import DefinitionError, Problem
 
 SLEEP = "sleep"
 """Built-in node type: a timer kept by the orchestrator (``input.duration_ms``); no processor."""
@@ -150,7 +150,7 @@ def load_definition(
 
     Raises ``DefinitionError`` for unreadable text, bad shapes and invalid graphs.
     """
-    from services.core.validation import validate_definition
+    from kflow.core.validation import validate_definition
 
     text = _read_text(text_or_path)
     try:

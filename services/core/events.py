@@ -7,7 +7,7 @@ state and carry ``seq = 0`` (see ADR 0011). Step events also carry ``step_key`` 
 ``attempt``; ``f"{step_key}#{attempt}"`` is the idempotency key processors use.
 
 The first event produced for an accepted input carries ``cause``: the input as a
-dict, minus fields the event itself already holds (see ``services.core.replay``),
+dict, minus fields the event itself already holds (see ``kflow.core.replay``),
 so the log alone is enough to re-derive every event.
 """
 

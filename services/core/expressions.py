@@ -23,7 +23,7 @@ import jmespath
 from jmespath.exceptions import JMESPathError
 from jmespath.parser import ParsedResult
 
-from services.core.errors import KflowError
+from kflow.core.errors import KflowError
 
 
 class ExpressionError(KflowError):

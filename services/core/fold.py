@@ -12,8 +12,8 @@ import dataclasses
 from collections.abc import Iterable, Mapping
 from typing import Any, overload
 
-from services.core.definition import OnFailure
-from services.core.events import (
+from kflow.core.definition import OnFailure
+from kflow.core.events import (
     DuplicateStartIgnored,
     Event,
     InputRejected,
@@ -37,8 +37,8 @@ from services.core.events import (
     WorkflowSignalled,
     WorkflowStarted,
 )
-from services.core.graph import Graph, graph_from_dict
-from services.core.state import (
+from kflow.core.graph import Graph, graph_from_dict
+from kflow.core.state import (
     StepRecord,
     WorkflowState,
     WorkflowStatus,

@@ -12,9 +12,9 @@ from typing import Any
 
 from jsonschema import Draft202012Validator
 
-from services.core.definition import NodeSpec, WorkflowDefinition, parse_definition
-from services.core.expressions import expression_text, iter_expressions, step_references
-from services.core.validation import validate_definition
+from kflow.core.definition import NodeSpec, WorkflowDefinition, parse_definition
+from kflow.core.expressions import expression_text, iter_expressions, step_references
+from kflow.core.validation import validate_definition
 
 _CACHE_SIZE = 256
 

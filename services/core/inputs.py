@@ -11,8 +11,8 @@ import dataclasses
 from dataclasses import dataclass
 from typing import Any
 
-from services.core.definition import WorkflowDefinition, parse_definition
-from services.core.errors import ErrorClass
+from kflow.core.definition import WorkflowDefinition, parse_definition
+from kflow.core.errors import ErrorClass
 
 JsonValue = Any
 """A JSON document as Python values (dict/list/str/int/float/bool/None)."""

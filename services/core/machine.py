@@ -9,10 +9,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from services.core.backoff import seed_for
-from services.core.decision import Decision, json_size
-from services.core.errors import DefinitionError, ErrorClass
-from services.core.events import (
+from kflow.core.backoff import seed_for
+from kflow.core.decision import Decision, json_size
+from kflow.core.errors import DefinitionError, ErrorClass
+from kflow.core.events import (
     DuplicateStartIgnored,
     Event,
     InputRejected,
@@ -25,9 +25,9 @@ from services.core.events import (
     WorkflowSignalled,
     WorkflowStarted,
 )
-from services.core.fold import StateBuilder, evolve, evolve_all, start_state
-from services.core.graph import compile_graph
-from services.core.inputs import (
+from kflow.core.fold import StateBuilder, evolve, evolve_all, start_state
+from kflow.core.graph import compile_graph
+from kflow.core.inputs import (
     CancelWorkflow,
     Input,
     PauseWorkflow,
@@ -40,8 +40,8 @@ from services.core.inputs import (
     TimerFired,
     input_to_dict,
 )
-from services.core.limits import DEFAULT_LIMITS, Limits
-from services.core.state import (
+from kflow.core.limits import DEFAULT_LIMITS, Limits
+from kflow.core.state import (
     FINISHED_STEP,
     StepRecord,
     WorkflowState,

@@ -10,8 +10,8 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
-from services.core.definition import WorkflowDefinition
-from services.core.errors import DefinitionError, Problem
+from kflow.core.definition import WorkflowDefinition
+from kflow.core.errors import DefinitionError, Problem
 
 
 @dataclass(frozen=True, slots=True)

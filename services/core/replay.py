@@ -12,17 +12,17 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from services.core.events import (
+from kflow.core.events import (
     Event,
     StepSucceeded,
     WorkflowStarted,
     event_to_dict,
     is_notice,
 )
-from services.core.fold import evolve_all
-from services.core.inputs import Input, input_from_dict
-from services.core.machine import decide
-from services.core.state import WorkflowState
+from kflow.core.fold import evolve_all
+from kflow.core.inputs import Input, input_from_dict
+from kflow.core.machine import decide
+from kflow.core.state import WorkflowState
 
 
 @dataclass(frozen=True, slots=True)

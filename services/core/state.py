@@ -1,4 +1,4 @@
-"""Workflow state: an immutable value folded from events (see ``services.core.fold``).
+"""Workflow state: an immutable value folded from events (see ``kflow.core.fold``).
 
 ``steps`` holds one small frozen ``StepRecord`` per step key that has become ready
 (nodes still waiting on dependencies have no record, only a counter in
@@ -13,7 +13,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from services.core.graph import Graph, graph_from_dict
+from kflow.core.graph import Graph, graph_from_dict
 
 JsonValue = Any
 WorkflowStatus = Literal["running", "paused", "completed", "failed", "cancelled"]

@@ -9,16 +9,16 @@ from collections.abc import Collection
 from jsonschema import Draft202012Validator
 from jsonschema.exceptions import SchemaError
 
-from services.core.definition import BUILTIN_TYPES, SLEEP, NodeSpec, WorkflowDefinition
-from services.core.errors import DefinitionError, Problem
-from services.core.expressions import (
+from kflow.core.definition import BUILTIN_TYPES, SLEEP, NodeSpec, WorkflowDefinition
+from kflow.core.errors import DefinitionError, Problem
+from kflow.core.expressions import (
     ExpressionError,
     expression_text,
     iter_expressions,
     step_references,
 )
-from services.core.limits import DEFAULT_LIMITS, Limits
-from services.core.planner import cycle_problem, kahn_levels
+from kflow.core.limits import DEFAULT_LIMITS, Limits
+from kflow.core.planner import cycle_problem, kahn_levels
 
 NODE_ID = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,127}$")
 NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")

@@ -14,7 +14,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
-from services.core.events import (
+from kflow.core.events import (
     Event,
     MapExpanded,
     StepAwaitingReview,
@@ -34,7 +34,7 @@ from services.core.events import (
     WorkflowResumed,
     WorkflowStarted,
 )
-from services.core.state import StepRecord, Timer, WorkflowState, is_terminal, step_timers
+from kflow.core.state import StepRecord, Timer, WorkflowState, is_terminal, step_timers
 
 
 @dataclass(frozen=True, slots=True)

@@ -14,7 +14,7 @@ from confluent_kafka import (
 )
 from confluent_kafka.admin import AdminClient, OffsetSpec  # type: ignore[attr-defined]
 
-from services.observability.metrics import CONSUMER_LAG
+from kflow.observability.metrics import CONSUMER_LAG
 
 log = logging.getLogger(__name__)
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections import Counter
 
-from services.observability.metrics import DLQ_RECORDS, EVENTS_IN, EVENTS_OUT
+from kflow.observability.metrics import DLQ_RECORDS, EVENTS_IN, EVENTS_OUT
 
 
 class BatchTally:

@@ -1,7 +1,7 @@
 """Talk to a running kflow from outside: publish commands, read a workflow's events.
 
 Used by the CLI, the demo and the tests; another service would do the same with
-a plain producer and :mod:`services.bus.contracts`.
+a plain producer and :mod:`kflow.bus.contracts`.
 """
 
 from __future__ import annotations
@@ -14,12 +14,12 @@ from dataclasses import dataclass
 
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaException, TopicPartition
 
-from services.bus.clients import make_producer
-from services.bus.contracts import EnvelopeMeta, decode, encode_input
-from services.bus.errors import DecodeError
-from services.bus.topics import topic_names
-from services.core.events import TERMINAL_TYPES, Event, WorkflowRejected
-from services.core.inputs import Input
+from kflow.bus.clients import make_producer
+from kflow.bus.contracts import EnvelopeMeta, decode, encode_input
+from kflow.bus.errors import DecodeError
+from kflow.bus.topics import topic_names
+from kflow.core.events import TERMINAL_TYPES, Event, WorkflowRejected
+from kflow.core.inputs import Input
 
 
 class ClientError(Exception):

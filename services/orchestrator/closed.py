@@ -19,11 +19,11 @@ import logging
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
-from services.core.events import DuplicateStartIgnored
-from services.core.inputs import StartWorkflow
-from services.core.machine import duplicate_start_ignored
-from services.core.state import TERMINAL_WORKFLOW, WorkflowState
-from services.orchestrator.compacted import read_latest
+from kflow.core.events import DuplicateStartIgnored
+from kflow.core.inputs import StartWorkflow
+from kflow.core.machine import duplicate_start_ignored
+from kflow.core.state import TERMINAL_WORKFLOW, WorkflowState
+from kflow.orchestrator.compacted import read_latest
 
 log = logging.getLogger(__name__)
 

@@ -15,8 +15,8 @@ from collections.abc import Iterable
 
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, TopicPartition
 
-from services.bus.admin import TopicAdminError, wait_until_stable
-from services.bus.message import key_text
+from kflow.bus.admin import TopicAdminError, wait_until_stable
+from kflow.bus.message import key_text
 
 log = logging.getLogger(__name__)
 

@@ -1,6 +1,6 @@
 """The orchestrator's EOS handler: inputs -> ``decide`` -> events, tasks and snapshots.
 
-Runs inside :class:`services.bus.eos.EosLoop`; every output of a batch, the
+Runs inside :class:`kflow.bus.eos.EosLoop`; every output of a batch, the
 changed snapshots (a tombstone plus a closed marker for a finished workflow) and
 the input offsets commit in one Kafka transaction.
 State changes are staged until ``committed()`` and dropped on ``rolled_back()``.
@@ -12,27 +12,27 @@ import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 
-from services.bus.contracts import Envelope, EnvelopeMeta, default_contracts
-from services.bus.eos import Handler, PartitionId
-from services.bus.message import BusMessage, OutRecord
-from services.bus.records import ExecuteStep
-from services.bus.topics import DEFAULT_CLOSED_RETENTION_MS, TopicNames
-from services.core.definition import WorkflowDefinition
-from services.core.events import Event, StepScheduled, is_notice
-from services.core.inputs import Input, StartWorkflow, TimerFired
-from services.core.limits import DEFAULT_LIMITS, Limits
-from services.core.machine import decide_and_evolve
-from services.core.state import WorkflowState, is_terminal, pending_timers
-from services.core.views import timers_for
-from services.orchestrator.closed import (
+from kflow.bus.contracts import Envelope, EnvelopeMeta, default_contracts
+from kflow.bus.eos import Handler, PartitionId
+from kflow.bus.message import BusMessage, OutRecord
+from kflow.bus.records import ExecuteStep
+from kflow.bus.topics import DEFAULT_CLOSED_RETENTION_MS, TopicNames
+from kflow.core.definition import WorkflowDefinition
+from kflow.core.events import Event, StepScheduled, is_notice
+from kflow.core.inputs import Input, StartWorkflow, TimerFired
+from kflow.core.limits import DEFAULT_LIMITS, Limits
+from kflow.core.machine import decide_and_evolve
+from kflow.core.state import WorkflowState, is_terminal, pending_timers
+from kflow.core.views import timers_for
+from kflow.orchestrator.closed import (
     ClosedMarker,
     duplicate_of_closed,
     encode_marker,
 )
-from services.orchestrator.metrics import WorkflowMetrics
-from services.orchestrator.snapshots import SnapshotEncoder
-from services.orchestrator.table import WorkflowTable
-from services.orchestrator.timers import TimerHeap
+from kflow.orchestrator.metrics import WorkflowMetrics
+from kflow.orchestrator.snapshots import SnapshotEncoder
+from kflow.orchestrator.table import WorkflowTable
+from kflow.orchestrator.timers import TimerHeap
 
 log = logging.getLogger(__name__)
 

@@ -4,15 +4,15 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from services.core.events import (
+from kflow.core.events import (
     Event,
     StepRetryScheduled,
     WorkflowCancelled,
     WorkflowCompleted,
     WorkflowFailed,
 )
-from services.core.state import WorkflowState
-from services.observability.metrics import STEP_RETRIES, WORKFLOW_DURATION, WORKFLOWS_IN_FLIGHT
+from kflow.core.state import WorkflowState
+from kflow.observability.metrics import STEP_RETRIES, WORKFLOW_DURATION, WORKFLOWS_IN_FLIGHT
 
 _OUTCOMES: dict[type[Event], str] = {
     WorkflowCompleted: "completed",

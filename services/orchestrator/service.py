@@ -9,25 +9,25 @@ from dataclasses import dataclass, field
 
 from confluent_kafka import KafkaException
 
-from services.bus.admin import TopicAdminError, admin_client, create_topics
-from services.bus.clients import ConfigValue
-from services.bus.contracts import Envelope, decode
-from services.bus.eos import EosConfig, EosLoop, system_clock_ms
-from services.bus.errors import RetryableError
-from services.bus.topics import (
+from kflow.bus.admin import TopicAdminError, admin_client, create_topics
+from kflow.bus.clients import ConfigValue
+from kflow.bus.contracts import Envelope, decode
+from kflow.bus.eos import EosConfig, EosLoop, system_clock_ms
+from kflow.bus.errors import RetryableError
+from kflow.bus.topics import (
     DEFAULT_CLOSED_RETENTION_MS,
     TopicNames,
     TopicSpec,
     closed_config,
     topic_names,
 )
-from services.core.definition import WorkflowDefinition
-from services.core.limits import Limits
-from services.core.state import WorkflowState
-from services.orchestrator.closed import ClosedMarker, restore_closed
-from services.orchestrator.handler import OrchestratorHandler
-from services.orchestrator.snapshots import restore_partitions
-from services.registry.topic import DefinitionFollower
+from kflow.core.definition import WorkflowDefinition
+from kflow.core.limits import Limits
+from kflow.core.state import WorkflowState
+from kflow.orchestrator.closed import ClosedMarker, restore_closed
+from kflow.orchestrator.handler import OrchestratorHandler
+from kflow.orchestrator.snapshots import restore_partitions
+from kflow.registry.topic import DefinitionFollower
 
 log = logging.getLogger(__name__)
 

@@ -12,11 +12,11 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-from services.bus.contracts import default_contracts, json_text
-from services.bus.errors import DecodeError
-from services.bus.records import WorkflowSnapshot
-from services.core.state import StepRecord, WorkflowState
-from services.orchestrator.compacted import RestoreError, read_latest
+from kflow.bus.contracts import default_contracts, json_text
+from kflow.bus.errors import DecodeError
+from kflow.bus.records import WorkflowSnapshot
+from kflow.core.state import StepRecord, WorkflowState
+from kflow.orchestrator.compacted import RestoreError, read_latest
 
 log = logging.getLogger(__name__)
 

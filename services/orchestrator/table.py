@@ -5,9 +5,9 @@ from __future__ import annotations
 from collections import OrderedDict
 from collections.abc import Iterable
 
-from services.bus.topics import DEFAULT_CLOSED_RETENTION_MS
-from services.core.state import WorkflowState, is_terminal
-from services.orchestrator.closed import ClosedIds, ClosedMarker
+from kflow.bus.topics import DEFAULT_CLOSED_RETENTION_MS
+from kflow.core.state import WorkflowState, is_terminal
+from kflow.orchestrator.closed import ClosedIds, ClosedMarker
 
 _MISSING = object()
 

@@ -1,7 +1,7 @@
 """Built-in processor node types: ``noop``, ``echo``, ``delay``, ``http``, ``flaky``.
 
 ``sleep`` and ``approval`` are built into the orchestrator instead (a timer and a
-wait for a signal, see ``services.core.definition``): they hold no worker while
+wait for a signal, see ``kflow.core.definition``): they hold no worker while
 they wait.
 """
 
@@ -14,9 +14,9 @@ from typing import Any
 import httpx
 from pydantic import BaseModel, ConfigDict, Field
 
-from services.core.errors import PermanentError, TransientError
-from services.processor.context import StepContext
-from services.processor.registry import node
+from kflow.core.errors import PermanentError, TransientError
+from kflow.processor.context import StepContext
+from kflow.processor.registry import node
 
 HEARTBEAT_EVERY_S = 1.0
 

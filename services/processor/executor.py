@@ -14,13 +14,13 @@ from concurrent.futures import Executor
 from dataclasses import dataclass
 from typing import Any
 
-from services.bus.contracts import json_text
-from services.bus.records import ExecuteStep
-from services.core.errors import PermanentError
-from services.processor.context import StepContext
-from services.processor.failures import StepTimeout, UnknownNodeType, classify
-from services.processor.ledger import Outcome, RedisLedger
-from services.processor.registry import NodeHandler, NodeRegistry
+from kflow.bus.contracts import json_text
+from kflow.bus.records import ExecuteStep
+from kflow.core.errors import PermanentError
+from kflow.processor.context import StepContext
+from kflow.processor.failures import StepTimeout, UnknownNodeType, classify
+from kflow.processor.ledger import Outcome, RedisLedger
+from kflow.processor.registry import NodeHandler, NodeRegistry
 
 log = logging.getLogger(__name__)
 

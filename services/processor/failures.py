@@ -9,7 +9,7 @@ from dataclasses import dataclass
 import httpx
 import pydantic
 
-from services.core.errors import ErrorClass, NeedsReview, PermanentError, TransientError
+from kflow.core.errors import ErrorClass, NeedsReview, PermanentError, TransientError
 
 MAX_MESSAGE_CHARS = 2000
 

@@ -17,7 +17,7 @@ from typing import Any, Generic, TypeVar
 
 import redis.asyncio as aioredis
 
-from services.core.errors import ErrorClass
+from kflow.core.errors import ErrorClass
 
 DEFAULT_TTL_S = 7 * 24 * 3600
 K = TypeVar("K")

@@ -19,7 +19,7 @@ from typing import Any, TypeVar
 
 from pydantic import BaseModel
 
-from services.processor.context import StepContext
+from kflow.processor.context import StepContext
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -137,7 +137,7 @@ def load_node_modules(modules: Iterable[str]) -> list[str]:
 
     Raises NodeRegistryError naming the module when an import fails.
     """
-    import services.processor.builtin_nodes  # noqa: F401  (registers the built-ins)
+    import kflow.processor.builtin_nodes  # noqa: F401  (registers the built-ins)
 
     for module in modules:
         try:

@@ -20,20 +20,20 @@ from typing import Any
 
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
 
-from services.bus.clients import ConfigValue, make_consumer, make_producer
-from services.bus.codec import AvroCodec
-from services.bus.dead_letter import dead_letter_for, dead_letter_record
-from services.bus.errors import DecodeError
-from services.bus.message import OutRecord
-from services.bus.topics import topic_names
-from services.core.errors import ErrorClass
-from services.core.inputs import StepError, StepHeartbeat, StepResult
-from services.observability.metrics import DLQ_RECORDS, EVENTS_IN, EVENTS_OUT, STEP_LATENCY
-from services.processor.executor import StepExecutor
-from services.processor.ledger import Outcome, RedisLedger
-from services.processor.offsets import PartitionProgress
-from services.processor.registry import NodeRegistry
-from services.processor.wire import ExecuteStep, decode_task, encode_result
+from kflow.bus.clients import ConfigValue, make_consumer, make_producer
+from kflow.bus.codec import AvroCodec
+from kflow.bus.dead_letter import dead_letter_for, dead_letter_record
+from kflow.bus.errors import DecodeError
+from kflow.bus.message import OutRecord
+from kflow.bus.topics import topic_names
+from kflow.core.errors import ErrorClass
+from kflow.core.inputs import StepError, StepHeartbeat, StepResult
+from kflow.observability.metrics import DLQ_RECORDS, EVENTS_IN, EVENTS_OUT, STEP_LATENCY
+from kflow.processor.executor import StepExecutor
+from kflow.processor.ledger import Outcome, RedisLedger
+from kflow.processor.offsets import PartitionProgress
+from kflow.processor.registry import NodeRegistry
+from kflow.processor.wire import ExecuteStep, decode_task, encode_result
 
 log = logging.getLogger(__name__)
 

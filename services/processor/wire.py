@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import time
 
-from services.bus.contracts import EnvelopeMeta, decode, encode_input
-from services.bus.errors import DecodeError, DecodeFailure
-from services.bus.records import ExecuteStep
-from services.core.inputs import StepError, StepHeartbeat, StepResult
+from kflow.bus.contracts import EnvelopeMeta, decode, encode_input
+from kflow.bus.errors import DecodeError, DecodeFailure
+from kflow.bus.records import ExecuteStep
+from kflow.core.inputs import StepError, StepHeartbeat, StepResult
 
 __all__ = ["ExecuteStep", "decode_task", "encode_result"]
 

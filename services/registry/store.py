@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import threading
 
-from services.core.definition import WorkflowDefinition
+from kflow.core.definition import WorkflowDefinition
 
 LATEST = 0
 """A StartWorkflow ``version`` of 0 (or less) asks for the highest registered version."""

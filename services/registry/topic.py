@@ -9,14 +9,14 @@ import uuid
 
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaException, TopicPartition
 
-from services.bus.clients import make_producer
-from services.bus.contracts import default_contracts
-from services.bus.errors import DecodeError
-from services.bus.records import WorkflowDefinitionRecord
-from services.bus.topics import topic_names
-from services.core.definition import WorkflowDefinition, parse_definition
-from services.core.errors import DefinitionError
-from services.registry.store import DefinitionStore
+from kflow.bus.clients import make_producer
+from kflow.bus.contracts import default_contracts
+from kflow.bus.errors import DecodeError
+from kflow.bus.records import WorkflowDefinitionRecord
+from kflow.bus.topics import topic_names
+from kflow.core.definition import WorkflowDefinition, parse_definition
+from kflow.core.errors import DefinitionError
+from kflow.registry.store import DefinitionStore
 
 log = logging.getLogger(__name__)
 

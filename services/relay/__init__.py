@@ -4,8 +4,8 @@
 (``kflow run relay``) publishes committed rows as StartWorkflow commands.
 """
 
-from services.relay.errors import OutboxInputError, RelayError, RowRejected
-from services.relay.outbox import enqueue_start, enqueue_start_async, install
+from kflow.relay.errors import OutboxInputError, RelayError, RowRejected
+from kflow.relay.outbox import enqueue_start, enqueue_start_async, install
 
 __all__ = [
     "OutboxInputError",

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from services.core.errors import KflowError
+from kflow.core.errors import KflowError
 
 
 class RelayError(KflowError):
-    """Root of every error raised by ``services.relay``."""
+    """Root of every error raised by ``kflow.relay``."""
 
 
 class OutboxInputError(RelayError, ValueError):

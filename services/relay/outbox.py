@@ -19,8 +19,8 @@ from typing import Any
 import psycopg
 from psycopg.pq import TransactionStatus
 
-from services.core.limits import DEFAULT_LIMITS
-from services.relay.errors import OutboxInputError
+from kflow.core.limits import DEFAULT_LIMITS
+from kflow.relay.errors import OutboxInputError
 
 TABLE = "kflow_outbox"
 CHANNEL = "kflow_outbox"

@@ -22,12 +22,12 @@ from typing import Any
 import psycopg
 from confluent_kafka import KafkaError, KafkaException, Message, Producer
 
-from services.bus.clients import ConfigValue, make_producer
-from services.bus.topics import topic_names
-from services.core.limits import DEFAULT_LIMITS
-from services.observability.metrics import EVENTS_OUT
-from services.relay.errors import RowRejected
-from services.relay.metrics import (
+from kflow.bus.clients import ConfigValue, make_producer
+from kflow.bus.topics import topic_names
+from kflow.core.limits import DEFAULT_LIMITS
+from kflow.observability.metrics import EVENTS_OUT
+from kflow.relay.errors import RowRejected
+from kflow.relay.metrics import (
     OUTBOX_DELETED,
     OUTBOX_FAILED,
     OUTBOX_FAILED_ROWS,
@@ -36,8 +36,8 @@ from services.relay.metrics import (
     OUTBOX_PUBLISH_ERRORS,
     OUTBOX_PUBLISHED,
 )
-from services.relay.outbox import CHANNEL, TABLE, pending_backlog
-from services.relay.rows import CLAIM_SQL, EncodedRow, OutboxRow, encode_row
+from kflow.relay.outbox import CHANNEL, TABLE, pending_backlog
+from kflow.relay.rows import CLAIM_SQL, EncodedRow, OutboxRow, encode_row
 
 log = logging.getLogger(__name__)
 

@@ -11,12 +11,12 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from services.bus.contracts import EnvelopeMeta, encode_input
-from services.bus.errors import EncodeError
-from services.bus.message import trace_headers
-from services.core.inputs import StartWorkflow
-from services.relay.errors import OutboxInputError, RowRejected
-from services.relay.outbox import (
+from kflow.bus.contracts import EnvelopeMeta, encode_input
+from kflow.bus.errors import EncodeError
+from kflow.bus.message import trace_headers
+from kflow.core.inputs import StartWorkflow
+from kflow.relay.errors import OutboxInputError, RowRejected
+from kflow.relay.outbox import (
     MAX_LABEL_CHARS,
     NAME_PATTERN,
     TABLE,

@@ -15,8 +15,8 @@ import sys
 import time
 from collections.abc import Sequence
 
-from services.bus.eos import EosConfig, EosLoop, Handler, PartitionId
-from services.bus.message import BusMessage, OutRecord
+from kflow.bus.eos import EosConfig, EosLoop, Handler, PartitionId
+from kflow.bus.message import BusMessage, OutRecord
 
 
 class CopyHandler(Handler[bytes]):

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 from typing import Any
 
-from services.bus.contracts import Body
-from services.bus.records import ExecuteStep
-from services.core import events as ev
-from services.core import inputs as inp
-from services.core.definition import parse_definition
-from services.core.errors import ErrorClass
+from kflow.bus.contracts import Body
+from kflow.bus.records import ExecuteStep
+from kflow.core import events as ev
+from kflow.core import inputs as inp
+from kflow.core.definition import parse_definition
+from kflow.core.errors import ErrorClass
 
 WF = "order-42"
 STEP = f"{WF}/charge"

@@ -10,9 +10,9 @@ from typing import Any
 import pytest
 from fastavro import schemaless_reader, schemaless_writer
 
-from services.bus import codec as codec_module
-from services.bus.codec import HEADER_SIZE, AvroCodec, _compiled
-from services.bus.contracts import (
+from kflow.bus import codec as codec_module
+from kflow.bus.codec import HEADER_SIZE, AvroCodec, _compiled
+from kflow.bus.contracts import (
     ENVELOPE,
     SCHEMA_VERSION,
     Body,
@@ -24,12 +24,12 @@ from services.bus.contracts import (
     encode_task,
     json_text,
 )
-from services.bus.dead_letter import DeadLetter, decode_dead_letter, encode_dead_letter
-from services.bus.errors import DecodeError, DecodeFailure, EncodeError
-from services.bus.records import ExecuteStep, WorkflowDefinitionRecord, WorkflowSnapshot
-from services.bus.schema_registry import default_registry
-from services.core.events import EVENT_TYPES, Event, StepSucceeded
-from services.core.inputs import INPUT_TYPES, StartWorkflow
+from kflow.bus.dead_letter import DeadLetter, decode_dead_letter, encode_dead_letter
+from kflow.bus.errors import DecodeError, DecodeFailure, EncodeError
+from kflow.bus.records import ExecuteStep, WorkflowDefinitionRecord, WorkflowSnapshot
+from kflow.bus.schema_registry import default_registry
+from kflow.core.events import EVENT_TYPES, Event, StepSucceeded
+from kflow.core.inputs import INPUT_TYPES, StartWorkflow
 from tests.bus.samples import DEFINITION, PAYLOAD, SAMPLES
 
 META = EnvelopeMeta(

@@ -8,13 +8,13 @@ from collections.abc import Callable, Sequence
 import pytest
 from confluent_kafka import Producer
 
-from services.bus.contracts import Envelope, EnvelopeMeta, decode, encode_input
-from services.bus.dead_letter import decode_dead_letter
-from services.bus.eos import EosConfig, EosLoop, Handler, PartitionId
-from services.bus.errors import RetryableError
-from services.bus.message import BusMessage, OutRecord
-from services.bus.topics import TopicNames
-from services.core.inputs import CancelWorkflow
+from kflow.bus.contracts import Envelope, EnvelopeMeta, decode, encode_input
+from kflow.bus.dead_letter import decode_dead_letter
+from kflow.bus.eos import EosConfig, EosLoop, Handler, PartitionId
+from kflow.bus.errors import RetryableError
+from kflow.bus.message import BusMessage, OutRecord
+from kflow.bus.topics import TopicNames
+from kflow.core.inputs import CancelWorkflow
 from tests.bus.kafka_helpers import produce, read_all
 
 pytestmark = pytest.mark.integration

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from services.bus.topics import TopicNames
+from kflow.bus.topics import TopicNames
 from tests.bus.kafka_helpers import GroupProgress, end_offsets, produce, read_all
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]

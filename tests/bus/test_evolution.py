@@ -8,10 +8,10 @@ from typing import Any
 
 import pytest
 
-from services.bus.codec import AvroCodec
-from services.bus.compatibility import backward_problems
-from services.bus.errors import DecodeError, DecodeFailure
-from services.bus.schema_registry import SchemaRegistry
+from kflow.bus.codec import AvroCodec
+from kflow.bus.compatibility import backward_problems
+from kflow.bus.errors import DecodeError, DecodeFailure
+from kflow.bus.schema_registry import SchemaRegistry
 
 THING = "kflow.Thing"
 V1_FIELDS: list[dict[str, Any]] = [{"name": "id", "type": "string"}]

@@ -5,10 +5,10 @@ from __future__ import annotations
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from services.bus.codec import HEADER_SIZE
-from services.bus.contracts import EnvelopeMeta, decode, default_contracts
-from services.bus.errors import DecodeError, DecodeFailure
-from services.bus.schema_registry import default_registry
+from kflow.bus.codec import HEADER_SIZE
+from kflow.bus.contracts import EnvelopeMeta, decode, default_contracts
+from kflow.bus.errors import DecodeError, DecodeFailure
+from kflow.bus.schema_registry import default_registry
 from tests.bus.samples import SAMPLES
 
 HEADERS = [root.header for root in default_registry().versions()["current"].values()]

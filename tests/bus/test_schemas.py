@@ -11,20 +11,20 @@ from typing import Any
 
 import pytest
 
-from services.bus.compatibility import backward_problems
-from services.bus.contracts import SCHEMA_VERSION
-from services.bus.records import ExecuteStep, WorkflowDefinitionRecord, WorkflowSnapshot
-from services.bus.schema_registry import (
+from kflow.bus.compatibility import backward_problems
+from kflow.bus.contracts import SCHEMA_VERSION
+from kflow.bus.records import ExecuteStep, WorkflowDefinitionRecord, WorkflowSnapshot
+from kflow.bus.schema_registry import (
     CURRENT_VERSION,
     SchemaRegistry,
     avsc_files,
     default_registry,
     load_definitions,
 )
-from services.core.events import EVENT_TYPES
-from services.core.inputs import INPUT_TYPES
+from kflow.core.events import EVENT_TYPES
+from kflow.core.inputs import INPUT_TYPES
 
-SCHEMAS = files("schemas")
+SCHEMAS = files("kflow.schemas")
 BUS_TYPES: dict[str, type[Any]] = {
     "ExecuteStep": ExecuteStep,
     "WorkflowSnapshot": WorkflowSnapshot,

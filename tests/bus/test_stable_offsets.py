@@ -7,8 +7,8 @@ import threading
 import pytest
 from confluent_kafka import Producer
 
-from services.bus.admin import TopicAdminError, wait_until_stable
-from services.bus.topics import TopicNames
+from kflow.bus.admin import TopicAdminError, wait_until_stable
+from kflow.bus.topics import TopicNames
 from tests.bus.kafka_helpers import end_offsets
 
 pytestmark = pytest.mark.integration

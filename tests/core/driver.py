@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from services.core import (
+from kflow.core import (
     WorkflowDefinition,
     decide,
     decide_and_evolve,
@@ -12,9 +12,9 @@ from services.core import (
     parse_definition,
     pending_timers,
 )
-from services.core.errors import ErrorClass
-from services.core.events import Event, StepScheduled
-from services.core.inputs import (
+from kflow.core.errors import ErrorClass
+from kflow.core.events import Event, StepScheduled
+from kflow.core.inputs import (
     CancelWorkflow,
     Input,
     PauseWorkflow,
@@ -26,7 +26,7 @@ from services.core.inputs import (
     StepResult,
     TimerFired,
 )
-from services.core.state import WorkflowState
+from kflow.core.state import WorkflowState
 
 
 def node(node_id: str, *deps: str, type: str = "echo", **extra: Any) -> dict[str, Any]:

@@ -10,7 +10,7 @@ import json
 from collections.abc import Callable
 from pathlib import Path
 
-from services.core import ErrorClass, event_to_dict
+from kflow.core import ErrorClass, event_to_dict
 from tests.core.driver import Driver, node, workflow
 
 HISTORIES = Path(__file__).parent / "histories"

@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from services.core import (
+from kflow.core import (
     ErrorClass,
     WorkflowState,
     apply_step_event,
@@ -21,8 +21,8 @@ from services.core import (
     tasks_from_events,
     timers_for,
 )
-from services.core.events import StepEvent
-from services.core.inputs import Input, SignalWorkflow, StartWorkflow, StepError, TimerFired
+from kflow.core.events import StepEvent
+from kflow.core.inputs import Input, SignalWorkflow, StartWorkflow, StepError, TimerFired
 from tests.core.driver import Driver, diamond, node, workflow
 
 

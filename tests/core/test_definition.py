@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from services.core import (
+from kflow.core import (
     DefinitionError,
     Limits,
     NodeSpec,

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from services.core import DEFAULT_LIMITS, ErrorClass, decide, pending_timers, verify
-from services.core.events import DuplicateStartIgnored, InputRejected, WorkflowRejected
-from services.core.inputs import (
+from kflow.core import DEFAULT_LIMITS, ErrorClass, decide, pending_timers, verify
+from kflow.core.events import DuplicateStartIgnored, InputRejected, WorkflowRejected
+from kflow.core.inputs import (
     CancelWorkflow,
     PauseWorkflow,
     StartWorkflow,

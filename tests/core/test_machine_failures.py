@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from services.core import ErrorClass, RetryPolicy, pending_timers, retry_delay_ms, verify
-from services.core.events import StepRetryScheduled, StepTimedOut, WorkflowFailed
+from kflow.core import ErrorClass, RetryPolicy, pending_timers, retry_delay_ms, verify
+from kflow.core.events import StepRetryScheduled, StepTimedOut, WorkflowFailed
 from tests.core.driver import Driver, node, scheduled, types, workflow
 
 T, P, R = ErrorClass.TRANSIENT, ErrorClass.PERMANENT, ErrorClass.NEEDS_REVIEW
@@ -140,7 +140,7 @@ def test_heartbeat_moves_the_deadline_and_old_deadline_is_stale() -> None:
     d.now = 1500
     assert types(d.beat("a")) == ["StepHeartbeatRecorded"]
     assert pending_timers(d.s)[0].due_at == 2500
-    from services.core.inputs import TimerFired
+    from kflow.core.inputs import TimerFired
 
     stale = TimerFired(workflow_id="wf", timer_id=first.timer_id, due_at=first.due_at)
     assert d.send(stale, now=2000) == []

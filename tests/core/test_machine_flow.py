@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from services.core import ErrorClass, is_terminal, replay, verify
-from services.core.events import (
+from kflow.core import ErrorClass, is_terminal, replay, verify
+from kflow.core.events import (
     MapExpanded,
     StepScheduled,
     StepSkipped,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from services.core import DefinitionError, plan
+from kflow.core import DefinitionError, plan
 from tests.core.driver import chain, diamond, node, workflow
 
 

@@ -9,7 +9,7 @@ from typing import Any
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from services.core import (
+from kflow.core import (
     DefinitionError,
     ErrorClass,
     WorkflowDefinition,
@@ -24,8 +24,8 @@ from services.core import (
     validate_definition,
     verify,
 )
-from services.core.events import Event, StepScheduled
-from services.core.inputs import (
+from kflow.core.events import Event, StepScheduled
+from kflow.core.inputs import (
     CancelWorkflow,
     Input,
     PauseWorkflow,
@@ -35,7 +35,7 @@ from services.core.inputs import (
     StepResult,
     TimerFired,
 )
-from services.core.state import FINISHED_STEP, WorkflowState
+from kflow.core.state import FINISHED_STEP, WorkflowState
 from tests.core.driver import Driver
 
 SETTINGS = settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])

@@ -5,9 +5,9 @@ from __future__ import annotations
 import ast
 from pathlib import Path
 
-import services.core
+import kflow.core
 
-CORE = Path(services.core.__file__).parent
+CORE = Path(kflow.core.__file__).parent
 FORBIDDEN = {
     "confluent_kafka",
     "psycopg",

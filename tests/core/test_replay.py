@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from services.core import event_from_dict, event_to_dict, evolve, replay, verify
-from services.core.events import Event
+from kflow.core import event_from_dict, event_to_dict, evolve, replay, verify
+from kflow.core.events import Event
 from tests.core.record_histories import HISTORIES, SCENARIOS
 
 HISTORY_FILES = sorted(HISTORIES.glob("*.json"))

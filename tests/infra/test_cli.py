@@ -9,9 +9,9 @@ import pytest
 import typer
 from typer.testing import CliRunner
 
-from services.bus.admin import delete_topics, list_topics
-from services.cli import dev, topics
-from services.settings import Settings
+from kflow.bus.admin import delete_topics, list_topics
+from kflow.cli import dev, topics
+from kflow.settings import Settings
 
 pytestmark = pytest.mark.integration
 

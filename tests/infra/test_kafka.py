@@ -7,8 +7,8 @@ import uuid
 import pytest
 from confluent_kafka import KafkaError, Message, Producer
 
-from services.bus.admin import create_topics, list_topics, topic_config
-from services.bus.topics import MAX_RECORD_BYTES, TopicNames, TopicSpec, topic_specs
+from kflow.bus.admin import create_topics, list_topics, topic_config
+from kflow.bus.topics import MAX_RECORD_BYTES, TopicNames, TopicSpec, topic_specs
 from tests.kafka_helpers import consume_all, produce, values
 
 pytestmark = pytest.mark.integration

@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 from confluent_kafka import Producer
 
-from services.bus.admin import create_topics
-from services.bus.topics import TopicSpec
+from kflow.bus.admin import create_topics
+from kflow.bus.topics import TopicSpec
 from tests.kafka_helpers import consume_all, values
 from tests.readside.dedicated import DedicatedKafka
 

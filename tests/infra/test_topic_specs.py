@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from services.bus.topics import BUILTIN_QUEUES, topic_names, topic_specs
-from services.settings import Settings
+from kflow.bus.topics import BUILTIN_QUEUES, topic_names, topic_specs
+from kflow.settings import Settings
 
 
 def test_names_follow_the_prefix() -> None:

@@ -11,13 +11,13 @@ from dataclasses import dataclass
 import psycopg
 import pytest
 
-from projections.config import ReadSideSettings
-from projections.db import connect
-from projections.migrate import migrate
-from projections.postgres import BatchResult
-from projections.runner import Projector
-from projections.service import run_projector
-from services.settings import Settings
+from kflow.projections.config import ReadSideSettings
+from kflow.projections.db import connect
+from kflow.projections.migrate import migrate
+from kflow.projections.postgres import BatchResult
+from kflow.projections.runner import Projector
+from kflow.projections.service import run_projector
+from kflow.settings import Settings
 from tests.kafka_helpers import produce
 from tests.readside.workload import WorkflowLog, interleave
 
@@ -144,8 +144,8 @@ class ApiServer:
     def __init__(self, readside: ReadSide) -> None:
         import uvicorn
 
-        from services.api.app import create_app
-        from services.api.resources import ApiConfig
+        from kflow.api.app import create_app
+        from kflow.api.resources import ApiConfig
 
         self.config = ApiConfig(
             database_url=readside.dsn,
@@ -184,7 +184,7 @@ def api(readside: ReadSide) -> Iterator[ApiServer]:
 @pytest.fixture
 def make_key(readside: ReadSide) -> Callable[..., str]:
     """Create an API key in the test's schema; returns the bearer token."""
-    from services.api.apikeys import Scope, create_key
+    from kflow.api.apikeys import Scope, create_key
 
     def make(tenant: str = "default", *scopes: str) -> str:
         with readside.connect() as conn:

@@ -1,6 +1,6 @@
 """The read model a log must produce, computed from the core's state fold (independent path).
 
-The projector folds events with ``services.core.views.apply_*_event``; these
+The projector folds events with ``kflow.core.views.apply_*_event``; these
 expectations come from ``replay`` (``evolve``) and ``views.summary/step_view``,
 so a projection that drops, duplicates or misorders events disagrees.
 """
@@ -11,10 +11,10 @@ from typing import Any
 
 import psycopg
 
-from projections.log_event import DEFAULT_TENANT
-from services.core.events import StepEvent
-from services.core.replay import replay
-from services.core.views import step_view, summary
+from kflow.core.events import StepEvent
+from kflow.core.replay import replay
+from kflow.core.views import step_view, summary
+from kflow.projections.log_event import DEFAULT_TENANT
 from tests.readside.workload import WorkflowLog
 
 

@@ -7,7 +7,7 @@ from collections.abc import Callable
 import httpx
 import pytest
 
-from services.api.keycache import KeyCache
+from kflow.api.keycache import KeyCache
 from tests.readside.conftest import ApiServer, ReadSide, RunningProjector, wait_until
 from tests.readside.workload import make_logs
 
@@ -45,7 +45,7 @@ def test_missing_or_unknown_key_is_401_problem(seeded: ApiServer) -> None:
 def test_revoked_key_is_401(
     seeded: ApiServer, make_key: Callable[..., str], readside: ReadSide
 ) -> None:
-    from services.api.apikeys import parse_key_id, revoke_key
+    from kflow.api.apikeys import parse_key_id, revoke_key
 
     token = make_key("acme", "read")
     assert _get(seeded, "/workflows", token).status_code == 200
@@ -66,7 +66,7 @@ def _cache_keys_for_minutes(api: ApiServer) -> KeyCache:
 def test_revocation_evicts_a_cached_key_at_once(
     seeded: ApiServer, make_key: Callable[..., str], readside: ReadSide
 ) -> None:
-    from services.api.apikeys import hash_token, parse_key_id, revoke_key
+    from kflow.api.apikeys import hash_token, parse_key_id, revoke_key
 
     keys = _cache_keys_for_minutes(seeded)
     token = make_key("acme", "read")
@@ -90,7 +90,7 @@ def test_revocation_evicts_a_cached_key_at_once(
 def test_a_key_deleted_by_hand_in_sql_is_evicted_too(
     seeded: ApiServer, make_key: Callable[..., str], readside: ReadSide
 ) -> None:
-    from services.api.apikeys import hash_token, parse_key_id
+    from kflow.api.apikeys import hash_token, parse_key_id
 
     keys = _cache_keys_for_minutes(seeded)
     token = make_key("acme", "read")
@@ -105,7 +105,7 @@ def test_a_key_deleted_by_hand_in_sql_is_evicted_too(
 def test_revocation_while_the_listener_reconnects_is_not_missed(
     seeded: ApiServer, make_key: Callable[..., str], readside: ReadSide
 ) -> None:
-    from services.api.apikeys import parse_key_id, revoke_key
+    from kflow.api.apikeys import parse_key_id, revoke_key
 
     keys = _cache_keys_for_minutes(seeded)
     token = make_key("acme", "read")

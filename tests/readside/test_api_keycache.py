@@ -5,8 +5,8 @@ from __future__ import annotations
 import socket
 from typing import Any, cast
 
-from services.api.apikeys import Principal, Scope
-from services.api.keycache import KeyCache
+from kflow.api.apikeys import Principal, Scope
+from kflow.api.keycache import KeyCache
 
 ALICE = Principal("0123456789ab", "alice", "acme", frozenset({Scope.READ}))
 BOB = Principal("ba9876543210", "bob", "acme", frozenset({Scope.READ}))

@@ -69,7 +69,7 @@ def test_stream_fills_a_gap_from_postgres_when_redis_runs_ahead(
     the live events 6-8 must wait until 3-5 can be backfilled."""
     import redis
 
-    from projections.redis_keys import status_key
+    from kflow.projections.redis_keys import status_key
 
     wlog = run_workflow("sse-2", 1_800_000_000_000, tenant="acme")
     pg = start_projector("postgres")

@@ -8,9 +8,9 @@ from typing import Any
 import httpx
 import pytest
 
-from services.bus.contracts import decode, default_contracts
-from services.bus.records import WorkflowDefinitionRecord
-from services.core.inputs import CancelWorkflow, SignalWorkflow, StartWorkflow
+from kflow.bus.contracts import decode, default_contracts
+from kflow.bus.records import WorkflowDefinitionRecord
+from kflow.core.inputs import CancelWorkflow, SignalWorkflow, StartWorkflow
 from tests.kafka_helpers import consume_all, produce
 from tests.readside.conftest import ApiServer, ReadSide, RunningProjector
 from tests.readside.workload import PIPELINE, make_logs

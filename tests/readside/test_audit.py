@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from services.core.events import WorkflowCompleted
+from kflow.core.events import WorkflowCompleted
 from tests.kafka_helpers import produce
 from tests.readside.conftest import ReadSide
 from tests.readside.workload import WorkflowLog, encode, run_workflow

@@ -12,11 +12,11 @@ from collections.abc import Iterator
 import httpx
 import pytest
 
-from services.api.apikeys import Scope, create_key
-from services.bus.admin import create_topics
-from services.bus.contracts import decode
-from services.bus.topics import topic_specs
-from services.core.inputs import StartWorkflow
+from kflow.api.apikeys import Scope, create_key
+from kflow.bus.admin import create_topics
+from kflow.bus.contracts import decode
+from kflow.bus.topics import topic_specs
+from kflow.core.inputs import StartWorkflow
 from tests.kafka_helpers import consume_all
 from tests.readside.conftest import ApiServer, ReadSide, RunningProjector, wait_until
 from tests.readside.dedicated import DedicatedKafka

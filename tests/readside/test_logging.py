@@ -10,8 +10,8 @@ from collections.abc import Iterator
 import pytest
 from typer.testing import CliRunner
 
-from services.cli.main import _register, app
-from services.observability.logging import JsonFormatter, configure_logging
+from kflow.cli.main import _register, app
+from kflow.observability.logging import JsonFormatter, configure_logging
 
 
 @pytest.fixture

@@ -15,11 +15,11 @@ import httpx
 import pytest
 import redis
 
-from projections.config import ReadSideSettings
-from projections.db import connect
-from projections.migrate import migrate
-from projections.redis_keys import status_key
-from services.settings import Settings
+from kflow.projections.config import ReadSideSettings
+from kflow.projections.db import connect
+from kflow.projections.migrate import migrate
+from kflow.projections.redis_keys import status_key
+from kflow.settings import Settings
 from tests.readside.conftest import ApiServer, ReadSide, RunningProjector, free_port, wait_until
 from tests.readside.dedicated import DedicatedPostgres, DedicatedRedis
 from tests.readside.expected import actual_executions, event_keys, expected_executions, logged_keys
@@ -59,7 +59,7 @@ def _problem(r: httpx.Response, dependency: str) -> None:
 def test_outages_give_503_and_projectors_catch_up_losing_nothing(
     dedicated: tuple[ReadSide, DedicatedPostgres, DedicatedRedis],
 ) -> None:
-    from services.api.apikeys import Scope, create_key
+    from kflow.api.apikeys import Scope, create_key
 
     readside, pg, rd = dedicated
     with readside.connect() as conn:

@@ -6,9 +6,9 @@ from collections.abc import Callable
 
 import pytest
 
-from services.bus.contracts import default_contracts
-from services.bus.dead_letter import decode_dead_letter
-from services.observability.lag import LagRow, consumer_lag
+from kflow.bus.contracts import default_contracts
+from kflow.bus.dead_letter import decode_dead_letter
+from kflow.observability.lag import LagRow, consumer_lag
 from tests.kafka_helpers import consume_all, produce
 from tests.readside.conftest import ReadSide, RunningProjector, wait_until
 from tests.readside.expected import event_keys, logged_keys

@@ -6,10 +6,10 @@ from collections.abc import Callable
 
 import pytest
 
-from projections.fold import datetime_to_ms
-from services.core.events import event_to_dict
-from services.core.replay import replay
-from services.core.views import step_view, summary
+from kflow.core.events import event_to_dict
+from kflow.core.replay import replay
+from kflow.core.views import step_view, summary
+from kflow.projections.fold import datetime_to_ms
 from tests.readside.conftest import ReadSide, RunningProjector
 from tests.readside.expected import (
     actual_executions,

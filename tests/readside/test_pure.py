@@ -9,18 +9,18 @@ from pathlib import Path
 import orjson
 import pytest
 
-from projections import fold
-from projections.db import check_schema
-from projections.errors import MigrationError, ReadSideConfigError
-from projections.log_event import LogEvent
-from projections.migrate import load_migrations
-from projections.pgcopy import EpochMsDumper
-from services.api.apikeys import Principal, Scope, hash_token, matches, parse_key_id
-from services.api.problems import Problem
-from services.api.queries import decode_cursor, encode_cursor
-from services.api.routes_commands import workflow_id_for
-from services.core.events import StepEvent, event_to_dict
-from services.core.views import StepView, apply_step_event, apply_workflow_event
+from kflow.api.apikeys import Principal, Scope, hash_token, matches, parse_key_id
+from kflow.api.problems import Problem
+from kflow.api.queries import decode_cursor, encode_cursor
+from kflow.api.routes_commands import workflow_id_for
+from kflow.core.events import StepEvent, event_to_dict
+from kflow.core.views import StepView, apply_step_event, apply_workflow_event
+from kflow.projections import fold
+from kflow.projections.db import check_schema
+from kflow.projections.errors import MigrationError, ReadSideConfigError
+from kflow.projections.log_event import LogEvent
+from kflow.projections.migrate import load_migrations
+from kflow.projections.pgcopy import EpochMsDumper
 from tests.readside.workload import run_workflow
 
 

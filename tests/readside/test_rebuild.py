@@ -7,8 +7,8 @@ from collections.abc import Callable
 import psycopg
 import pytest
 
-from projections.rebuild import rebuild
-from services.bus.topics import topic_names
+from kflow.bus.topics import topic_names
+from kflow.projections.rebuild import rebuild
 from tests.readside.conftest import ReadSide, RunningProjector
 from tests.readside.expected import actual_executions, event_keys, expected_executions, logged_keys
 from tests.readside.workload import make_logs

@@ -8,10 +8,10 @@ from collections.abc import Callable, Iterator
 import pytest
 import redis
 
-from projections.log_event import LogEvent
-from projections.redis_keys import events_channel, status_key
-from projections.redis_projection import RedisProjector
-from services.core.replay import replay
+from kflow.core.replay import replay
+from kflow.projections.log_event import LogEvent
+from kflow.projections.redis_keys import events_channel, status_key
+from kflow.projections.redis_projection import RedisProjector
 from tests.kafka_helpers import produce
 from tests.readside.conftest import ReadSide, RunningProjector
 from tests.readside.workload import encode, make_logs, run_workflow

@@ -10,14 +10,14 @@ import uuid
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
-from services.bus.contracts import EnvelopeMeta, encode_event
-from services.core.definition import NodeSpec, RetryPolicy, WorkflowDefinition
-from services.core.errors import ErrorClass
-from services.core.events import Event, StepScheduled
-from services.core.fold import evolve_all
-from services.core.inputs import StartWorkflow, StepError, StepResult
-from services.core.machine import decide
-from services.core.state import WorkflowState, is_terminal
+from kflow.bus.contracts import EnvelopeMeta, encode_event
+from kflow.core.definition import NodeSpec, RetryPolicy, WorkflowDefinition
+from kflow.core.errors import ErrorClass
+from kflow.core.events import Event, StepScheduled
+from kflow.core.fold import evolve_all
+from kflow.core.inputs import StartWorkflow, StepError, StepResult
+from kflow.core.machine import decide
+from kflow.core.state import WorkflowState, is_terminal
 
 PIPELINE = WorkflowDefinition(
     name="readside-pipeline",

@@ -11,9 +11,9 @@ import psycopg
 import pytest
 from psycopg import sql
 
-from services.bus.contracts import Envelope, decode
-from services.relay.outbox import install
-from services.relay.relay import RelayConfig
+from kflow.bus.contracts import Envelope, decode
+from kflow.relay.outbox import install
+from kflow.relay.relay import RelayConfig
 from tests.kafka_helpers import consume_all
 
 WAIT_S = 60.0  # a safety net against hangs, not a speed assertion

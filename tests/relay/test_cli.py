@@ -7,7 +7,7 @@ import pytest
 from psycopg import sql
 from typer.testing import CliRunner
 
-from services.cli.main import _register, app
+from kflow.cli.main import _register, app
 from tests.relay.conftest import scalar
 
 pytestmark = pytest.mark.integration

@@ -13,10 +13,10 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from services.bus.topics import topic_names
-from services.cli.run import service_command
-from services.relay.outbox import enqueue_start
-from services.relay.relay import Relay, RelayConfig
+from kflow.bus.topics import topic_names
+from kflow.cli.run import service_command
+from kflow.relay.outbox import enqueue_start
+from kflow.relay.relay import Relay, RelayConfig
 from tests.relay.conftest import WAIT_S, pending, read_commands, scalar, wait_until
 
 pytestmark = pytest.mark.integration

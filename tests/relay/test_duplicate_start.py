@@ -7,10 +7,10 @@ from collections.abc import Iterator
 import psycopg
 import pytest
 
-from services.bus.topics import topic_names
-from services.relay.outbox import enqueue_start
-from services.relay.relay import Relay, RelayConfig
-from services.settings import Settings
+from kflow.bus.topics import topic_names
+from kflow.relay.outbox import enqueue_start
+from kflow.relay.relay import Relay, RelayConfig
+from kflow.settings import Settings
 from tests.relay.conftest import read_commands
 from tests.runtime.conftest import Runtime, types_of
 

@@ -9,10 +9,10 @@ import psycopg
 import pytest
 from prometheus_client import REGISTRY
 
-from services.bus.topics import topic_names
-from services.core.inputs import StartWorkflow
-from services.relay.errors import OutboxInputError
-from services.relay.outbox import (
+from kflow.bus.topics import topic_names
+from kflow.core.inputs import StartWorkflow
+from kflow.relay.errors import OutboxInputError
+from kflow.relay.outbox import (
     enqueue_start,
     enqueue_start_async,
     failed_rows,
@@ -21,7 +21,7 @@ from services.relay.outbox import (
     outbox_stats,
     retry_failed,
 )
-from services.relay.relay import Relay, RelayConfig
+from kflow.relay.relay import Relay, RelayConfig
 from tests.relay.conftest import pending, read_commands, scalar, wait_until
 
 pytestmark = pytest.mark.integration

@@ -12,15 +12,15 @@ from typing import Any
 import pytest
 
 import tests.runtime.nodes  # noqa: F401  (registers the test node types)
-from services.core.definition import WorkflowDefinition, parse_definition
-from services.core.events import Event
-from services.core.inputs import Input, StartWorkflow
-from services.orchestrator.client import CommandPublisher, EventReader, is_final
-from services.orchestrator.service import OrchestratorConfig, OrchestratorService
-from services.processor.registry import load_node_modules, registry
-from services.processor.service import ProcessorConfig, ProcessorService
-from services.registry.topic import publish_definition
-from services.settings import Settings
+from kflow.core.definition import WorkflowDefinition, parse_definition
+from kflow.core.events import Event
+from kflow.core.inputs import Input, StartWorkflow
+from kflow.orchestrator.client import CommandPublisher, EventReader, is_final
+from kflow.orchestrator.service import OrchestratorConfig, OrchestratorService
+from kflow.processor.registry import load_node_modules, registry
+from kflow.processor.service import ProcessorConfig, ProcessorService
+from kflow.registry.topic import publish_definition
+from kflow.settings import Settings
 
 TEST_QUEUES = ("default", "other")
 WAIT_S = 90.0  # a safety net against hangs, not a speed assertion

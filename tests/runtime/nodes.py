@@ -8,9 +8,9 @@ from typing import Any
 
 import redis
 
-from services.core.errors import NeedsReview, PermanentError
-from services.processor.context import StepContext
-from services.processor.registry import node
+from kflow.core.errors import NeedsReview, PermanentError
+from kflow.processor.context import StepContext
+from kflow.processor.registry import node
 
 _clients: dict[str, redis.Redis] = {}
 

@@ -8,8 +8,8 @@ import subprocess
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from services.cli.run import service_command
-from services.settings import Settings
+from kflow.cli.run import service_command
+from kflow.settings import Settings
 
 REPO = Path(__file__).resolve().parents[2]
 

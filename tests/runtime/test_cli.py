@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from services.cli.main import _register, app
-from services.settings import Settings, get_settings
+from kflow.cli.main import _register, app
+from kflow.settings import Settings, get_settings
 
 _register()
 runner = CliRunner()

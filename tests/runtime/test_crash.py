@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 import redis
 
-from services.core.events import StepScheduled, StepSucceeded, WorkflowCompleted
-from services.settings import Settings
+from kflow.core.events import StepScheduled, StepSucceeded, WorkflowCompleted
+from kflow.settings import Settings
 from tests.runtime.conftest import Runtime
 from tests.runtime.services import ServiceProcesses
 

@@ -11,9 +11,9 @@ import time
 import pytest
 import redis
 
-from services.core.events import DuplicateStartIgnored
-from services.core.inputs import StartWorkflow
-from services.orchestrator.closed import decode_marker
+from kflow.core.events import DuplicateStartIgnored
+from kflow.core.inputs import StartWorkflow
+from kflow.orchestrator.closed import decode_marker
 from tests.kafka_helpers import consume_all
 from tests.runtime.conftest import TEST_QUEUES, Runtime, types_of
 

@@ -11,9 +11,9 @@ from typing import Any
 import pytest
 from prometheus_client import REGISTRY
 
-from services.bus.topics import topic_names
-from services.observability.lag import LagRefresher
-from services.observability.metrics import serve_metrics
+from kflow.bus.topics import topic_names
+from kflow.observability.lag import LagRefresher
+from kflow.observability.metrics import serve_metrics
 from tests.kafka_helpers import consume_all, produce
 from tests.runtime.conftest import TEST_QUEUES, WAIT_S, Runtime, types_of
 

@@ -6,14 +6,14 @@ import json
 
 import pytest
 
-from services.bus.contracts import Envelope, default_contracts
-from services.bus.message import BusMessage
-from services.bus.topics import topic_names
-from services.core.definition import parse_definition
-from services.core.inputs import Input, StartWorkflow, StepHeartbeat, StepResult
-from services.core.machine import decide, evolve_all
-from services.core.state import WorkflowState
-from services.orchestrator.closed import (
+from kflow.bus.contracts import Envelope, default_contracts
+from kflow.bus.message import BusMessage
+from kflow.bus.topics import topic_names
+from kflow.core.definition import parse_definition
+from kflow.core.inputs import Input, StartWorkflow, StepHeartbeat, StepResult
+from kflow.core.machine import decide, evolve_all
+from kflow.core.state import WorkflowState
+from kflow.orchestrator.closed import (
     ClosedIds,
     ClosedMarker,
     MarkerError,
@@ -21,11 +21,11 @@ from services.orchestrator.closed import (
     duplicate_of_closed,
     encode_marker,
 )
-from services.orchestrator.handler import OrchestratorHandler
-from services.orchestrator.snapshots import SnapshotEncoder
-from services.orchestrator.table import WorkflowTable
-from services.orchestrator.timers import TimerHeap
-from services.registry.store import DefinitionStore
+from kflow.orchestrator.handler import OrchestratorHandler
+from kflow.orchestrator.snapshots import SnapshotEncoder
+from kflow.orchestrator.table import WorkflowTable
+from kflow.orchestrator.timers import TimerHeap
+from kflow.registry.store import DefinitionStore
 
 DEFINITION = parse_definition({"name": "one", "nodes": [{"id": "a", "type": "echo"}]})
 

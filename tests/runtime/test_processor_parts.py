@@ -14,15 +14,15 @@ import httpx
 import pydantic
 import pytest
 
-from services.bus.records import ExecuteStep
-from services.core.errors import ErrorClass, NeedsReview, PermanentError, TransientError
-from services.processor.builtin_nodes import http_error_for_status
-from services.processor.context import StepContext
-from services.processor.executor import StepExecutor
-from services.processor.failures import StepTimeout, classify
-from services.processor.ledger import Outcome, RedisLedger
-from services.processor.offsets import PartitionProgress
-from services.processor.registry import NodeRegistry, NodeRegistryError, load_node_modules, registry
+from kflow.bus.records import ExecuteStep
+from kflow.core.errors import ErrorClass, NeedsReview, PermanentError, TransientError
+from kflow.processor.builtin_nodes import http_error_for_status
+from kflow.processor.context import StepContext
+from kflow.processor.executor import StepExecutor
+from kflow.processor.failures import StepTimeout, classify
+from kflow.processor.ledger import Outcome, RedisLedger
+from kflow.processor.offsets import PartitionProgress
+from kflow.processor.registry import NodeRegistry, NodeRegistryError, load_node_modules, registry
 
 
 class Doc(pydantic.BaseModel):

@@ -8,10 +8,10 @@ from typing import Any
 import pytest
 from confluent_kafka import Consumer, TopicPartition
 
-from services.bus.codec import AvroCodec
-from services.bus.dead_letter import decode_dead_letter
-from services.bus.topics import topic_names
-from services.core.events import (
+from kflow.bus.codec import AvroCodec
+from kflow.bus.dead_letter import decode_dead_letter
+from kflow.bus.topics import topic_names
+from kflow.core.events import (
     DuplicateStartIgnored,
     Event,
     StepEvent,
@@ -20,14 +20,14 @@ from services.core.events import (
     WorkflowRejected,
     WorkflowStarted,
 )
-from services.core.inputs import (
+from kflow.core.inputs import (
     CancelWorkflow,
     PauseWorkflow,
     ResumeWorkflow,
     SignalWorkflow,
     StartWorkflow,
 )
-from services.orchestrator.client import EventReader
+from kflow.orchestrator.client import EventReader
 from tests.kafka_helpers import consume_all, produce
 from tests.runtime.conftest import TEST_QUEUES, Runtime, types_of
 

@@ -55,8 +55,9 @@ class Settings(BaseSettings):
         ge=60_000,
         description="duplicate-start window: how long <prefix>.closed remembers finished ids",
     )
-    """A StartWorkflow repeating a finished workflow's id within this window is answered
-    from the closed marker; after it, the id may start a new workflow (ADR 0032)."""
+    """A StartWorkflow repeating a finished workflow's id within this window gets
+    DuplicateStartIgnored from the id's closed marker instead of a second run (ADR 0032);
+    the orchestrator keeps the ids in memory for as long."""
 
     # -- limits -----------------------------------------------------------------------------
 

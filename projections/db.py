@@ -7,8 +7,8 @@ import re
 import psycopg
 from psycopg import sql
 
-from kflow.projections.config import SCHEMA_PATTERN
 from kflow.projections.errors import ReadSideConfigError, ReadSideUnavailable
+from kflow.settings import SCHEMA_PATTERN
 
 _SCHEMA_RE = re.compile(SCHEMA_PATTERN)
 

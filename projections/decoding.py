@@ -1,25 +1,18 @@
-"""Turn consumed records into log events or definition records; anything else is poison."""
+"""Turn consumed records into log events or definition records; anything else is poison.
+
+Poison is returned as the :class:`DecodeError` saying why (it goes to the DLQ, with
+``kflow.bus.dead_letter``, and the partition moves on).
+"""
 
 from __future__ import annotations
-
-from dataclasses import dataclass
 
 from confluent_kafka import Message
 
 from kflow.bus.contracts import Contracts
-from kflow.bus.errors import DecodeError
+from kflow.bus.errors import DecodeError, DecodeFailure
 from kflow.bus.topics import TopicNames
 from kflow.core.events import Event
 from kflow.projections.log_event import DEFAULT_TENANT, DefinitionRecord, LogEvent
-
-
-@dataclass(frozen=True)
-class Poison:
-    """Why a record cannot be projected (goes to the DLQ; the partition moves on)."""
-
-    reason: str
-    error_type: str
-    message: str
 
 
 class Decoder:
@@ -30,7 +23,7 @@ class Decoder:
         self._definitions = topics.definitions
         self._envelope = contracts.decode_envelope
 
-    def __call__(self, msg: Message) -> LogEvent | DefinitionRecord | Poison:
+    def __call__(self, msg: Message) -> LogEvent | DefinitionRecord | DecodeError:
         topic = str(msg.topic())
         partition = int(msg.partition() or 0)
         offset = int(msg.offset() or 0)
@@ -38,14 +31,14 @@ class Decoder:
         if topic == self._definitions:
             return _definition(msg, self.contracts, topic, partition, offset, raw)
         if not isinstance(raw, bytes):
-            return Poison("empty", "EmptyRecord", "an events record has no value")
+            return DecodeError(DecodeFailure.TRUNCATED, "an events record has no value")
         try:
             env = self._envelope(raw)
         except DecodeError as e:
-            return Poison(e.reason.value, "DecodeError", e.detail)
+            return e
         body = env.body
         if not isinstance(body, Event):
-            return Poison("wrong_type", "DecodeError", f"{env.type} is not an event")
+            return DecodeError(DecodeFailure.WRONG_TYPE, f"{env.type} is not an event")
         ts = msg.timestamp()[1]
         return LogEvent(
             topic,
@@ -61,25 +54,28 @@ class Decoder:
 
 def decode_message(
     msg: Message, contracts: Contracts, topics: TopicNames
-) -> LogEvent | DefinitionRecord | Poison:
+) -> LogEvent | DefinitionRecord | DecodeError:
     """Decode one record of the events or definitions topic."""
     return Decoder(contracts, topics)(msg)
 
 
 def _definition(
     msg: Message, contracts: Contracts, topic: str, partition: int, offset: int, raw: object
-) -> DefinitionRecord | Poison:
+) -> DefinitionRecord | DecodeError:
     key = msg.key()
     key_text = key.decode("utf-8", "replace") if isinstance(key, bytes) else str(key or "")
     if raw is None:  # tombstone: the definition was removed
         name, _, version = key_text.rpartition("@")
         if not name or not version.isdigit():
-            return Poison("malformed", "BadKey", f"definition tombstone key {key_text!r}")
+            return DecodeError(
+                DecodeFailure.MALFORMED,
+                f"definition tombstone key {key_text!r} is not name@version",
+            )
         return DefinitionRecord(topic, partition, offset, name, int(version), None)
     if not isinstance(raw, bytes):
-        return Poison("malformed", "DecodeError", "definition record value is not bytes")
+        return DecodeError(DecodeFailure.MALFORMED, "definition record value is not bytes")
     try:
         rec = contracts.decode_definition(raw)
     except DecodeError as e:
-        return Poison(e.reason.value, "DecodeError", e.detail)
+        return e
     return DefinitionRecord(topic, partition, offset, rec.name, rec.version, rec.definition)

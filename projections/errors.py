@@ -19,3 +19,8 @@ class ReadSideUnavailable(ReadSideError):
 
 class MigrationError(ReadSideError):
     """The schema's recorded migrations disagree with the files on disk."""
+
+
+class UnwritableValue(ReadSideError, ValueError):
+    """A record holds a value the read model cannot store as JSON (an integer over 64 bits,
+    a lone surrogate); the projector dead-letters that record and projects the rest."""

@@ -18,6 +18,7 @@ import orjson
 
 from kflow.core.events import Event, event_to_dict
 from kflow.core.views import StepView, WorkflowSummary
+from kflow.projections.errors import UnwritableValue
 from kflow.projections.log_event import DEFAULT_TENANT, LogEvent
 
 Row = tuple[Any, ...]
@@ -48,18 +49,35 @@ EVENT_COL_TYPES = (
 )  # fmt: skip
 
 
+def json_bytes(value: Any) -> bytes:
+    """Compact JSON text as UTF-8 bytes (what a JSON column of a COPY-ready row holds).
+
+    Raises :class:`UnwritableValue` for what orjson cannot write (integers over 64 bits,
+    lone surrogates): values ``json`` reads from a step's output, not a bug here.
+    """
+    try:
+        return orjson.dumps(value)
+    except TypeError as e:
+        raise _unwritable(e) from e
+
+
 def dumps(value: Any) -> str:
     """Compact JSON text (jsonb normalises key order, so no sorting is needed)."""
-    return orjson.dumps(value).decode()
-
-
-def json_bytes(value: Any) -> bytes:
-    """Compact JSON text as UTF-8 bytes (what a JSON column of a COPY-ready row holds)."""
-    return orjson.dumps(value)
+    try:
+        return orjson.dumps(value).decode()
+    except TypeError as e:
+        raise _unwritable(e) from e
 
 
 def _json_or_null(value: Any) -> bytes | None:
-    return None if value is None else orjson.dumps(value)
+    try:
+        return None if value is None else orjson.dumps(value)
+    except TypeError as e:
+        raise _unwritable(e) from e
+
+
+def _unwritable(e: TypeError) -> UnwritableValue:
+    return UnwritableValue(f"a value cannot be written as JSON: {e}")
 
 
 def ms_to_datetime(ms: int | None) -> datetime | None:
@@ -149,7 +167,11 @@ def event_json(event: Event) -> bytes:
     is exactly ``event_to_dict`` minus its leading ``"type"`` key (every event has a
     ``workflow_id``, so the object is never empty).
     """
-    return b'{"type":"' + type(event).__name__.encode() + b'",' + orjson.dumps(event)[1:]
+    try:
+        body = orjson.dumps(event)
+    except TypeError as e:
+        raise _unwritable(e) from e
+    return b'{"type":"' + type(event).__name__.encode() + b'",' + body[1:]
 
 
 def event_row(le: LogEvent) -> Row:

@@ -10,12 +10,13 @@ second state machine.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
 import time
 from collections import OrderedDict
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 
 import psycopg
@@ -193,7 +194,7 @@ class PostgresProjector:
                 tp = (r.topic, r.partition)
                 if r.offset >= reached.get(tp, 0):
                     reached[tp] = r.offset + 1
-        with self.conn.transaction():
+        with self._staging_kept_on_rollback(), self.conn.transaction():
             lock_partitions(self.conn, self.schema, self.projection, reached)
             stored = load_offsets(self.conn, self.projection)
             if any(stored.get(tp) != o for tp, o in self._written.items()):
@@ -239,6 +240,17 @@ class PostgresProjector:
         if fresh:
             EVENTS_IN.labels(f"projector-{self.projection}", fresh[0].topic).inc(len(fresh))
         return result
+
+    @contextlib.contextmanager
+    def _staging_kept_on_rollback(self) -> Iterator[None]:
+        """A failed batch leaves the sink usable: staging tables made in a transaction that
+        rolls back are gone with it, so they are made again next time."""
+        staged = self._staged
+        try:
+            yield
+        except BaseException:
+            self._staged = staged
+            raise
 
     def _remember(self, changed: _Fold) -> None:
         for wf, (s, _) in changed.summaries.items():

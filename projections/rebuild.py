@@ -12,12 +12,13 @@
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaException, TopicPartition
@@ -26,12 +27,22 @@ from psycopg import sql
 
 from kflow.bus.clients import make_consumer
 from kflow.bus.contracts import default_contracts
+from kflow.bus.errors import DecodeError
 from kflow.bus.topics import TopicNames
 from kflow.projections.db import connect
-from kflow.projections.decoding import Decoder, Poison
+from kflow.projections.decoding import Decoder
 from kflow.projections.log_event import DefinitionRecord, LogEvent
 from kflow.projections.migrate import migrate
-from kflow.projections.postgres import Partition, PostgresProjector, load_offsets, lock_partitions
+from kflow.projections.postgres import (
+    BatchResult,
+    Partition,
+    PostgresProjector,
+    load_offsets,
+    lock_partitions,
+)
+from kflow.projections.refusals import Record, apply_or_split
+
+log = logging.getLogger(__name__)
 
 PROJECTION_TABLES = ("executions", "steps", "events", "definitions", "projection_offsets")
 """Tables a rebuild replaces; ``api_keys`` and ``schema_migrations`` stay."""
@@ -117,8 +128,7 @@ class _Reader:
             if all(pos.get(tp, -1) >= off for tp, off in targets.items() if off > 0):
                 return
             msgs = self.consumer.consume(5_000, 0.5)
-            events: list[LogEvent] = []
-            defs: list[DefinitionRecord] = []
+            records: list[Record] = []
             positions: dict[Partition, int] = {}
             for msg in msgs:
                 if msg.error() is not None:
@@ -126,17 +136,27 @@ class _Reader:
                 tp = (str(msg.topic()), int(msg.partition() or 0))
                 positions[tp] = int(msg.offset() or 0) + 1
                 decoded = self.decode(msg)
-                if isinstance(decoded, Poison):
+                if isinstance(decoded, DecodeError):
                     self.poison += 1
-                elif isinstance(decoded, LogEvent):
-                    events.append(decoded)
                 else:
-                    defs.append(decoded)
+                    records.append(decoded)
             if positions:
-                self.sink.apply(events, defs, positions)
-                self.events += len(events)
+                apply_or_split(self._apply, records, positions, self._refused)
+                self.events += sum(isinstance(r, LogEvent) for r in records)
                 if progress is not None:
                     progress(self.events + self.poison, total)
+
+    def _apply(self, records: Sequence[Record], positions: Mapping[Partition, int]) -> BatchResult:
+        events = [r for r in records if isinstance(r, LogEvent)]
+        defs = [r for r in records if isinstance(r, DefinitionRecord)]
+        return self.sink.apply(events, defs, positions)
+
+    def _refused(self, record: Record, error: Exception) -> None:
+        """Counted with the poison: the live projector has dead-lettered it already."""
+        self.poison += 1
+        log.warning(
+            "rebuild skips %s[%s]@%s: %s", record.topic, record.partition, record.offset, error
+        )
 
     def close(self) -> None:
         self.consumer.close()

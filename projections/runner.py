@@ -20,18 +20,20 @@ from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaException, Message,
 
 from kflow.bus.clients import make_consumer, make_producer
 from kflow.bus.contracts import default_contracts
-from kflow.bus.dead_letter import DeadLetter, dead_letter_record
+from kflow.bus.dead_letter import UNPROJECTABLE, dead_letter_for, dead_letter_record
+from kflow.bus.errors import DecodeError
 from kflow.bus.topics import TopicNames
 from kflow.observability.metrics import DLQ_RECORDS, PROJECTION_ERRORS
-from kflow.projections.decoding import Decoder, Poison
+from kflow.projections.decoding import Decoder
 from kflow.projections.log_event import DefinitionRecord, LogEvent
 from kflow.projections.postgres import BatchResult, Partition
+from kflow.projections.refusals import Record, apply_or_split
 
 log = logging.getLogger(__name__)
 
 
 class Sink(Protocol):
-    """Where a projector writes; ``apply`` is all-or-nothing."""
+    """Where a projector writes; ``apply`` is all-or-nothing, and leaves the sink usable."""
 
     projection: str
 
@@ -174,8 +176,7 @@ class Projector:
             self.sink.close()
 
     def _handle(self, msgs: list[Message], on_batch: Callable[[BatchResult], None] | None) -> None:
-        events: list[LogEvent] = []
-        defs: list[DefinitionRecord] = []
+        records: list[Record] = []
         positions: dict[Partition, int] = {}
         for msg in msgs:
             if msg.error() is not None:
@@ -184,24 +185,23 @@ class Projector:
             tp = (str(msg.topic()), int(msg.partition() or 0))
             positions[tp] = max(positions.get(tp, 0), int(msg.offset() or 0) + 1)
             decoded = self.decode(msg)
-            if isinstance(decoded, Poison):
-                self._dead_letter(msg, decoded)
-            elif isinstance(decoded, LogEvent):
-                events.append(decoded)
+            if isinstance(decoded, DecodeError):
+                self._dead_letter(msg, decoded.reason.value, decoded)
             else:
-                defs.append(decoded)
+                records.append(decoded)
         if not positions:
             return
-        holder: list[BatchResult] = []
-        if not _until_done(
-            "applying a batch",
-            lambda: holder.append(self.sink.apply(events, defs, positions)),
-            self.sink,
-            self.stop,
-        ):
+
+        def refused(record: Record, error: Exception) -> None:
+            at = (record.topic, record.partition, record.offset)
+            msg = next(m for m in msgs if (m.topic(), m.partition(), m.offset()) == at)
+            self._dead_letter(msg, UNPROJECTABLE, error)
+
+        result = apply_or_split(self._apply, records, positions, refused)
+        if result is None:  # stopped during an outage
             return
         self.dlq.flush(10)
-        self.applied += holder[0].applied
+        self.applied += result.applied
         try:
             # the consumer's position also steps over transaction markers after the last
             # record, so the group's lag reads 0 (not 1) on a transactional topic
@@ -217,25 +217,36 @@ class Projector:
         except KafkaException as e:  # advisory for the PostgreSQL sink; Redis re-applies safely
             log.warning("offset commit failed: %s", e)
         if on_batch is not None:
-            on_batch(holder[0])
+            on_batch(result)
 
-    def _dead_letter(self, msg: Message, poison: Poison) -> None:
-        raw = msg.value()
-        key = msg.key()
-        letter = DeadLetter(
-            original_key=key.decode("utf-8", "replace") if isinstance(key, bytes) else key,
-            original_value=raw if isinstance(raw, bytes) else None,
-            topic=str(msg.topic()),
-            partition=int(msg.partition() or 0),
-            offset=int(msg.offset() or 0),
-            reason=poison.reason,
-            error_type=poison.error_type,
-            message=poison.message,
-            at=int(time.time() * 1000),
-        )
+    def _apply(
+        self, records: Sequence[Record], positions: Mapping[Partition, int]
+    ) -> BatchResult | None:
+        """Apply ``records`` and store ``positions``, waiting out store outages (None: stopped)."""
+        events = [r for r in records if isinstance(r, LogEvent)]
+        defs = [r for r in records if isinstance(r, DefinitionRecord)]
+        holder: list[BatchResult] = []
+        if not _until_done(
+            "applying a batch",
+            lambda: holder.append(self.sink.apply(events, defs, positions)),
+            self.sink,
+            self.stop,
+        ):
+            return None
+        return holder[0]
+
+    def _dead_letter(self, msg: Message, reason: str, error: Exception) -> None:
+        letter = dead_letter_for(msg, msg.value(), reason, error, int(time.time() * 1000))
         rec = dead_letter_record(letter, self.topics.dlq, self.contracts.codec)
         self.dlq.produce(rec.topic, key=rec.key, value=rec.value)
         DLQ_RECORDS.labels(f"projector-{self.sink.projection}", letter.topic).inc()
         log.error(
-            "dead-lettered %s[%s]@%s: %s", letter.topic, letter.partition, letter.offset, poison
+            "%s projection dead-lettered %s[%s]@%s (%s): %s: %s",
+            self.sink.projection,
+            letter.topic,
+            letter.partition,
+            letter.offset,
+            reason,
+            letter.error_type,
+            letter.message,
         )

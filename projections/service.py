@@ -15,7 +15,6 @@ from enum import StrEnum
 import redis
 
 from kflow.bus.topics import topic_names
-from kflow.projections.config import ReadSideSettings, get_readside_settings
 from kflow.projections.db import connect
 from kflow.projections.migrate import migrate
 from kflow.projections.postgres import BatchResult, PostgresProjector
@@ -38,15 +37,15 @@ def group_id(topic_prefix: str, target: Target) -> str:
     return f"{topic_prefix}.projector.{target.value}"
 
 
-def make_sink(target: Target, settings: Settings, rs: ReadSideSettings) -> Sink:
+def make_sink(target: Target, settings: Settings) -> Sink:
     """The sink for ``target``; PostgreSQL gets its migrations applied first."""
     if target is Target.POSTGRES:
-        with connect(settings.database_url, rs.db_schema) as conn:
-            migrate(conn, rs.db_schema)
+        with connect(settings.database_url, settings.db_schema) as conn:
+            migrate(conn, settings.db_schema)
             conn.commit()
-        return PostgresProjector(settings.database_url, rs.db_schema)
+        return PostgresProjector(settings.database_url, settings.db_schema)
     client = redis.Redis.from_url(settings.redis_url, socket_timeout=10, socket_connect_timeout=3)
-    return RedisProjector(client, rs.redis_prefix, rs.finished_ttl_s)
+    return RedisProjector(client, settings.redis_prefix, settings.finished_ttl_s)
 
 
 def run_projector_processes(target: str, processes: int) -> int:
@@ -55,8 +54,7 @@ def run_projector_processes(target: str, processes: int) -> int:
     One Python process decodes and folds about 10,000 events/s; the consumer group
     spreads the partitions over the processes (see docs/adr/0041).
     """
-    rs = get_readside_settings()
-    base = rs.projector_instance or f"{socket.gethostname()}-{target}"
+    base = get_settings().projector_instance or f"{socket.gethostname()}-{target}"
     children = [
         subprocess.Popen(
             [sys.executable, "-m", "projections", target],
@@ -78,22 +76,20 @@ def run_projector(
     target: Target | str,
     *,
     settings: Settings | None = None,
-    readside: ReadSideSettings | None = None,
     stop: threading.Event | None = None,
     on_batch: Callable[[BatchResult], None] | None = None,
 ) -> Projector:
     """Project ``{p}.events`` into ``target`` until stopped (SIGTERM/SIGINT in the main thread)."""
     settings = settings or get_settings()
-    rs = readside or get_readside_settings()
     kind = Target(target)
-    sink = make_sink(kind, settings, rs)
+    sink = make_sink(kind, settings)
     projector = Projector(
         sink,
         settings.kafka_bootstrap,
         topic_names(settings.topic_prefix),
-        rs.projector_group or group_id(settings.topic_prefix, kind),
-        batch_size=rs.projector_batch,
-        instance_id=rs.projector_instance,
+        settings.projector_group or group_id(settings.topic_prefix, kind),
+        batch_size=settings.projector_batch,
+        instance_id=settings.projector_instance,
     )
     if stop is not None:
         projector.stop = stop

@@ -15,12 +15,28 @@ from confluent_kafka import (
     TopicPartition,
 )
 
+from kflow.bus.clients import make_producer
+
 
 def produce(
-    bootstrap: str, topic: str, records: Iterable[tuple[bytes | str | None, bytes | str | None]]
+    bootstrap: str,
+    topic: str,
+    records: Iterable[tuple[bytes | str | None, bytes | str | None]],
+    *,
+    transactional: bool = False,
 ) -> int:
-    """Produce ``(key, value)`` records, wait for delivery; return how many were sent."""
-    producer = Producer({"bootstrap.servers": bootstrap, "enable.idempotence": True})
+    """Produce ``(key, value)`` records, wait for delivery; return how many were sent.
+
+    ``transactional``: in one committed transaction, with the producer settings the
+    orchestrator uses, so the log holds a commit marker after the records as it does in
+    production.
+    """
+    if transactional:
+        producer = make_producer(bootstrap, transactional_id=f"test-{uuid.uuid4().hex}")
+        producer.init_transactions(30)
+        producer.begin_transaction()
+    else:
+        producer = Producer({"bootstrap.servers": bootstrap, "enable.idempotence": True})
     errors: list[str] = []
 
     def on_delivery(err: KafkaError | None, msg: Message) -> None:
@@ -32,6 +48,8 @@ def produce(
         producer.produce(topic, key=key, value=value, on_delivery=on_delivery)
         producer.poll(0)
         count += 1
+    if transactional:
+        producer.commit_transaction(30)
     remaining = producer.flush(30)
     if remaining or errors:
         raise AssertionError(f"produce to {topic} failed: {remaining} undelivered, errors {errors}")

@@ -9,12 +9,15 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from kflow.core.errors import KflowError
+
 PROBLEM_TYPE_BASE = "https://kflow.dev/problems/"
 PROBLEM_MEDIA_TYPE = "application/problem+json"
 
 
-class Problem(Exception):
-    """An error to return as ``application/problem+json``."""
+class Problem(KflowError):
+    """An error to return as ``application/problem+json`` (raised in a request, answered by
+    the handler :func:`install_problem_handlers` installs)."""
 
     def __init__(
         self,

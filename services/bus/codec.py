@@ -22,6 +22,7 @@ from kflow.bus.schema_registry import (
     SchemaRegistry,
     default_registry,
 )
+from kflow.core.errors import KflowError
 
 HEADER_SIZE = 10
 
@@ -131,11 +132,13 @@ _LONG = (-(1 << 63), (1 << 63) - 1)
 _INT = (-(1 << 31), (1 << 31) - 1)
 
 
-class _Unsupported(Exception):
+# Private control flow: both are caught in this module and never reach a caller. They sit
+# under KflowError anyway, so every exception class kflow defines has the one root.
+class _Unsupported(KflowError):
     """The schema uses a type the generated code does not handle: fastavro serves it."""
 
 
-class _Mismatch(Exception):
+class _Mismatch(KflowError):
     """A record or body the generated code does not take as is: fastavro decides."""
 
 

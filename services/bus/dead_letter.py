@@ -12,6 +12,9 @@ from kflow.bus.message import OutRecord, key_text
 DEAD_LETTER_SCHEMA = "kflow.DeadLetter"
 HANDLER_ERROR = "handler_error"
 """The ``reason`` of a record whose handler raised a non-retryable error."""
+UNPROJECTABLE = "unprojectable"
+"""The ``reason`` of an event a projection cannot store (a value its store refuses, such as
+an integer over 64 bits for orjson); the rest of its batch is projected."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -8,7 +8,6 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from kflow.projections.config import get_readside_settings
 from kflow.settings import get_settings
 
 if TYPE_CHECKING:
@@ -26,17 +25,17 @@ def api_config() -> ApiConfig:
     """The API's configuration from the ``KFLOW_*`` environment."""
     from kflow.api.resources import ApiConfig
 
-    s, rs = get_settings(), get_readside_settings()
+    s = get_settings()
     return ApiConfig(
         database_url=s.database_url,
-        db_schema=rs.db_schema,
+        db_schema=s.db_schema,
         redis_url=s.redis_url,
-        redis_prefix=rs.redis_prefix,
+        redis_prefix=s.redis_prefix,
         kafka_bootstrap=s.kafka_bootstrap,
         topic_prefix=s.topic_prefix,
         max_payload_bytes=s.max_payload_bytes,
-        command_timeout_s=rs.api_command_timeout_s,
-        auth_cache_s=rs.api_auth_cache_s,
+        command_timeout_s=s.api_command_timeout_s,
+        auth_cache_s=s.api_auth_cache_s,
     )
 
 
@@ -46,11 +45,11 @@ def serve_api(host: str | None = None, port: int | None = None) -> None:
 
     from kflow.api.app import create_app
 
-    rs = get_readside_settings()
+    s = get_settings()
     uvicorn.run(
         create_app(api_config()),
-        host=host or rs.api_host,
-        port=port or rs.api_port,
+        host=host or s.api_host,
+        port=port or s.api_port,
         log_level="info",
         access_log=False,
     )

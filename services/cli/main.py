@@ -37,6 +37,12 @@ def _register() -> None:
 
 
 def main() -> None:
-    """Console-script entry point."""
+    """Console-script entry point; a bad ``KFLOW_*`` value is an error message, exit code 2."""
+    from kflow.settings import SettingsError
+
     _register()
-    app()
+    try:
+        app()
+    except SettingsError as e:
+        typer.echo(f"error: {e}", err=True)
+        raise SystemExit(2) from None

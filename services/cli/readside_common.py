@@ -6,9 +6,9 @@ from typing import Annotated, NoReturn
 
 import typer
 
-from kflow.projections.config import get_readside_settings
 from kflow.projections.db import check_schema
 from kflow.projections.errors import ReadSideConfigError
+from kflow.settings import get_settings
 
 SchemaOption = Annotated[
     str | None, typer.Option("--schema", help="read-model schema [default: KFLOW_DB_SCHEMA]")
@@ -18,7 +18,7 @@ SchemaOption = Annotated[
 def schema_or_default(schema: str | None) -> str:
     """The ``--schema`` value, or the configured one; a bad name is a usage error."""
     try:
-        return check_schema(schema if schema is not None else get_readside_settings().db_schema)
+        return check_schema(schema if schema is not None else get_settings().db_schema)
     except ReadSideConfigError as e:
         raise typer.BadParameter(str(e), param_hint="--schema") from e
 

@@ -14,6 +14,7 @@ from confluent_kafka import (
 )
 from confluent_kafka.admin import AdminClient, OffsetSpec  # type: ignore[attr-defined]
 
+from kflow.core.errors import KflowError
 from kflow.observability.metrics import CONSUMER_LAG
 
 log = logging.getLogger(__name__)
@@ -35,7 +36,7 @@ class LagRow:
         return self.end if self.committed is None else max(0, self.end - self.committed)
 
 
-class LagUnavailable(Exception):
+class LagUnavailable(KflowError):
     """Kafka did not answer the lag queries; the message says which."""
 
 

@@ -19,6 +19,7 @@ import logging
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
+from kflow.core.errors import KflowError
 from kflow.core.events import DuplicateStartIgnored
 from kflow.core.inputs import StartWorkflow
 from kflow.core.machine import duplicate_start_ignored
@@ -31,7 +32,7 @@ MARKER_VERSION = 1
 DEFAULT_BUCKETS = 8
 
 
-class MarkerError(ValueError):
+class MarkerError(KflowError, ValueError):
     """Bytes that are not a closed marker."""
 
 

@@ -18,6 +18,7 @@ from kflow.bus.message import BusMessage, OutRecord
 from kflow.bus.records import ExecuteStep
 from kflow.bus.topics import DEFAULT_CLOSED_RETENTION_MS, TopicNames
 from kflow.core.definition import WorkflowDefinition
+from kflow.core.errors import KflowError
 from kflow.core.events import Event, StepScheduled, is_notice
 from kflow.core.inputs import Input, StartWorkflow, TimerFired
 from kflow.core.limits import DEFAULT_LIMITS, Limits
@@ -46,7 +47,7 @@ RestoreClosedFn = Callable[[Sequence[int]], dict[int, list[ClosedMarker]]]
 MAX_TIMERS_PER_TICK = 1000
 
 
-class MisroutedRecord(ValueError):
+class MisroutedRecord(KflowError, ValueError):
     """A record that does not belong on the orchestrator's input topics (sent to the DLQ)."""
 
 

@@ -19,12 +19,13 @@ from typing import Any, TypeVar
 
 from pydantic import BaseModel
 
+from kflow.core.errors import KflowError
 from kflow.processor.context import StepContext
 
 F = TypeVar("F", bound=Callable[..., Any])
 
 
-class NodeRegistryError(ValueError):
+class NodeRegistryError(KflowError, ValueError):
     """A node registration or lookup problem the user must fix in their node code."""
 
 

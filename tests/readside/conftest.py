@@ -11,7 +11,6 @@ from dataclasses import dataclass
 import psycopg
 import pytest
 
-from kflow.projections.config import ReadSideSettings
 from kflow.projections.db import connect
 from kflow.projections.migrate import migrate
 from kflow.projections.postgres import BatchResult
@@ -27,7 +26,6 @@ class ReadSide:
     """Everything a read-side test needs to know about its isolated environment."""
 
     settings: Settings
-    rs: ReadSideSettings
 
     @property
     def dsn(self) -> str:
@@ -35,7 +33,7 @@ class ReadSide:
 
     @property
     def schema(self) -> str:
-        return self.rs.db_schema
+        return self.settings.db_schema
 
     def connect(self) -> psycopg.Connection[tuple[object, ...]]:
         return connect(self.dsn, self.schema, autocommit=True)
@@ -49,12 +47,18 @@ class ReadSide:
 def readside(isolated_settings: Settings, pg_dsn: str, redis_prefix: str) -> ReadSide:
     """Settings for this test: its topic prefix, a fresh migrated schema, its Redis prefix."""
     schema = f"rs_{uuid.uuid4().hex[:10]}"
-    settings = isolated_settings.model_copy(update={"database_url": pg_dsn})
+    settings = isolated_settings.model_copy(
+        update={
+            "database_url": pg_dsn,
+            "db_schema": schema,
+            "redis_prefix": redis_prefix,
+            "projector_batch": 500,
+        }
+    )
     with connect(pg_dsn, schema) as conn:
         migrate(conn, schema)
         conn.commit()
-    rs = ReadSideSettings(db_schema=schema, redis_prefix=redis_prefix, projector_batch=500)
-    return ReadSide(settings, rs)
+    return ReadSide(settings)
 
 
 class RunningProjector:
@@ -78,7 +82,6 @@ class RunningProjector:
             run_projector(
                 target,
                 settings=readside.settings,
-                readside=readside.rs,
                 stop=self.stop,
                 on_batch=self._on_batch,
             )
@@ -151,7 +154,7 @@ class ApiServer:
             database_url=readside.dsn,
             db_schema=readside.schema,
             redis_url=readside.settings.redis_url,
-            redis_prefix=readside.rs.redis_prefix,
+            redis_prefix=readside.settings.redis_prefix,
             kafka_bootstrap=readside.settings.kafka_bootstrap,
             topic_prefix=readside.settings.topic_prefix,
             max_payload_bytes=10_000,

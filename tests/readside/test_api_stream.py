@@ -79,7 +79,7 @@ def test_stream_fills_a_gap_from_postgres_when_redis_runs_ahead(
     start_projector("redis")
     _produce(readside, wlog, 2, 5)
     client = redis.Redis.from_url(readside.settings.redis_url)
-    key = status_key(readside.rs.redis_prefix, "sse-2")
+    key = status_key(readside.settings.redis_prefix, "sse-2")
     wait_until(lambda: client.hget(key, "last_seq") == b"5", "Redis to reach seq 5")
     client.close()
     headers = {"Authorization": f"Bearer {make_key('acme', 'read')}"}

@@ -32,7 +32,7 @@ def on_dedicated_kafka(readside: ReadSide) -> Iterator[tuple[ReadSide, Dedicated
     try:
         settings = readside.settings.model_copy(update={"kafka_bootstrap": broker.bootstrap})
         create_topics(broker.bootstrap, topic_specs(settings.topic_prefix, 2, ()))
-        yield ReadSide(settings, readside.rs), broker
+        yield ReadSide(settings), broker
     finally:
         broker.destroy()
 

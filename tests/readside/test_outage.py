@@ -15,7 +15,6 @@ import httpx
 import pytest
 import redis
 
-from kflow.projections.config import ReadSideSettings
 from kflow.projections.db import connect
 from kflow.projections.migrate import migrate
 from kflow.projections.redis_keys import status_key
@@ -41,10 +40,14 @@ def dedicated(
             migrate(conn, schema)
             conn.commit()
         settings = isolated_settings.model_copy(
-            update={"database_url": pg.dsn, "redis_url": rd.url}
+            update={
+                "database_url": pg.dsn,
+                "redis_url": rd.url,
+                "db_schema": schema,
+                "redis_prefix": f"o{uuid.uuid4().hex[:6]}:",
+            }
         )
-        rs = ReadSideSettings(db_schema=schema, redis_prefix=f"o{uuid.uuid4().hex[:6]}:")
-        yield ReadSide(settings, rs), pg, rd
+        yield ReadSide(settings), pg, rd
     finally:
         rd.destroy()
         pg.destroy()
@@ -117,7 +120,7 @@ def test_outages_give_503_and_projectors_catch_up_losing_nothing(
         client = redis.Redis.from_url(readside.settings.redis_url)
         try:
             for w in batch3:
-                key = status_key(readside.rs.redis_prefix, w.workflow_id)
+                key = status_key(readside.settings.redis_prefix, w.workflow_id)
                 assert client.hget(key, "last_seq") == str(w.events[-1].seq).encode()
         finally:
             client.close()

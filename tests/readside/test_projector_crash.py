@@ -33,7 +33,7 @@ def _spawn(readside: ReadSide, target: str) -> subprocess.Popen[bytes]:
         "KFLOW_DATABASE_URL": readside.dsn,
         "KFLOW_REDIS_URL": readside.settings.redis_url,
         "KFLOW_DB_SCHEMA": readside.schema,
-        "KFLOW_REDIS_PREFIX": readside.rs.redis_prefix,
+        "KFLOW_REDIS_PREFIX": readside.settings.redis_prefix,
         "KFLOW_PROJECTOR_BATCH": "20",
         "KFLOW_PROJECTOR_INSTANCE": f"crash-{target}",
     }

@@ -39,7 +39,7 @@ def test_hashes_match_the_fold_and_finished_ones_expire(
         [(running.workflow_id, encode(running, e)) for e in running.events[:3]],
     )
     start_projector("redis").wait_applied(total)
-    prefix = readside.rs.redis_prefix
+    prefix = readside.settings.redis_prefix
     for w in logs:
         key = status_key(prefix, w.workflow_id)
         state = replay(w.events)
@@ -48,7 +48,7 @@ def test_hashes_match_the_fold_and_finished_ones_expire(
         assert int(h[b"last_seq"]) == state.seq
         for step_key, rec in state.steps.items():
             assert json.loads(h[f"step:{step_key}".encode()])["status"] == rec.status
-        assert 0 < client.ttl(key) <= readside.rs.finished_ttl_s
+        assert 0 < client.ttl(key) <= readside.settings.finished_ttl_s
     key = status_key(prefix, "rd-running")
     assert client.hget(key, "status") == b"running"
     assert client.ttl(key) == -1  # a running workflow never expires
@@ -63,14 +63,14 @@ def test_old_or_repeated_events_neither_rewind_nor_republish(
         for i, e in enumerate(wlog.events)
     ]
     sink = RedisProjector(
-        redis.Redis.from_url(readside.settings.redis_url), readside.rs.redis_prefix
+        redis.Redis.from_url(readside.settings.redis_url), readside.settings.redis_prefix
     )
     try:
         sink.apply(events)
-        key = status_key(readside.rs.redis_prefix, "rd-seq")
+        key = status_key(readside.settings.redis_prefix, "rd-seq")
         before = client.hgetall(key)
         pubsub = client.pubsub()  # type: ignore[no-untyped-call]
-        pubsub.subscribe(events_channel(readside.rs.redis_prefix, "rd-seq"))
+        pubsub.subscribe(events_channel(readside.settings.redis_prefix, "rd-seq"))
         first = pubsub.get_message(timeout=1)
         assert first is not None and first["type"] == "subscribe"
         sink.forget()  # as after a restart: redelivered events meet only the stored seq

@@ -111,7 +111,7 @@ def bench_projection(
     """Live projector processes from offset 0; returns them still running (caught up)."""
     procs = [
         spawn(
-            [sys.executable, "-m", "projections", "postgres"],
+            [sys.executable, "-m", "kflow.projections", "postgres"],
             {**env, "KFLOW_PROJECTOR_INSTANCE": f"bench-pg-{i}"},
         )
         for i in range(processes)
@@ -329,8 +329,8 @@ def main() -> None:
         kflow = str(Path(sys.executable).with_name("kflow"))
         procs.append(spawn([kflow, "run", "api"], env))
         small = {**env, "KFLOW_PROJECTOR_BATCH": "500"}
-        procs.append(spawn([sys.executable, "-m", "projections", "redis"], small))
-        procs.append(spawn([sys.executable, "-m", "projections", "postgres"], small))
+        procs.append(spawn([sys.executable, "-m", "kflow.projections", "redis"], small))
+        procs.append(spawn([sys.executable, "-m", "kflow.projections", "postgres"], small))
         # the Redis projector starts from offset 0: measure latency only once it has caught up
         wait_lag_zero(settings.kafka_bootstrap, prefix, 2)
         api_url = "http://127.0.0.1:18088"

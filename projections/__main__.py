@@ -1,4 +1,4 @@
-"""``python -m projections postgres|redis``: one projector process (settings from KFLOW_*)."""
+"""``python -m kflow.projections postgres|redis``: one projector process (settings from KFLOW_*)."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from kflow.projections.service import Target, run_projector
 
 def main(argv: list[str]) -> int:
     if len(argv) != 1 or argv[0] not in {t.value for t in Target}:
-        print("usage: python -m projections postgres|redis", file=sys.stderr)
+        print("usage: python -m kflow.projections postgres|redis", file=sys.stderr)
         return 2
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
     run_projector(argv[0])

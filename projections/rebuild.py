@@ -226,7 +226,7 @@ def _project_in_workers(
     env.pop("KFLOW_PROJECTOR_INSTANCE", None)  # dynamic members leave the group on exit
     workers = [
         subprocess.Popen(
-            [sys.executable, "-m", "projections", "postgres"],
+            [sys.executable, "-m", "kflow.projections", "postgres"],
             env=env,
             stdout=subprocess.DEVNULL,
         )

@@ -57,7 +57,7 @@ def run_projector_processes(target: str, processes: int) -> int:
     base = get_settings().projector_instance or f"{socket.gethostname()}-{target}"
     children = [
         subprocess.Popen(
-            [sys.executable, "-m", "projections", target],
+            [sys.executable, "-m", "kflow.projections", target],
             env={**os.environ, "KFLOW_PROJECTOR_INSTANCE": f"{base}-{i}"},
         )
         for i in range(processes)

@@ -38,7 +38,7 @@ def _spawn(readside: ReadSide, target: str) -> subprocess.Popen[bytes]:
         "KFLOW_PROJECTOR_INSTANCE": f"crash-{target}",
     }
     return subprocess.Popen(
-        [sys.executable, "-m", "projections", target],
+        [sys.executable, "-m", "kflow.projections", target],
         cwd=ROOT,
         env=env,
         stdout=subprocess.DEVNULL,

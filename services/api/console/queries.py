@@ -18,6 +18,7 @@ from kflow.api.queries import (
 
 STATUSES = ("running", "paused", "completed", "failed", "cancelled")
 _PAGE = 1000
+_BATCH_SHOWN = 50
 
 
 async def status_counts(conn: AConn, f: ListFilter) -> dict[str, int]:
@@ -119,9 +120,10 @@ async def started_definition(conn: AConn, workflow_id: str) -> dict[str, Any] | 
 
 async def command_outcome(
     conn: AConn, workflow_id: str, command: str, after_seq: int, actor: str, since: datetime
-) -> EventView | None:
-    """The event a command led to: the first one it caused after ``after_seq``, or the notice
-    refusing it (``InputRejected`` for this command type from this actor since ``since``)."""
+) -> list[EventView]:
+    """The events a command led to: those it caused after ``after_seq`` (the first names it in
+    its ``cause``, the rest follow until the next input's), or the notice refusing it
+    (``InputRejected`` for this command type from this actor since ``since``); [] for none yet."""
     row = await (
         await conn.execute(
             f"SELECT {EVENT_COLS} FROM events WHERE workflow_id = %s AND ("
@@ -132,7 +134,17 @@ async def command_outcome(
             (workflow_id, after_seq, command, command, actor, since),
         )
     ).fetchone()
-    return None if row is None else event_view(row)
+    if row is None:
+        return []
+    first = event_view(row)
+    if first.seq == 0:
+        return [first]
+    caused = [first]
+    for later in await list_events(conn, workflow_id, first.seq, _BATCH_SHOWN, False):
+        if later.body.get("cause") is not None:
+            break
+        caused.append(later)
+    return caused
 
 
 async def last_seq(conn: AConn, workflow_id: str) -> int:

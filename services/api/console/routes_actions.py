@@ -75,13 +75,13 @@ async def _publish(
 
 async def _outcome(
     request: Request, who: Principal, workflow_id: str, command: str, before: int, since: datetime
-) -> EventView | None:
+) -> list[EventView]:
     deadline = time.monotonic() + OUTCOME_WAIT_S
     res = resources(request)
     while True:
         async with res.db() as conn:
             found = await command_outcome(conn, workflow_id, command, before, who.actor, since)
-        if found is not None or time.monotonic() > deadline:
+        if found or time.monotonic() > deadline:
             return found
         await asyncio.sleep(_POLL_S)
 
@@ -113,16 +113,16 @@ async def act(
     try:
         await _publish(request, who, workflow_id, action, form)
     except Problem as e:
-        outcome = {**context, "published": False, "refusal": e.detail, "event": None}
+        outcome = {**context, "published": False, "refusal": e.detail, "events": []}
         return render(
             request, "outcome.html" if htmx else "outcome_page.html", outcome, who, e.status
         )
-    event = await _outcome(request, who, workflow_id, command, before, since)
+    events = await _outcome(request, who, workflow_id, command, before, since)
     outcome = {
         **context,
         "published": True,
         "refusal": None,
-        "event": event,
+        "events": events,
         "waited": OUTCOME_WAIT_S,
     }
     return render(

@@ -23,6 +23,7 @@ from tests.readside.conftest import (  # noqa: F401  (fixtures)
     ApiServer,
     ReadSide,
     RunningProjector,
+    api,
     make_key,
     readside,
     start_projector,
@@ -110,12 +111,16 @@ class Console:
 
             wait_until(known, f"definition {definition['name']} in the read model", 60)
 
-    def start(self, token: str, name: str, input: Any = None, workflow_id: str | None = None) -> str:
+    def start(
+        self, token: str, name: str, input: Any = None, workflow_id: str | None = None
+    ) -> str:
         """Start a workflow through the JSON API (so it gets the key's tenant and actor)."""
         body: dict[str, Any] = {"name": name, "input": input}
         if workflow_id is not None:
             body["workflow_id"] = workflow_id
-        r = httpx.post(f"{self.url}/workflows", json=body, headers={"Authorization": f"Bearer {token}"})
+        r = httpx.post(
+            f"{self.url}/workflows", json=body, headers={"Authorization": f"Bearer {token}"}
+        )
         assert r.status_code == 202, r.text
         return str(r.json()["workflow_id"])
 

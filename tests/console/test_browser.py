@@ -32,10 +32,11 @@ def test_a_run_appears_live_and_is_approved_from_its_page(
 
     row.locator("a").click()
     page.wait_for_url(f"**/ui/workflows/{workflow_id}")
-    expect(page.locator("#dag g.node[data-node=review]")).to_have_attribute("data-status", "waiting")
+    node = "#dag g.node[data-node={}]".format
+    expect(page.locator(node("review"))).to_have_attribute("data-status", "waiting")
     assert page.locator("#dag g.node").count() == 3
-    assert page.locator("#dag g.node[data-node=prepare]").get_attribute("data-status") == "succeeded"
-    assert page.locator("#dag g.node[data-node=pay]").get_attribute("data-status") == "pending"
+    assert page.locator(node("prepare")).get_attribute("data-status") == "succeeded"
+    assert page.locator(node("pay")).get_attribute("data-status") == "pending"
     expect(page.locator("#signal-name")).to_have_value("review")
     shot(page, "waiting")
 
@@ -44,7 +45,7 @@ def test_a_run_appears_live_and_is_approved_from_its_page(
     expect(page.locator("#outcome-result")).to_have_attribute("data-result", "accepted")
     expect(page.locator("#outcome-result")).to_contain_text("WorkflowSignalled")
     expect(page.locator("#wf-status")).to_have_text("completed")  # live, no reload
-    expect(page.locator("#dag g.node[data-node=pay]")).to_have_attribute("data-status", "succeeded")
+    expect(page.locator(node("pay"))).to_have_attribute("data-status", "succeeded")
     expect(page.locator("#events tr[data-type=WorkflowCompleted]")).to_have_count(1)
     assert console.status(workflow_id) == "completed"
     shot(page, "completed")
@@ -64,7 +65,9 @@ def test_cancel_from_the_page_shows_the_resulting_event(
     expect(page.locator("#outcome-result")).to_have_attribute("data-result", "accepted")
     expect(page.locator("#outcome-result")).to_contain_text("WorkflowCancelled")
     expect(page.locator("#wf-status")).to_have_text("cancelled")
-    expect(page.locator("#dag g.node[data-node=review]")).to_have_attribute("data-status", "cancelled")
+    expect(page.locator("#dag g.node[data-node=review]")).to_have_attribute(
+        "data-status", "cancelled"
+    )
     assert console.status(workflow_id) == "cancelled"
     shot(page, "cancelled")
 

@@ -8,10 +8,11 @@ group members from the admin API's ``describe_consumer_groups``, and records thr
 from __future__ import annotations
 
 import dataclasses
+import threading
 import time
 from collections import deque
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from confluent_kafka import KafkaException
@@ -95,9 +96,14 @@ class LagHistory:
     rows: list[LagRow] | None = None
     error: str | None = None
     taken_at: float = 0.0
+    _lock: threading.Lock = field(default_factory=threading.Lock)
 
     def sample(self, bootstrap: str, prefix: str) -> None:
-        """Query Kafka unless the last sample is fresh enough."""
+        """Query Kafka unless the last sample is fresh enough (one query at a time)."""
+        with self._lock:
+            self._sample(bootstrap, prefix)
+
+    def _sample(self, bootstrap: str, prefix: str) -> None:
         if self.samples is None:
             self.samples = deque(maxlen=self.keep)
         if time.time() - self.taken_at < self.every_s and self.rows is not None:

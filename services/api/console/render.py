@@ -48,6 +48,14 @@ def compact(value: Any, limit: int = 300) -> str:
     return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
+_SHOWN_ELSEWHERE = frozenset({"type", "workflow_id", "seq", "at"})
+
+
+def event_fields(body: dict[str, Any]) -> str:
+    """An event body without what its row already shows (type, workflow, seq, time)."""
+    return compact({k: v for k, v in body.items() if k not in _SHOWN_ELSEWHERE})
+
+
 def status_class(status: str | None) -> str:
     """CSS class of a status (unknown ones share one)."""
     return f"st-{status}" if status in STATUS_CLASSES else "st-other"
@@ -63,6 +71,7 @@ env = Environment(
 env.filters["when"] = when
 env.filters["status_class"] = status_class
 env.filters["compact"] = compact
+env.filters["event_fields"] = event_fields
 env.filters["pretty"] = lambda v: pretty(v).text
 env.filters["urlpart"] = lambda v: quote(str(v), safe="")
 env.globals["CSRF_FIELD"] = CSRF_FIELD

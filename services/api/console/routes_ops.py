@@ -156,10 +156,13 @@ async def definitions(
     """Registered definitions: versions, the DAG of each, how many unfinished runs use it."""
     async with resources(request).db() as conn:
         rows = await definitions_with_usage(conn, who.tenant)
-    drawn = {}
-    for r in rows:
+    drawn: dict[str, dag.DagLayout] = {}
+    names: set[str] = set()
+    for r in rows:  # newest version of each name first: draw that one, or only ``show``
         key = f"{r.name}@{r.version}"
-        if show is not None and key != show:
+        wanted = key == show if show is not None else r.name not in names
+        names.add(r.name)
+        if not wanted:
             continue
         try:
             drawn[key] = dag.draw(parse_definition(r.definition), [])

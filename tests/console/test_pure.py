@@ -86,9 +86,10 @@ def test_a_cancelled_run_closes_its_open_bars() -> None:
 def test_live_rows_are_matched_against_the_page_filters() -> None:
     row = Row("order-42", "pay", 1, "running", 1_700_000_000_000, None, None)
     assert matches(ListFilter("t"), row)
-    assert matches(ListFilter("t", status="running", name="pay", id_contains="ER-4"), row)
+    assert matches(ListFilter("t", status="running", name="pay", id_contains="er-4"), row)
     assert not matches(ListFilter("t", status="completed"), row)
     assert not matches(ListFilter("t", id_contains="43"), row)
+    assert not matches(ListFilter("t", id_contains="ER-4"), row)  # ids are matched exactly
 
 
 def test_large_values_are_cut_and_say_so() -> None:

@@ -35,7 +35,7 @@ async def status_counts(conn: AConn, f: ListFilter) -> dict[str, int]:
             args.append(value)
     pattern = contains_pattern(f.id_contains)
     if pattern is not None:
-        where.append("workflow_id ILIKE %s")
+        where.append("workflow_id LIKE %s")
         args.append(pattern)
     query = f"SELECT status, count(*) FROM executions WHERE {' AND '.join(where)} GROUP BY status"
     rows = await (await conn.execute(query.encode(), args)).fetchall()
@@ -104,6 +104,39 @@ async def all_events(conn: AConn, workflow_id: str) -> list[EventView]:
         if len(page) < _PAGE:
             return out
         after = page[-1].seq
+
+
+async def recent_events(conn: AConn, workflow_id: str, limit: int) -> tuple[list[EventView], int]:
+    """The last ``limit`` events of a run (notices included) in log order, and how many it has."""
+    rows = await (
+        await conn.execute(
+            f"SELECT {EVENT_COLS} FROM (SELECT {EVENT_COLS}, kafka_offset FROM events"
+            " WHERE workflow_id = %s ORDER BY seq DESC, kafka_offset DESC LIMIT %s) last"
+            " ORDER BY seq, kafka_offset",
+            (workflow_id, limit),
+        )
+    ).fetchall()
+    total = await (
+        await conn.execute("SELECT count(*) FROM events WHERE workflow_id = %s", (workflow_id,))
+    ).fetchone()
+    return [event_view(r) for r in rows], int(str(total[0])) if total else 0
+
+
+async def timeline_points(conn: AConn, workflow_id: str) -> list[tuple[str, int, dict[str, Any]]]:
+    """What the timeline folds, per event: type, time (ms) and the few body fields it reads
+    (extracted by PostgreSQL, so a long run's bodies are not all parsed here)."""
+    rows = await (
+        await conn.execute(
+            "SELECT type, (extract(epoch FROM at) * 1000)::bigint, body ->> 'step_key',"
+            " body ->> 'attempt', body ->> 'kind', body ->> 'due_at'"
+            " FROM events WHERE workflow_id = %s AND seq > 0 ORDER BY seq",
+            (workflow_id,),
+        )
+    ).fetchall()
+    return [
+        (str(t), int(str(at)), {"step_key": key, "attempt": attempt, "kind": kind, "due_at": due})
+        for t, at, key, attempt, kind, due in rows
+    ]
 
 
 async def started_definition(conn: AConn, workflow_id: str) -> dict[str, Any] | None:

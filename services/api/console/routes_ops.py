@@ -9,10 +9,11 @@ from typing import Annotated
 
 from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import HTMLResponse
+from markupsafe import Markup
 
 from kflow.api.apikeys import Principal, Scope
 from kflow.api.auth import resources
-from kflow.api.console import dag, kafka_views
+from kflow.api.console import dag, kafka_views, svg
 from kflow.api.console.queries import definitions_with_usage, projection_offsets, stuck_workflows
 from kflow.api.console.render import ConsoleRoute, render
 from kflow.api.console.session import require_scope, signed_in
@@ -156,7 +157,7 @@ async def definitions(
     """Registered definitions: versions, the DAG of each, how many unfinished runs use it."""
     async with resources(request).db() as conn:
         rows = await definitions_with_usage(conn, who.tenant)
-    drawn: dict[str, dag.DagLayout] = {}
+    drawn: dict[str, Markup] = {}
     names: set[str] = set()
     for r in rows:  # newest version of each name first: draw that one, or only ``show``
         key = f"{r.name}@{r.version}"
@@ -165,7 +166,9 @@ async def definitions(
         if not wanted:
             continue
         try:
-            drawn[key] = dag.draw(parse_definition(r.definition), [])
+            n = len(drawn)
+            layout = dag.draw(parse_definition(r.definition), [])
+            drawn[key] = svg.dag_svg(layout, marker=f"arrow-{n}", element_id=f"dag-{n}")
         except KflowError:
             continue
     return render(

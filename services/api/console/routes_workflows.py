@@ -18,17 +18,20 @@ from redis.exceptions import RedisError
 from kflow.api.apikeys import Principal
 from kflow.api.auth import resources
 from kflow.api.console import views
+from kflow.api.console.jsonview import pretty
 from kflow.api.console.queries import (
     all_events,
+    recent_events,
     started_definition,
     status_counts,
     step_rows,
     step_value,
+    timeline_points,
 )
 from kflow.api.console.render import ConsoleRoute, env, render
 from kflow.api.console.session import Refused, signed_in
 from kflow.api.console.state import console_state
-from kflow.api.models import NAME_PATTERN
+from kflow.api.models import NAME_PATTERN, WorkflowSummary
 from kflow.api.queries import ListFilter, get_workflow, list_workflows, workflow_tenant
 from kflow.api.resources import ApiResources
 from kflow.api.routes_read import STATUS_PATTERN, WorkflowId, not_found
@@ -38,6 +41,8 @@ from kflow.projections.redis_keys import status_key
 router = APIRouter(prefix="/ui", route_class=ConsoleRoute, include_in_schema=False)
 User = Annotated[Principal, Depends(signed_in)]
 PAGE_SIZE = 50
+EVENTS_SHOWN = 100
+STEPS_SHOWN = 200
 KEEPALIVE_S = 15.0
 COUNTS_EVERY_S = 1.0
 
@@ -107,9 +112,17 @@ async def workflows(
 ) -> HTMLResponse:
     """The tenant's runs, newest first, with counts per status (server-rendered, no JS needed)."""
     flt = filters.list_filter(who.tenant)
-    async with resources(request).db() as conn:
-        items, nxt = await list_workflows(conn, flt)
-        counts = await status_counts(conn, flt)
+    res = resources(request)
+
+    async def page() -> tuple[list[WorkflowSummary], str | None]:
+        async with res.db() as conn:
+            return await list_workflows(conn, flt)
+
+    async def counted() -> dict[str, int]:
+        async with res.db() as conn:
+            return await status_counts(conn, flt)
+
+    (items, nxt), counts = await asyncio.gather(page(), counted())  # two connections at once
     context = {
         "nav": "workflows",
         "rows": [views.row_from_summary(s) for s in items],
@@ -201,16 +214,22 @@ async def workflows_live(
 
 
 async def _page(
-    request: Request, who: Principal, workflow_id: str, all_events_: bool
+    request: Request, who: Principal, workflow_id: str, every_event: bool
 ) -> views.WorkflowPage:
     async with resources(request).db() as conn:
         detail = await get_workflow(conn, workflow_id, who.tenant)
         if detail is None:
             raise Refused(404, not_found(workflow_id).detail)
         steps = await step_rows(conn, workflow_id)
-        events = await all_events(conn, workflow_id)
+        points = await timeline_points(conn, workflow_id)
+        if every_event:
+            events = await all_events(conn, workflow_id)
+            total = len(events)
+        else:
+            events, total = await recent_events(conn, workflow_id, EVENTS_SHOWN)
         definition = await started_definition(conn, workflow_id)
-    return views.workflow_page(detail, steps, events, definition, all_events_)
+    page = views.workflow_page(detail, steps, points, events, total, definition)
+    return page if every_event else page.with_steps_cut(STEPS_SHOWN)
 
 
 @router.get("/workflows/{workflow_id}", response_class=HTMLResponse)
@@ -262,6 +281,30 @@ async def workflow_stream(
         media_type="text/event-stream",
         headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
     )
+
+
+@router.get("/workflows/{workflow_id}/step", response_class=HTMLResponse)
+async def workflow_step(
+    request: Request,
+    who: User,
+    workflow_id: WorkflowId,
+    key: Annotated[str, Query(max_length=400)],
+) -> HTMLResponse:
+    """One step's input and output, pretty and cut (opened from the steps table)."""
+    async with resources(request).db() as conn:
+        if await workflow_tenant(conn, workflow_id) != who.tenant:
+            raise Refused(404, not_found(workflow_id).detail)
+        found, value_in = await step_value(conn, workflow_id, key, "input")
+        _, value_out = await step_value(conn, workflow_id, key, "output")
+    if not found:
+        raise Refused(404, f"step {key!r} is not in workflow {workflow_id!r}")
+    context = {
+        "workflow_id": workflow_id,
+        "key": key,
+        "input": pretty(value_in),
+        "output": pretty(value_out),
+    }
+    return render(request, "step_values.html", context, who)
 
 
 @router.get("/workflows/{workflow_id}/value")

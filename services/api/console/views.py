@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from kflow.api.console import dag, timeline
+from markupsafe import Markup
+
+from kflow.api.console import dag, svg, timeline
 from kflow.api.console.jsonview import Pretty, pretty
 from kflow.api.console.queries import StepRow
 from kflow.api.models import EventView, WorkflowDetail, WorkflowSummary
@@ -14,8 +17,6 @@ from kflow.api.queries import ListFilter
 from kflow.core.definition import parse_definition
 from kflow.core.errors import KflowError
 from kflow.projections.log_event import DEFAULT_TENANT
-
-EVENTS_SHOWN = 300
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,7 +58,7 @@ def matches(f: ListFilter, row: Row) -> bool:
         and (f.name is None or row.name == f.name)
         and (f.created_after is None or created >= f.created_after)
         and (f.created_before is None or created < f.created_before)
-        and (not f.id_contains or f.id_contains.casefold() in row.workflow_id.casefold())
+        and (not f.id_contains or f.id_contains in row.workflow_id)
     )
 
 
@@ -71,12 +72,10 @@ def _ms(at: datetime) -> int:
 
 @dataclass(frozen=True, slots=True)
 class StepPanel:
-    """A step with its input and output ready to show."""
+    """A step row; its input and output are fetched when opened (``…/step?key=``)."""
 
     row: StepRow
     local: str
-    input: Pretty
-    output: Pretty
     error: str
 
 
@@ -87,53 +86,60 @@ class WorkflowPage:
     detail: WorkflowDetail
     input: Pretty
     output: Pretty
-    dag: dag.DagLayout | None
+    dag_svg: Markup | None
     dag_error: str
     timeline: timeline.TimelineView
+    timeline_svg: Markup
     steps: tuple[StepPanel, ...]
     events: tuple[EventView, ...]
     events_total: int
     waiting: tuple[str, ...]
     """Local step keys a signal can go to (approvals waiting, reviews)."""
     node_count: int
+    steps_total: int = 0
+
+    def with_steps_cut(self, limit: int) -> WorkflowPage:
+        """The same page listing only the first ``limit`` steps (the graph and timeline keep
+        all): a 1,000-step table is most of a page's weight and rarely read whole."""
+        total = len(self.steps)
+        return dataclasses.replace(self, steps=self.steps[:limit], steps_total=total)
 
 
 def workflow_page(
     detail: WorkflowDetail,
     steps: list[StepRow],
+    points: list[tuple[str, int, dict[str, Any]]],
     events: list[EventView],
+    events_total: int,
     definition: dict[str, Any] | None,
-    all_events: bool,
 ) -> WorkflowPage:
+    """The page of one run from its rows, its timeline points and the events to list."""
     wf = detail.workflow_id
     cut = len(wf) + 1
-    layout, problem, count = None, "", 0
+    drawn, problem, count = None, "", 0
     if definition is not None:
         try:
             defn = parse_definition(definition)
             states = [dag.StepState(s.node_id, s.index, s.status) for s in steps]
-            layout, count = dag.draw(defn, states), len(defn.nodes)
+            drawn, count = svg.dag_svg(dag.draw(defn, states)), len(defn.nodes)
         except KflowError as e:
             problem = f"the definition cannot be drawn: {e}"
     else:
         problem = "the WorkflowStarted event is not in the read model yet"
     finished = detail.finished_at
     now_ms = _ms(finished) if finished else _ms(datetime.now(UTC))
-    lanes = timeline.lanes_from_events(((e.type, _ms(e.at), e.body) for e in events), wf)
+    chart = timeline.view(timeline.lanes_from_events(points, wf), now_ms)
     panels = tuple(
-        StepPanel(
-            s, s.step_key[cut:], pretty(s.input), pretty(s.output),
-            ": ".join(p for p in (s.error_type, s.message) if p),
-        )
+        StepPanel(s, s.step_key[cut:], ": ".join(p for p in (s.error_type, s.message) if p))
         for s in steps
-    )  # fmt: skip
+    )
     waiting = tuple(
         s.step_key[cut:]
         for s in steps
         if s.status == "review" or (s.status == "waiting" and s.node_type == "approval")
     )
-    shown = events if all_events else events[-EVENTS_SHOWN:]
     return WorkflowPage(
-        detail, pretty(detail.input), pretty(detail.output), layout, problem,
-        timeline.view(lanes, now_ms), panels, tuple(shown), len(events), waiting, count,
+        detail, pretty(detail.input), pretty(detail.output), drawn, problem, chart,
+        svg.timeline_svg(chart), panels, tuple(events), events_total, waiting, count,
+        len(panels),
     )  # fmt: skip

@@ -83,6 +83,17 @@
      "StepHeartbeatRecorded", "StepSkipped", "StepCancelled"].forEach((t) => wfSource.addEventListener(t, onEvent));
   }
 
+  // a step's input and output load into its row when asked for (the link alone opens them)
+  document.addEventListener("click", (ev) => {
+    const link = ev.target.closest && ev.target.closest("a.io-link");
+    if (!link) return;
+    ev.preventDefault();
+    const cell = link.parentElement;
+    fetch(link.href, { credentials: "same-origin", headers: { "HX-Request": "true" } })
+      .then((r) => r.text())
+      .then((html) => { cell.innerHTML = html; });
+  });
+
   function start() { startList(); startWorkflow(); }
   document.addEventListener("DOMContentLoaded", start);
   // the filter form swaps #wf-list with htmx: follow the new filters

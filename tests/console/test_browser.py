@@ -102,6 +102,13 @@ def test_a_read_only_key_sees_no_buttons_and_is_refused_anyway(
     assert "lacks the &#39;write&#39; scope" in answer.text()
     assert console.status(workflow_id) == "running"
 
+    # the approval has waited past a 1 s threshold: Operations lists it as stuck
+    page.wait_for_timeout(1200)
+    page.goto(f"{console.url}/ui/operations?stuck_after_s=1")
+    stuck = page.locator(f"#stuck tr:has-text('{workflow_id}')")
+    expect(stuck).to_contain_text("step review awaiting a signal")
+    shot(page, "stuck")
+
 
 def test_another_tenants_workflows_never_appear(console: Console, page: Page, shot: Shot) -> None:
     console.define(QUICK)

@@ -206,9 +206,12 @@ async def stuck_workflows(
     out: list[Stuck] = []
     silent = await (
         await conn.execute(
-            "SELECT workflow_id, name, status, updated_at FROM executions"
+            "SELECT workflow_id, name, status, updated_at FROM executions e"
             " WHERE tenant = %s AND status = 'running'"
             " AND updated_at < now() - make_interval(secs => %s)"
+            # silence is expected while a step sleeps or awaits a signal (reported below)
+            " AND NOT EXISTS (SELECT 1 FROM steps s WHERE s.workflow_id = e.workflow_id"
+            "   AND s.status IN ('waiting', 'review'))"
             " ORDER BY updated_at LIMIT %s",
             (tenant, threshold_s, limit),
         )

@@ -247,9 +247,9 @@ def test_docs_and_pages_load_no_asset_from_another_host(
     assert outside == []
     page.goto(f"{console.url}/redoc")
     expect(page.locator("redoc, #redoc-container, .redoc-wrap").first).to_contain_text("workflows")
-    # ReDoc's "API docs by Redocly" badge is an <img> it hides when it cannot load
-    assert set(outside) <= {"https://cdn.redoc.ly/redoc/logo-mini.svg"}
-    outside.clear()
+    # ReDoc's "API docs by Redocly" badge is an <img> it hides when it cannot load (it may be
+    # requested any time after the page renders): the only outside request allowed
+    badge = "https://cdn.redoc.ly/redoc/logo-mini.svg"
     sign_in(page, console.url, console.key("acme", "read"))
     page.goto(f"{console.url}/ui/definitions?show=approve@1")
     expect(page.locator("#definitions tr[data-key='approve@1']")).to_be_visible()
@@ -258,4 +258,4 @@ def test_docs_and_pages_load_no_asset_from_another_host(
     expect(page.locator("#instances")).to_contain_text(".orchestrator")
     expect(page.locator("#lag")).to_contain_text(".projector.postgres")
     shot(page, "operations")
-    assert outside == []
+    assert [url for url in outside if url != badge] == []

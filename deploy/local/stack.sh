@@ -38,6 +38,9 @@ install() {
   command -v mvn >/dev/null || missing+=(maven)
   python3 -c 'import ensurepip, venv' 2>/dev/null || missing+=(python3-venv)
   command -v make >/dev/null || missing+=(make)
+  # headless browser of the console tests (tests/console, driven by Playwright; no download)
+  command -v chromium >/dev/null || missing+=(chromium)
+  fc-list 2>/dev/null | grep -q . || missing+=(fonts-dejavu-core)
   if ((${#missing[@]})); then
     echo "stack: installing ${missing[*]} (apt)"
     as_root apt-get update -qq

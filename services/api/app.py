@@ -9,7 +9,7 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from kflow.api import routes_commands, routes_ops, routes_read
+from kflow.api import console, routes_commands, routes_ops, routes_read
 from kflow.api.problems import install_problem_handlers
 from kflow.api.resources import ApiConfig, close_resources, open_resources
 from kflow.observability.metrics import API_LATENCY, API_REQUESTS
@@ -58,10 +58,13 @@ def create_app(config: ApiConfig) -> FastAPI:
         version="1.0.0",
         description="Executions, steps and events of kflow workflows; commands go to Kafka.",
         lifespan=lifespan,
+        docs_url=None,  # served by the console from packaged assets (offline)
+        redoc_url=None,
     )
     install_problem_handlers(app)
     app.add_middleware(MetricsMiddleware)
     app.include_router(routes_read.router)
     app.include_router(routes_commands.router)
     app.include_router(routes_ops.router)
+    console.install(app)
     return app

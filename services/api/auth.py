@@ -39,11 +39,14 @@ async def authenticate(request: Request) -> Principal:
         raise _unauthorized(
             "send 'Authorization: Bearer <api key>' (create one with kflow apikey create)"
         )
-    token = token.strip()
+    return await principal_for_token(resources(request), token.strip())
+
+
+async def principal_for_token(res: ApiResources, token: str) -> Principal:
+    """The key ``token`` proves, checked against its stored hash (cached); 401 otherwise."""
     key_id = parse_key_id(token)
     if key_id is None:
         raise _unauthorized("the bearer token is not a kflow API key")
-    res = resources(request)
     digest = hash_token(token)
     now = time.monotonic()
     cached = res.keys.get(digest, now)

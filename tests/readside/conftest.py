@@ -134,11 +134,21 @@ __all__ = ["Projector", "ReadSide", "RunningProjector", "wait_until"]
 
 
 def free_port() -> int:
+    """A free local port: the first free one of ``KFLOW_TEST_PORTS`` (``LOW-HIGH``) when set,
+    so tests on a shared machine keep to their range; any free port otherwise."""
+    import os
     import socket
 
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+    low, _, high = os.environ.get("KFLOW_TEST_PORTS", "").partition("-")
+    candidates = range(int(low), int(high) + 1) if low and high else [0]
+    for port in candidates:
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return int(s.getsockname()[1])
+    raise RuntimeError(f"no free port in KFLOW_TEST_PORTS={low}-{high}")
 
 
 class ApiServer:

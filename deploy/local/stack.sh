@@ -38,6 +38,11 @@ install() {
   command -v mvn >/dev/null || missing+=(maven)
   python3 -c 'import ensurepip, venv' 2>/dev/null || missing+=(python3-venv)
   command -v make >/dev/null || missing+=(make)
+  # the deploy checks (tests/deploy): promtool and prometheus, docker-compose v1 for `config -q`,
+  # setpriv to run the image's install step as a non-root user
+  command -v promtool >/dev/null || missing+=(prometheus)
+  command -v docker-compose >/dev/null || missing+=(docker-compose)
+  command -v setpriv >/dev/null || missing+=(util-linux)
   if ((${#missing[@]})); then
     echo "stack: installing ${missing[*]} (apt)"
     as_root apt-get update -qq

@@ -127,11 +127,7 @@ def grafana_to_promql(expr: str) -> str:
 
 def dashboard_exprs() -> list[str]:
     """Every target expression of the dashboard, variables replaced."""
-    return [
-        grafana_to_promql(t["expr"])
-        for p in dashboard_panels()
-        for t in p.get("targets", [])
-    ]
+    return [grafana_to_promql(t["expr"]) for p in dashboard_panels() for t in p.get("targets", [])]
 
 
 def dashboard_variable_queries() -> list[str]:

@@ -38,12 +38,22 @@ def kflow_cli() -> typer.core.TyperGroup:
 
 def test_compose_and_k8s_run_every_role_and_setup_step() -> None:
     def leading(source: dict[str, list[list[str]]]) -> set[str]:
-        return {" ".join(args[:3] if args[0] == "run" and args[1] == "projector" else args[:2])
-                for lines in source.values() for args in lines}
+        return {
+            " ".join(args[:3] if args[0] == "run" and args[1] == "projector" else args[:2])
+            for lines in source.values()
+            for args in lines
+        }
 
     expected = {
-        "run orchestrator", "run processor", "run projector --target", "run api", "run relay",
-        "topics create", "db migrate", "outbox install", "definitions apply",
+        "run orchestrator",
+        "run processor",
+        "run projector --target",
+        "run api",
+        "run relay",
+        "topics create",
+        "db migrate",
+        "outbox install",
+        "definitions apply",
     }
     assert leading(compose_commands()) == expected
     assert leading(k8s_commands()) == expected
@@ -77,7 +87,7 @@ def test_kflow_help_accepts_the_deployed_command_line(
 def test_the_deployed_option_values_parse(
     kflow_cli: typer.core.TyperGroup, args: list[str]
 ) -> None:
-    """--help stops before values are converted: parse them (choices, ints, paths) without running."""
+    """--help stops before values are converted: parse them (choices, ints, paths), not run."""
     local = [a.replace(IMAGE_EXAMPLES, f"{REPO}/examples/") for a in args]
     assert _parse(kflow_cli, local), f"kflow {' '.join(args)} parsed to no parameters"
 
@@ -88,7 +98,10 @@ def test_the_console_command_rejects_an_unknown_option_even_with_help(
     """The checks above mean something: the real ``kflow`` fails on a misspelt option."""
     result = subprocess.run(
         service_command("run", "orchestrator", "--metrics-prot", "9100", "--help"),
-        capture_output=True, text=True, cwd=REPO, timeout=60,
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        timeout=60,
     )
     assert result.returncode == 2
     assert "--metrics-prot" in result.stderr

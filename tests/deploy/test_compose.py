@@ -19,7 +19,9 @@ CHECK_JSONSCHEMA = Path(sys.executable).with_name("check-jsonschema")
 def _schema_check(path: Path) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [str(CHECK_JSONSCHEMA), "--builtin-schema", "vendor.compose-spec", str(path)],
-        capture_output=True, text=True, timeout=60,
+        capture_output=True,
+        text=True,
+        timeout=60,
     )
 
 
@@ -43,12 +45,18 @@ def test_docker_compose_v1_accepts_the_file(tmp_path: Path) -> None:
         pytest.fail("docker-compose is not installed (deploy/local/stack.sh install adds it)")
     ok = subprocess.run(
         ["docker-compose", "-f", str(COMPOSE), "config", "-q"],
-        capture_output=True, text=True, cwd=REPO, timeout=60,
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        timeout=60,
     )
     assert ok.returncode == 0, ok.stderr
     broken = subprocess.run(
         ["docker-compose", "-f", str(_broken_copy(tmp_path)), "config", "-q"],
-        capture_output=True, text=True, cwd=tmp_path, timeout=60,
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        timeout=60,
     )
     assert broken.returncode != 0 and "services.api.ports" in broken.stderr, broken.stderr
 
@@ -66,7 +74,11 @@ def test_every_long_running_kflow_service_is_health_checked_on_its_metrics_port(
     services = _kflow_services()
     long_running = {n: s for n, s in services.items() if n != "init"}
     assert set(long_running) == {
-        "orchestrator", "processor-docpipe", "projector-postgres", "projector-redis", "api",
+        "orchestrator",
+        "processor-docpipe",
+        "projector-postgres",
+        "projector-redis",
+        "api",
         "relay",
     }
     for name, service in long_running.items():

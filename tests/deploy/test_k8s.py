@@ -125,8 +125,9 @@ def test_the_init_job_sets_up_before_it_applies_the_definition() -> None:
     spec = job["spec"]["template"]["spec"]
     steps = [c["args"][:2] for c in spec["initContainers"]] + [spec["containers"][0]["args"][:2]]
     assert steps == [
-        ["topics", "create"], ["db", "migrate"], ["outbox", "install"], ["definitions", "apply"],
+        ["topics", "create"],
+        ["db", "migrate"],
+        ["outbox", "install"],
+        ["definitions", "apply"],
     ]
     assert spec["restartPolicy"] == "OnFailure"
-
-

@@ -14,6 +14,7 @@ import shutil
 import signal
 import socket
 import subprocess
+import sys
 import time
 import urllib.error
 import urllib.parse
@@ -346,8 +347,35 @@ def test_every_metric_in_an_alert_or_a_panel_is_exported(running: System, tmp_pa
         for g in _labels_of(samples, "kflow_consumer_lag", "group")
     )
     _check_with_prometheus(running, tmp_path)
-    # last, so that a name still to be added does not hide the checks above
-    assert not missing, f"read by alerts/dashboard but not exported by any service: {missing}"
+    # last, so that what is still to be added does not hide the checks above
+    unhealthy = _failing_health_checks(running)
+    assert not missing and not unhealthy, (
+        f"read by alerts/dashboard but not exported by any service: {missing}; "
+        f"compose healthchecks / Kubernetes probes failing: {unhealthy}"
+    )
+
+
+def _failing_health_checks(system: System) -> dict[str, str]:
+    """Each service's compose healthcheck, run as compose runs it (the probe URL on this test's
+    port), and the Kubernetes probe paths (/healthz, /readyz) on the same port."""
+    failing: dict[str, str] = {}
+    services = compose()["services"]
+    for name, port in system.ports.items():
+        test = services[name]["healthcheck"]["test"]
+        assert test[0] == "CMD"
+        url = test[-1].replace(f"127.0.0.1:{COMPOSE_METRICS_PORT}/", f"127.0.0.1:{port}/")
+        url = url.replace("127.0.0.1:8080/", f"127.0.0.1:{port}/")
+        probe = subprocess.run(
+            [sys.executable, *test[2:-1], url], capture_output=True, text=True, timeout=30
+        )
+        if probe.returncode != 0:
+            failing[name] = f"{url}: {probe.stderr.strip().splitlines()[-1:]}"
+        for path in ("/healthz", "/readyz"):
+            status, body = http_get(f"http://127.0.0.1:{port}{path}")
+            # prometheus_client's server answers every path with the metrics: that is no probe
+            if status != 200 or "# TYPE " in body:
+                failing[f"{name} {path}"] = f"{status} {body[:60]!r}"
+    return failing
 
 
 def _check_with_prometheus(system: System, work: Path) -> None:

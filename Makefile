@@ -11,7 +11,7 @@ STACK := bash deploy/local/stack.sh
 LINT_PATHS := .
 TYPED_PATHS := kflow
 
-.PHONY: bootstrap up topics demo test lint typecheck down status clean-data
+.PHONY: bootstrap up topics demo test lint typecheck image down status clean-data
 
 bootstrap: $(VENV)/.installed  ## apt packages, the Python venv and the Kafka jars
 	$(STACK) install
@@ -49,6 +49,9 @@ lint:
 
 typecheck:
 	$(VENV)/bin/mypy $(TYPED_PATHS)
+
+image:  ## the kflow container image kflow:local, without a Docker daemon (docs/deploy.md)
+	PYTHON=$${PYTHON:-python3} bash deploy/docker/build.sh
 
 status:
 	$(VENV)/bin/kflow dev status

@@ -41,6 +41,11 @@ install() {
   # headless browser of the console tests (tests/console, driven by Playwright; no download)
   command -v chromium >/dev/null || missing+=(chromium)
   fc-list 2>/dev/null | grep -q . || missing+=(fonts-dejavu-core)
+  # the deploy checks (tests/deploy): promtool and prometheus, docker-compose v1 for `config -q`,
+  # setpriv to run the image's install step as a non-root user
+  command -v promtool >/dev/null || missing+=(prometheus)
+  command -v docker-compose >/dev/null || missing+=(docker-compose)
+  command -v setpriv >/dev/null || missing+=(util-linux)
   if ((${#missing[@]})); then
     echo "stack: installing ${missing[*]} (apt)"
     as_root apt-get update -qq

@@ -8,6 +8,7 @@ from confluent_kafka import Message
 
 from kflow.bus.contracts import Contracts
 from kflow.bus.errors import DecodeError
+from kflow.bus.reader import RawRecord
 from kflow.bus.topics import TopicNames
 from kflow.core.events import Event
 from kflow.projections.log_event import DEFAULT_TENANT, DefinitionRecord, LogEvent
@@ -31,12 +32,31 @@ class Decoder:
         self._envelope = contracts.decode_envelope
 
     def __call__(self, msg: Message) -> LogEvent | DefinitionRecord | Poison:
-        topic = str(msg.topic())
-        partition = int(msg.partition() or 0)
-        offset = int(msg.offset() or 0)
-        raw = msg.value()
+        ts = msg.timestamp()[1]
+        return self.decode(
+            str(msg.topic()), int(msg.partition() or 0), int(msg.offset() or 0),
+            msg.key(), msg.value(), ts,
+        )  # fmt: skip
+
+    def record(self, record: RawRecord) -> LogEvent | DefinitionRecord | Poison:
+        """Decode a record read with :class:`kflow.bus.reader.TopicReader`."""
+        return self.decode(
+            record.topic, record.partition, record.offset,
+            record.key, record.value, record.timestamp_ms,
+        )  # fmt: skip
+
+    def decode(
+        self,
+        topic: str,
+        partition: int,
+        offset: int,
+        key: str | bytes | None,
+        raw: str | bytes | None,
+        timestamp_ms: int,
+    ) -> LogEvent | DefinitionRecord | Poison:
+        """Decode one record given by its parts."""
         if topic == self._definitions:
-            return _definition(msg, self.contracts, topic, partition, offset, raw)
+            return _definition(key, self.contracts, topic, partition, offset, raw)
         if not isinstance(raw, bytes):
             return Poison("empty", "EmptyRecord", "an events record has no value")
         try:
@@ -46,7 +66,6 @@ class Decoder:
         body = env.body
         if not isinstance(body, Event):
             return Poison("wrong_type", "DecodeError", f"{env.type} is not an event")
-        ts = msg.timestamp()[1]
         return LogEvent(
             topic,
             partition,
@@ -55,21 +74,18 @@ class Decoder:
             env.event_id,
             env.tenant or DEFAULT_TENANT,
             env.actor,
-            ts if ts > 0 else env.occurred_at,
+            timestamp_ms if timestamp_ms > 0 else env.occurred_at,
         )
 
 
-def decode_message(
-    msg: Message, contracts: Contracts, topics: TopicNames
-) -> LogEvent | DefinitionRecord | Poison:
-    """Decode one record of the events or definitions topic."""
-    return Decoder(contracts, topics)(msg)
-
-
 def _definition(
-    msg: Message, contracts: Contracts, topic: str, partition: int, offset: int, raw: object
+    key: str | bytes | None,
+    contracts: Contracts,
+    topic: str,
+    partition: int,
+    offset: int,
+    raw: object,
 ) -> DefinitionRecord | Poison:
-    key = msg.key()
     key_text = key.decode("utf-8", "replace") if isinstance(key, bytes) else str(key or "")
     if raw is None:  # tombstone: the definition was removed
         name, _, version = key_text.rpartition("@")

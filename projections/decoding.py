@@ -1,26 +1,21 @@
-"""Turn consumed records into log events or definition records; anything else is poison."""
+"""Turn consumed records into log events or definition records; anything else is poison.
+
+Definitions are checked with ``kflow.registry.checked``: a refused one removes its version
+(a ``DefinitionRecord`` without definition) and carries why, for the dead letter.
+"""
 
 from __future__ import annotations
-
-from dataclasses import dataclass
 
 from confluent_kafka import Message
 
 from kflow.bus.contracts import Contracts
 from kflow.bus.errors import DecodeError
+from kflow.bus.message import key_text
 from kflow.bus.reader import RawRecord
 from kflow.bus.topics import TopicNames
 from kflow.core.events import Event
-from kflow.projections.log_event import DEFAULT_TENANT, DefinitionRecord, LogEvent
-
-
-@dataclass(frozen=True)
-class Poison:
-    """Why a record cannot be projected (goes to the DLQ; the partition moves on)."""
-
-    reason: str
-    error_type: str
-    message: str
+from kflow.projections.log_event import DEFAULT_TENANT, DefinitionRecord, LogEvent, Poison
+from kflow.registry.checked import check_record
 
 
 class Decoder:
@@ -84,18 +79,17 @@ def _definition(
     topic: str,
     partition: int,
     offset: int,
-    raw: object,
+    raw: str | bytes | None,
 ) -> DefinitionRecord | Poison:
-    key_text = key.decode("utf-8", "replace") if isinstance(key, bytes) else str(key or "")
-    if raw is None:  # tombstone: the definition was removed
-        name, _, version = key_text.rpartition("@")
-        if not name or not version.isdigit():
-            return Poison("malformed", "BadKey", f"definition tombstone key {key_text!r}")
-        return DefinitionRecord(topic, partition, offset, name, int(version), None)
-    if not isinstance(raw, bytes):
-        return Poison("malformed", "DecodeError", "definition record value is not bytes")
-    try:
-        rec = contracts.decode_definition(raw)
-    except DecodeError as e:
-        return Poison(e.reason.value, "DecodeError", e.detail)
-    return DefinitionRecord(topic, partition, offset, rec.name, rec.version, rec.definition)
+    checked = check_record(key_text(key), raw.encode() if isinstance(raw, str) else raw, contracts)
+    if checked.definition is not None:
+        return DefinitionRecord(
+            topic, partition, offset, checked.name, checked.version, checked.document
+        )
+    refusal = checked.refusal  # None: a tombstone, the version was removed
+    poison = (
+        None if refusal is None else Poison(refusal.reason, refusal.error_type, refusal.message)
+    )
+    if poison is not None and not checked.names_a_version:
+        return poison  # replaces nothing: only the dead letter
+    return DefinitionRecord(topic, partition, offset, checked.name, checked.version, None, poison)

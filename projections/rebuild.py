@@ -29,9 +29,9 @@ from kflow.bus.contracts import default_contracts
 from kflow.bus.reader import record_ends
 from kflow.bus.topics import TopicNames
 from kflow.projections.db import connect
-from kflow.projections.decoding import Decoder, Poison
+from kflow.projections.decoding import Decoder
 from kflow.projections.errors import ReadSideError
-from kflow.projections.log_event import DefinitionRecord, LogEvent
+from kflow.projections.log_event import DefinitionRecord, LogEvent, Poison
 from kflow.projections.migrate import migrate
 from kflow.projections.postgres import Partition, PostgresProjector, load_offsets, lock_partitions
 
@@ -45,6 +45,7 @@ class RebuildReport:
 
     events: int
     poison: int
+    """Records skipped: undecodable, or refused definitions (``kflow.registry.checked``)."""
     seconds: float
 
     @property
@@ -137,6 +138,7 @@ class _Reader:
                 elif isinstance(decoded, LogEvent):
                     events.append(decoded)
                 else:
+                    self.poison += decoded.refused is not None  # still removes its version
                     defs.append(decoded)
             if positions:
                 self.sink.apply(events, defs, positions)
@@ -212,7 +214,7 @@ def _project_in_workers(
     env.pop("KFLOW_PROJECTOR_INSTANCE", None)  # dynamic members leave the group on exit
     workers = [
         subprocess.Popen(
-            [sys.executable, "-m", "projections", "postgres"],
+            [sys.executable, "-m", "projections", "postgres", "--no-dead-letters"],
             env=env,
             stdout=subprocess.DEVNULL,
         )

@@ -23,8 +23,9 @@ from kflow.bus.contracts import default_contracts
 from kflow.bus.dead_letter import DeadLetter, dead_letter_record
 from kflow.bus.topics import TopicNames
 from kflow.observability.metrics import DLQ_RECORDS, PROJECTION_ERRORS
-from kflow.projections.decoding import Decoder, Poison
-from kflow.projections.log_event import DefinitionRecord, LogEvent
+from kflow.projections.decoding import Decoder
+from kflow.projections.errors import ReadSideUnavailable
+from kflow.projections.log_event import DefinitionRecord, LogEvent, Poison
 from kflow.projections.postgres import BatchResult, Partition
 
 log = logging.getLogger(__name__)
@@ -34,6 +35,8 @@ class Sink(Protocol):
     """Where a projector writes; ``apply`` is all-or-nothing."""
 
     projection: str
+    reads_definitions: bool
+    """Whether it keeps definitions (then its projector also reads ``{p}.definitions``)."""
 
     def stored_offsets(self) -> dict[Partition, int] | None:
         """Offsets kept with the data, or None to use the group's committed offsets."""
@@ -107,8 +110,12 @@ class Projector:
         batch_size: int = 5_000,
         poll_timeout_s: float = 0.5,
         instance_id: str | None = None,
+        dead_letters: bool = True,
     ) -> None:
+        """``dead_letters=False``: log poison records but write no dead letters (a rebuild
+        replays records the live projector already dead-lettered)."""
         self.sink = sink
+        self.dead_letters = dead_letters
         self.topics = topics
         self.batch_size = batch_size
         self.poll_timeout_s = poll_timeout_s
@@ -152,8 +159,11 @@ class Projector:
 
     def run(self, on_batch: Callable[[BatchResult], None] | None = None) -> None:
         """Consume and apply until ``stop`` is set; then close the consumer."""
+        topics = [self.topics.events]
+        if self.sink.reads_definitions:
+            topics.append(self.topics.definitions)
         self.consumer.subscribe(
-            [self.topics.events, self.topics.definitions],
+            topics,
             on_assign=self._on_assign,
             on_revoke=self._on_revoke,
             on_lost=self._on_revoke,
@@ -177,6 +187,7 @@ class Projector:
         events: list[LogEvent] = []
         defs: list[DefinitionRecord] = []
         positions: dict[Partition, int] = {}
+        dead = 0
         for msg in msgs:
             if msg.error() is not None:
                 log.warning("consumer error: %s", msg.error())
@@ -185,12 +196,18 @@ class Projector:
             positions[tp] = max(positions.get(tp, 0), int(msg.offset() or 0) + 1)
             decoded = self.decode(msg)
             if isinstance(decoded, Poison):
-                self._dead_letter(msg, decoded)
+                dead += self._dead_letter(msg, decoded)
             elif isinstance(decoded, LogEvent):
                 events.append(decoded)
             else:
+                if decoded.refused is not None:  # it still removes the version it replaced
+                    dead += self._dead_letter(msg, decoded.refused)
                 defs.append(decoded)
         if not positions:
+            return
+        # Dead letters are delivered before the offsets move past their records: a crash
+        # in between repeats one (same source coordinates), it never loses one.
+        if dead and not _until_done("writing dead letters", self._flush_dlq, self.sink, self.stop):
             return
         holder: list[BatchResult] = []
         if not _until_done(
@@ -219,7 +236,15 @@ class Projector:
         if on_batch is not None:
             on_batch(holder[0])
 
-    def _dead_letter(self, msg: Message, poison: Poison) -> None:
+    def _flush_dlq(self) -> None:
+        if self.dlq.flush(10):
+            raise ReadSideUnavailable("the dead-letter topic did not acknowledge in 10s")
+
+    def _dead_letter(self, msg: Message, poison: Poison) -> int:
+        """Produce the dead letter of ``msg`` (1), or only log it when not ours to write (0)."""
+        if not self.dead_letters:
+            log.warning("skipped %s[%s]@%s: %s", msg.topic(), msg.partition(), msg.offset(), poison)
+            return 0
         raw = msg.value()
         key = msg.key()
         letter = DeadLetter(
@@ -239,3 +264,4 @@ class Projector:
         log.error(
             "dead-lettered %s[%s]@%s: %s", letter.topic, letter.partition, letter.offset, poison
         )
+        return 1

@@ -81,8 +81,12 @@ def run_projector(
     readside: ReadSideSettings | None = None,
     stop: threading.Event | None = None,
     on_batch: Callable[[BatchResult], None] | None = None,
+    dead_letters: bool = True,
 ) -> Projector:
-    """Project ``{p}.events`` into ``target`` until stopped (SIGTERM/SIGINT in the main thread)."""
+    """Project ``{p}.events`` into ``target`` until stopped (SIGTERM/SIGINT in the main thread).
+
+    ``dead_letters=False`` logs poison records instead of dead-lettering them (rebuilds).
+    """
     settings = settings or get_settings()
     rs = readside or get_readside_settings()
     kind = Target(target)
@@ -94,6 +98,7 @@ def run_projector(
         rs.projector_group or group_id(settings.topic_prefix, kind),
         batch_size=rs.projector_batch,
         instance_id=rs.projector_instance,
+        dead_letters=dead_letters,
     )
     if stop is not None:
         projector.stop = stop

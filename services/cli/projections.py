@@ -59,7 +59,8 @@ def rebuild_cmd(
         except (ReadSideError, BusError) as e:  # BusError: Kafka could not be read
             fail(str(e))
     typer.echo(
-        f"rebuilt {target}: {report.events} events ({report.poison} undecodable skipped) "
+        f"rebuilt {target}: {report.events} events "
+        f"({report.poison} undecodable or invalid skipped) "
         f"in {report.seconds:.1f}s, {report.rate:,.0f} events/s; swapped in"
     )
 

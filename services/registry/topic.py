@@ -10,13 +10,13 @@ from confluent_kafka import KafkaError
 
 from kflow.bus.clients import make_producer
 from kflow.bus.contracts import default_contracts
-from kflow.bus.errors import DecodeError
 from kflow.bus.reader import RawRecord, ReaderError, TopicReader
 from kflow.bus.records import WorkflowDefinitionRecord
 from kflow.bus.topics import topic_names
-from kflow.core.definition import WorkflowDefinition, parse_definition
-from kflow.core.errors import DefinitionError, KflowError
-from kflow.registry.store import DefinitionStore
+from kflow.core.definition import WorkflowDefinition
+from kflow.core.errors import KflowError
+from kflow.registry.checked import check_record
+from kflow.registry.store import DefinitionStore, Refused
 
 log = logging.getLogger(__name__)
 
@@ -107,13 +107,25 @@ class DefinitionFollower:
                     self._apply(record)
 
     def _apply(self, record: RawRecord) -> None:
-        if record.value is None:
-            name, _, version = (record.key or "").rpartition("@")
-            if version.isdigit():
-                self.store.remove(name, int(version))
+        checked = check_record(record.key, record.value)
+        if checked.definition is not None:
+            self.store.put(checked.definition)
             return
-        try:
-            definition = default_contracts().decode_definition(record.value)
-            self.store.put(parse_definition(definition.definition))
-        except (DecodeError, DefinitionError) as e:
-            log.warning("skipping unreadable definition at offset %s: %s", record.offset, e)
+        if checked.refusal is None:
+            self.store.remove(checked.name, checked.version)
+            return
+        # Refused: never listed, never the latest. The dead letter is not ours to write
+        # (every orchestrator and CLI reads this topic); the PostgreSQL projector writes it.
+        log.warning(
+            "refused definition %r at %s[%s]@%s (%s): %s",
+            checked.key,
+            record.topic,
+            record.partition,
+            record.offset,
+            checked.refusal.reason,
+            checked.refusal.message,
+        )
+        if checked.names_a_version:
+            self.store.refuse(
+                Refused(checked.name, checked.version, checked.refusal.message, checked.parsed)
+            )

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import uuid
+from collections.abc import Sequence
 
 import pytest
 from confluent_kafka import Producer
@@ -30,7 +31,7 @@ def topic(kafka_bootstrap: str) -> object:
 
 
 def transactional_write(
-    bootstrap: str, topic: str, records: list[tuple[str, bytes | None]]
+    bootstrap: str, topic: str, records: Sequence[tuple[str, bytes | None]]
 ) -> None:
     """One committed transaction per record: the log ends in a commit marker."""
     producer = Producer(

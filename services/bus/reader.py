@@ -133,8 +133,14 @@ class TopicReader:
 
     def poll(self, timeout_s: float = 0.2, max_records: int = 1000) -> list[RawRecord]:
         """Records that arrived within ``timeout_s`` (returns as soon as there are some)."""
+        # consume(n, t) waits for n messages or all of t; poll() returns at the first message
+        # (or end-of-partition event), then take only what is already fetched
+        first = self._consumer.poll(timeout_s)
+        if first is None:
+            return []
+        rest = self._consumer.consume(max_records - 1, 0) if max_records > 1 else []
         out: list[RawRecord] = []
-        for message in self._consumer.consume(max_records, timeout_s):
+        for message in (first, *rest):
             error = message.error()
             partition = message.partition() or 0
             if error is not None:

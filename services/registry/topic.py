@@ -70,7 +70,8 @@ class DefinitionFollower:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         try:
-            self._reader = TopicReader(bootstrap, self._topic)
+            # it follows for the process's lifetime: idle fetches every 50 ms, not 10
+            self._reader = TopicReader(bootstrap, self._topic, overrides={"fetch.wait.max.ms": 50})
         except ReaderError as e:
             raise RegistryError(str(e)) from e
 
@@ -96,13 +97,16 @@ class DefinitionFollower:
         self._reader.close()
 
     def _follow(self) -> None:
-        while not self._stop.is_set():
+        pause = 0.05
+        while not self._stop.wait(pause):
+            # take what has arrived without waiting under the lock: catch_up() needs it
             with self._lock:
                 try:
-                    records = self._reader.poll(0.2)
-                except ReaderError as e:  # e.g. the topic was deleted; keep what we have
-                    log.error("following definitions stopped: %s", e)
-                    return
+                    records = self._reader.poll(0)
+                    pause = 0 if records else 0.05
+                except ReaderError as e:  # e.g. the topic is gone for now: keep what we have
+                    log.error("following definitions: %s; trying again in 1s", e)
+                    records, pause = [], 1.0
                 for record in records:
                     self._apply(record)
 

@@ -1,4 +1,8 @@
-"""``python -m kflow.projections postgres|redis``: one projector process (settings from KFLOW_*)."""
+"""``python -m kflow.projections postgres|redis [--no-dead-letters]``: one projector process.
+
+Settings come from ``KFLOW_*``; ``--no-dead-letters`` is for rebuild workers, which replay
+records the live projector already dead-lettered.
+"""
 
 from __future__ import annotations
 
@@ -9,11 +13,15 @@ from kflow.projections.service import Target, run_projector
 
 
 def main(argv: list[str]) -> int:
-    if len(argv) != 1 or argv[0] not in {t.value for t in Target}:
-        print("usage: python -m kflow.projections postgres|redis", file=sys.stderr)
+    flags = {"--no-dead-letters"}
+    targets = [a for a in argv if a not in flags]
+    if len(targets) != 1 or targets[0] not in {t.value for t in Target}:
+        print(
+            "usage: python -m kflow.projections postgres|redis [--no-dead-letters]", file=sys.stderr
+        )
         return 2
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
-    run_projector(argv[0])
+    run_projector(targets[0], dead_letters="--no-dead-letters" not in argv)
     return 0
 
 

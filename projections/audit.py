@@ -2,21 +2,17 @@
 
 from __future__ import annotations
 
-import time
-import zlib
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
-
-from kflow.bus.clients import make_consumer
-from kflow.bus.contracts import Contracts, default_contracts
+from kflow.bus.contracts import default_contracts
+from kflow.bus.reader import read_key
 from kflow.bus.topics import TopicNames
 from kflow.core.events import is_notice
 from kflow.core.fold import evolve_all
 from kflow.core.replay import Divergence, verify
 from kflow.core.state import WorkflowState
-from kflow.projections.decoding import decode_message
+from kflow.projections.decoding import Decoder
 from kflow.projections.log_event import LogEvent
 
 
@@ -31,63 +27,20 @@ class AuditResult:
 
 
 def read_workflow_events(
-    bootstrap: str, topics: TopicNames, workflow_id: str, timeout_s: float = 30.0
+    bootstrap: str, topics: TopicNames, workflow_id: str, timeout_s: float = 60.0
 ) -> list[LogEvent]:
-    """Every event of ``workflow_id`` in log order (read_committed, from offset 0)."""
-    consumer = make_consumer(bootstrap, f"{topics.prefix}.audit")
-    contracts = default_contracts()
-    try:
-        meta = consumer.list_topics(topics.events, timeout=10).topics[topics.events]
-        count = len(meta.partitions)
-        if count == 0:
-            return []
-        # librdkafka's default partitioner puts a key on crc32(key) % partitions
-        likely = zlib.crc32(workflow_id.encode()) % count
-        found = _scan(consumer, contracts, topics, [likely], workflow_id, timeout_s)
-        if not found:
-            others = [p for p in range(count) if p != likely]
-            found = _scan(consumer, contracts, topics, others, workflow_id, timeout_s)
-        return found
-    finally:
-        consumer.close()
+    """Every event of ``workflow_id`` in log order (read_committed, from offset 0).
 
-
-def _scan(
-    consumer: Consumer,
-    contracts: Contracts,
-    topics: TopicNames,
-    partitions: Sequence[int],
-    workflow_id: str,
-    timeout_s: float,
-) -> list[LogEvent]:
-    ends = {}
-    for p in partitions:
-        _, high = consumer.get_watermark_offsets(TopicPartition(topics.events, p), timeout=10)
-        if high > 0:
-            ends[p] = high
-    if not ends:
-        return []
-    consumer.assign([TopicPartition(topics.events, p, OFFSET_BEGINNING) for p in ends])
-    key = workflow_id.encode()
-    out: list[LogEvent] = []
-    done: set[int] = set()
-    deadline = time.monotonic() + timeout_s
-    while len(done) < len(ends) and time.monotonic() < deadline:
-        for msg in consumer.consume(2_000, 0.5):
-            if msg.error() is not None:
-                continue
-            p = int(msg.partition() or 0)
-            if msg.key() == key:
-                decoded = decode_message(msg, contracts, topics)
-                if isinstance(decoded, LogEvent):
-                    out.append(decoded)
-            if int(msg.offset() or 0) + 1 >= ends[p]:
-                done.add(p)
-        for tp in consumer.position([TopicPartition(topics.events, p) for p in ends]):
-            if tp.offset >= ends[tp.partition]:
-                done.add(tp.partition)
-    consumer.unassign()
-    return out
+    Only the workflow's partition is read, to its end: if that does not finish within
+    ``timeout_s`` this raises ``ReaderError``, so a partial history is never audited.
+    """
+    decode = Decoder(default_contracts(), topics)
+    found: list[LogEvent] = []
+    for record in read_key(bootstrap, topics.events, workflow_id, timeout_s):
+        decoded = decode.record(record)
+        if isinstance(decoded, LogEvent):
+            found.append(decoded)
+    return found
 
 
 def within(le: LogEvent, at_seq: int | None, at_time_ms: int | None) -> bool:

@@ -1,7 +1,7 @@
 """Turn consumed records into log events or definition records; anything else is poison.
 
-Poison is returned as the :class:`DecodeError` saying why (it goes to the DLQ, with
-``kflow.bus.dead_letter``, and the partition moves on).
+Definitions are checked with ``kflow.registry.checked``: a refused one removes its version
+(a ``DefinitionRecord`` without definition) and carries why, for the dead letter.
 """
 
 from __future__ import annotations
@@ -10,9 +10,12 @@ from confluent_kafka import Message
 
 from kflow.bus.contracts import Contracts
 from kflow.bus.errors import DecodeError, DecodeFailure
+from kflow.bus.message import key_text
+from kflow.bus.reader import RawRecord
 from kflow.bus.topics import TopicNames
 from kflow.core.events import Event
-from kflow.projections.log_event import DEFAULT_TENANT, DefinitionRecord, LogEvent
+from kflow.projections.log_event import DEFAULT_TENANT, DefinitionRecord, LogEvent, Poison
+from kflow.registry.checked import check_record
 
 
 class Decoder:
@@ -23,23 +26,43 @@ class Decoder:
         self._definitions = topics.definitions
         self._envelope = contracts.decode_envelope
 
-    def __call__(self, msg: Message) -> LogEvent | DefinitionRecord | DecodeError:
-        topic = str(msg.topic())
-        partition = int(msg.partition() or 0)
-        offset = int(msg.offset() or 0)
-        raw = msg.value()
+    def __call__(self, msg: Message) -> LogEvent | DefinitionRecord | Poison:
+        ts = msg.timestamp()[1]
+        return self.decode(
+            str(msg.topic()), int(msg.partition() or 0), int(msg.offset() or 0),
+            msg.key(), msg.value(), ts,
+        )  # fmt: skip
+
+    def record(self, record: RawRecord) -> LogEvent | DefinitionRecord | Poison:
+        """Decode a record read with :class:`kflow.bus.reader.TopicReader`."""
+        return self.decode(
+            record.topic, record.partition, record.offset,
+            record.key, record.value, record.timestamp_ms,
+        )  # fmt: skip
+
+    def decode(
+        self,
+        topic: str,
+        partition: int,
+        offset: int,
+        key: str | bytes | None,
+        raw: str | bytes | None,
+        timestamp_ms: int,
+    ) -> LogEvent | DefinitionRecord | Poison:
+        """Decode one record given by its parts."""
         if topic == self._definitions:
-            return _definition(msg, self.contracts, topic, partition, offset, raw)
+            return _definition(key, self.contracts, topic, partition, offset, raw)
         if not isinstance(raw, bytes):
-            return DecodeError(DecodeFailure.TRUNCATED, "an events record has no value")
+            reason = DecodeFailure.TRUNCATED
+            return Poison.of(reason.value, DecodeError(reason, "an events record has no value"))
         try:
             env = self._envelope(raw)
         except DecodeError as e:
-            return e
+            return Poison.of(e.reason.value, e)
         body = env.body
         if not isinstance(body, Event):
-            return DecodeError(DecodeFailure.WRONG_TYPE, f"{env.type} is not an event")
-        ts = msg.timestamp()[1]
+            reason = DecodeFailure.WRONG_TYPE
+            return Poison.of(reason.value, DecodeError(reason, f"{env.type} is not an event"))
         return LogEvent(
             topic,
             partition,
@@ -48,34 +71,27 @@ class Decoder:
             env.event_id,
             env.tenant or DEFAULT_TENANT,
             env.actor,
-            ts if ts > 0 else env.occurred_at,
+            timestamp_ms if timestamp_ms > 0 else env.occurred_at,
         )
 
 
-def decode_message(
-    msg: Message, contracts: Contracts, topics: TopicNames
-) -> LogEvent | DefinitionRecord | DecodeError:
-    """Decode one record of the events or definitions topic."""
-    return Decoder(contracts, topics)(msg)
-
-
 def _definition(
-    msg: Message, contracts: Contracts, topic: str, partition: int, offset: int, raw: object
-) -> DefinitionRecord | DecodeError:
-    key = msg.key()
-    key_text = key.decode("utf-8", "replace") if isinstance(key, bytes) else str(key or "")
-    if raw is None:  # tombstone: the definition was removed
-        name, _, version = key_text.rpartition("@")
-        if not name or not version.isdigit():
-            return DecodeError(
-                DecodeFailure.MALFORMED,
-                f"definition tombstone key {key_text!r} is not name@version",
-            )
-        return DefinitionRecord(topic, partition, offset, name, int(version), None)
-    if not isinstance(raw, bytes):
-        return DecodeError(DecodeFailure.MALFORMED, "definition record value is not bytes")
-    try:
-        rec = contracts.decode_definition(raw)
-    except DecodeError as e:
-        return e
-    return DefinitionRecord(topic, partition, offset, rec.name, rec.version, rec.definition)
+    key: str | bytes | None,
+    contracts: Contracts,
+    topic: str,
+    partition: int,
+    offset: int,
+    raw: str | bytes | None,
+) -> DefinitionRecord | Poison:
+    checked = check_record(key_text(key), raw.encode() if isinstance(raw, str) else raw, contracts)
+    if checked.definition is not None:
+        return DefinitionRecord(
+            topic, partition, offset, checked.name, checked.version, checked.document
+        )
+    refusal = checked.refusal  # None: a tombstone, the version was removed
+    poison = (
+        None if refusal is None else Poison(refusal.reason, refusal.error_type, refusal.message)
+    )
+    if poison is not None and not checked.names_a_version:
+        return poison  # replaces nothing: only the dead letter
+    return DefinitionRecord(topic, partition, offset, checked.name, checked.version, None, poison)

@@ -37,9 +37,27 @@ class LogEvent:
         return type(self.event).__name__
 
 
+@dataclass(frozen=True)
+class Poison:
+    """Why a record cannot be projected (goes to the DLQ; the partition moves on)."""
+
+    reason: str
+    error_type: str
+    message: str
+
+    @classmethod
+    def of(cls, reason: str, error: Exception) -> Poison:
+        """The poison of a record that failed with ``error``."""
+        return cls(reason, type(error).__name__, str(error))
+
+
 @dataclass(frozen=True, slots=True)
 class DefinitionRecord:
-    """A record of the compacted definitions topic (``definition`` None = tombstone)."""
+    """A record of the compacted definitions topic (``definition`` None = the version is gone).
+
+    ``refused`` says why a record that replaced the version registers nothing (it failed
+    ``kflow.registry.checked``); a tombstone has no ``refused``.
+    """
 
     topic: str
     partition: int
@@ -47,3 +65,4 @@ class DefinitionRecord:
     name: str
     version: int
     definition: dict[str, object] | None
+    refused: Poison | None = None

@@ -137,6 +137,8 @@ class PostgresProjector:
     """Folds log events into ``executions``, ``steps``, ``events`` and ``definitions``."""
 
     projection_kind = "postgres"
+    reads_definitions = True
+    """And it writes the dead letters of refused definitions (ADR 0046)."""
 
     def __init__(
         self, dsn: str, schema: str, projection: str = "postgres", cache_size: int = 200_000

@@ -27,11 +27,12 @@ from psycopg import sql
 
 from kflow.bus.clients import make_consumer
 from kflow.bus.contracts import default_contracts
-from kflow.bus.errors import DecodeError
+from kflow.bus.reader import record_ends
 from kflow.bus.topics import TopicNames
 from kflow.projections.db import connect
 from kflow.projections.decoding import Decoder
-from kflow.projections.log_event import DefinitionRecord, LogEvent
+from kflow.projections.errors import ReadSideError
+from kflow.projections.log_event import DefinitionRecord, LogEvent, Poison
 from kflow.projections.migrate import migrate
 from kflow.projections.postgres import (
     BatchResult,
@@ -54,6 +55,7 @@ class RebuildReport:
 
     events: int
     poison: int
+    """Records skipped: undecodable, or refused definitions (``kflow.registry.checked``)."""
     seconds: float
 
     @property
@@ -75,11 +77,12 @@ class _Reader:
         self.consumer: Consumer = make_consumer(
             bootstrap, f"{topics.prefix}.rebuild.{uuid.uuid4().hex[:8]}"
         )
+        self.bootstrap = bootstrap
         self.partitions: list[TopicPartition] = []
         for name in (topics.events, topics.definitions):
-            meta = self.consumer.list_topics(name, timeout=10).topics[name]
-            if meta.error is not None:
-                raise RuntimeError(f"topic {name}: {meta.error}")
+            meta = self.consumer.list_topics(name, timeout=10).topics.get(name)
+            if meta is None or meta.error is not None or not meta.partitions:
+                raise ReadSideError(f"topic {name} does not exist; run `kflow topics create`")
             self.partitions += [TopicPartition(name, p, OFFSET_BEGINNING) for p in meta.partitions]
         self.events = 0
         self.poison = 0
@@ -95,13 +98,16 @@ class _Reader:
         self.consumer.assign(self.partitions)
 
     def ends(self) -> dict[Partition, int]:
-        """The offset a read_committed reader reaches at the end of each partition now."""
-        out = {}
-        for tp in self.partitions:
-            _, high = self.consumer.get_watermark_offsets(
-                TopicPartition(tp.topic, tp.partition), timeout=10, cached=False
-            )
-            out[(tp.topic, tp.partition)] = high
+        """Per partition, the offset after the last record there now.
+
+        Not the end offset: on a log written with transactions that is one past the last
+        commit marker, which a projector storing ``offset + 1`` of the last record it
+        applied never reaches (the rebuild waited for its workers for ever).
+        """
+        out: dict[Partition, int] = {}
+        for name in (self.topics.events, self.topics.definitions):
+            for partition, end in record_ends(self.bootstrap, name).items():
+                out[(name, partition)] = end
         return out
 
     def positions(self) -> dict[Partition, int]:
@@ -136,15 +142,21 @@ class _Reader:
                 tp = (str(msg.topic()), int(msg.partition() or 0))
                 positions[tp] = int(msg.offset() or 0) + 1
                 decoded = self.decode(msg)
-                if isinstance(decoded, DecodeError):
+                if isinstance(decoded, Poison):
                     self.poison += 1
                 else:
+                    if isinstance(decoded, DefinitionRecord):
+                        self.poison += decoded.refused is not None  # still removes its version
                     records.append(decoded)
             if positions:
                 apply_or_split(self._apply, records, positions, self._refused)
                 self.events += sum(isinstance(r, LogEvent) for r in records)
                 if progress is not None:
                     progress(self.events + self.poison, total)
+
+    def close(self) -> None:
+        self.consumer.close()
+        self.sink.close()
 
     def _apply(self, records: Sequence[Record], positions: Mapping[Partition, int]) -> BatchResult:
         events = [r for r in records if isinstance(r, LogEvent)]
@@ -157,10 +169,6 @@ class _Reader:
         log.warning(
             "rebuild skips %s[%s]@%s: %s", record.topic, record.partition, record.offset, error
         )
-
-    def close(self) -> None:
-        self.consumer.close()
-        self.sink.close()
 
 
 def rebuild(
@@ -226,7 +234,7 @@ def _project_in_workers(
     env.pop("KFLOW_PROJECTOR_INSTANCE", None)  # dynamic members leave the group on exit
     workers = [
         subprocess.Popen(
-            [sys.executable, "-m", "kflow.projections", "postgres"],
+            [sys.executable, "-m", "kflow.projections", "postgres", "--no-dead-letters"],
             env=env,
             stdout=subprocess.DEVNULL,
         )
@@ -243,7 +251,7 @@ def _project_in_workers(
                 if all(stored.get(tp, 0) >= end for tp, end in ends.items() if end > 0):
                     break
                 if any(w.poll() is not None for w in workers):
-                    raise RuntimeError("a rebuild worker process exited; see its log")
+                    raise ReadSideError("a rebuild worker process exited; see its log")
                 time.sleep(0.2)
             row = conn.execute("SELECT count(*) FROM events").fetchone()
     finally:

@@ -96,6 +96,7 @@ class RedisProjector:
     """Applies events to Redis; idempotent by ``seq``, so Kafka's committed offsets suffice."""
 
     projection = "redis"
+    reads_definitions = False
 
     def __init__(
         self,

@@ -21,11 +21,11 @@ from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaException, Message,
 from kflow.bus.clients import make_consumer, make_producer
 from kflow.bus.contracts import default_contracts
 from kflow.bus.dead_letter import UNPROJECTABLE, dead_letter_for, dead_letter_record
-from kflow.bus.errors import DecodeError
 from kflow.bus.topics import TopicNames
 from kflow.observability.metrics import DLQ_RECORDS, PROJECTION_ERRORS
 from kflow.projections.decoding import Decoder
-from kflow.projections.log_event import DefinitionRecord, LogEvent
+from kflow.projections.errors import ReadSideUnavailable
+from kflow.projections.log_event import DefinitionRecord, LogEvent, Poison
 from kflow.projections.postgres import BatchResult, Partition
 from kflow.projections.refusals import Record, apply_or_split
 
@@ -36,6 +36,8 @@ class Sink(Protocol):
     """Where a projector writes; ``apply`` is all-or-nothing, and leaves the sink usable."""
 
     projection: str
+    reads_definitions: bool
+    """Whether it keeps definitions (then its projector also reads ``{p}.definitions``)."""
 
     def stored_offsets(self) -> dict[Partition, int] | None:
         """Offsets kept with the data, or None to use the group's committed offsets."""
@@ -109,8 +111,12 @@ class Projector:
         batch_size: int = 5_000,
         poll_timeout_s: float = 0.5,
         instance_id: str | None = None,
+        dead_letters: bool = True,
     ) -> None:
+        """``dead_letters=False``: log poison records but write no dead letters (a rebuild
+        replays records the live projector already dead-lettered)."""
         self.sink = sink
+        self.dead_letters = dead_letters
         self.topics = topics
         self.batch_size = batch_size
         self.poll_timeout_s = poll_timeout_s
@@ -154,8 +160,11 @@ class Projector:
 
     def run(self, on_batch: Callable[[BatchResult], None] | None = None) -> None:
         """Consume and apply until ``stop`` is set; then close the consumer."""
+        topics = [self.topics.events]
+        if self.sink.reads_definitions:
+            topics.append(self.topics.definitions)
         self.consumer.subscribe(
-            [self.topics.events, self.topics.definitions],
+            topics,
             on_assign=self._on_assign,
             on_revoke=self._on_revoke,
             on_lost=self._on_revoke,
@@ -178,6 +187,7 @@ class Projector:
     def _handle(self, msgs: list[Message], on_batch: Callable[[BatchResult], None] | None) -> None:
         records: list[Record] = []
         positions: dict[Partition, int] = {}
+        dead = 0
         for msg in msgs:
             if msg.error() is not None:
                 log.warning("consumer error: %s", msg.error())
@@ -185,17 +195,23 @@ class Projector:
             tp = (str(msg.topic()), int(msg.partition() or 0))
             positions[tp] = max(positions.get(tp, 0), int(msg.offset() or 0) + 1)
             decoded = self.decode(msg)
-            if isinstance(decoded, DecodeError):
-                self._dead_letter(msg, decoded.reason.value, decoded)
-            else:
-                records.append(decoded)
+            if isinstance(decoded, Poison):
+                dead += self._dead_letter(msg, decoded)
+                continue
+            if isinstance(decoded, DefinitionRecord) and decoded.refused is not None:
+                dead += self._dead_letter(msg, decoded.refused)  # it still removes its version
+            records.append(decoded)
         if not positions:
+            return
+        # Dead letters are delivered before the offsets move past their records: a crash
+        # in between repeats one (same source coordinates), it never loses one.
+        if dead and not _until_done("writing dead letters", self._flush_dlq, self.sink, self.stop):
             return
 
         def refused(record: Record, error: Exception) -> None:
             at = (record.topic, record.partition, record.offset)
             msg = next(m for m in msgs if (m.topic(), m.partition(), m.offset()) == at)
-            self._dead_letter(msg, UNPROJECTABLE, error)
+            self._dead_letter(msg, Poison.of(UNPROJECTABLE, error))
 
         result = apply_or_split(self._apply, records, positions, refused)
         if result is None:  # stopped during an outage
@@ -235,8 +251,22 @@ class Projector:
             return None
         return holder[0]
 
-    def _dead_letter(self, msg: Message, reason: str, error: Exception) -> None:
-        letter = dead_letter_for(msg, msg.value(), reason, error, int(time.time() * 1000))
+    def _flush_dlq(self) -> None:
+        if self.dlq.flush(10):
+            raise ReadSideUnavailable("the dead-letter topic did not acknowledge in 10s")
+
+    def _dead_letter(self, msg: Message, poison: Poison) -> int:
+        """Produce the dead letter of ``msg`` (1), or only log it when not ours to write (0)."""
+        if not self.dead_letters:
+            log.warning("skipped %s[%s]@%s: %s", msg.topic(), msg.partition(), msg.offset(), poison)
+            return 0
+        letter = dead_letter_for(
+            msg,
+            msg.value(),
+            poison.reason,
+            (poison.error_type, poison.message),
+            int(time.time() * 1000),
+        )
         rec = dead_letter_record(letter, self.topics.dlq, self.contracts.codec)
         self.dlq.produce(rec.topic, key=rec.key, value=rec.value)
         DLQ_RECORDS.labels(f"projector-{self.sink.projection}", letter.topic).inc()
@@ -246,7 +276,8 @@ class Projector:
             letter.topic,
             letter.partition,
             letter.offset,
-            reason,
+            letter.reason,
             letter.error_type,
             letter.message,
         )
+        return 1

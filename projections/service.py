@@ -78,8 +78,12 @@ def run_projector(
     settings: Settings | None = None,
     stop: threading.Event | None = None,
     on_batch: Callable[[BatchResult], None] | None = None,
+    dead_letters: bool = True,
 ) -> Projector:
-    """Project ``{p}.events`` into ``target`` until stopped (SIGTERM/SIGINT in the main thread)."""
+    """Project ``{p}.events`` into ``target`` until stopped (SIGTERM/SIGINT in the main thread).
+
+    ``dead_letters=False`` logs poison records instead of dead-lettering them (rebuilds).
+    """
     settings = settings or get_settings()
     kind = Target(target)
     sink = make_sink(kind, settings)
@@ -90,6 +94,7 @@ def run_projector(
         settings.projector_group or group_id(settings.topic_prefix, kind),
         batch_size=settings.projector_batch,
         instance_id=settings.projector_instance,
+        dead_letters=dead_letters,
     )
     if stop is not None:
         projector.stop = stop

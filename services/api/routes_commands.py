@@ -22,6 +22,7 @@ from kflow.api.models import (
 from kflow.api.problems import Problem, unavailable
 from kflow.api.queries import latest_version, links, workflow_tenant
 from kflow.api.routes_read import _PROBLEMS, not_found
+from kflow.bus.topics import topic_names
 from kflow.core.inputs import (
     CancelWorkflow,
     Input,
@@ -114,8 +115,9 @@ async def start(
     if version is None:
         raise Problem(
             422, "invalid-request", "Invalid request",
-            f"version: no definition named {body.name!r} is registered; give a version "
-            "or register it with kflow definitions",
+            f"version: no valid definition named {body.name!r} is registered; register one "
+            "with `kflow definitions apply` (records that fail validation are refused; see "
+            f"{topic_names(resources(request).config.topic_prefix).dlq})",
         )  # fmt: skip
     command = StartWorkflow(
         workflow_id=workflow_id,

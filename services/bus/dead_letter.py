@@ -33,9 +33,17 @@ class DeadLetter:
 
 
 def dead_letter_for(
-    message: Message, raw: str | bytes | None, reason: str, error: Exception, at: int
+    message: Message,
+    raw: str | bytes | None,
+    reason: str,
+    error: Exception | tuple[str, str],
+    at: int,
 ) -> DeadLetter:
-    """The dead letter of a consumed ``message`` whose bytes ``raw`` failed with ``error``."""
+    """The dead letter of a consumed ``message`` whose bytes ``raw`` failed with ``error``.
+
+    ``error`` is the exception, or its ``(error_type, message)`` when it was recorded earlier.
+    """
+    error_type, text = error if isinstance(error, tuple) else (type(error).__name__, str(error))
     return DeadLetter(
         original_key=key_text(message.key()),
         original_value=raw.encode() if isinstance(raw, str) else raw,
@@ -43,8 +51,8 @@ def dead_letter_for(
         partition=message.partition() or 0,
         offset=message.offset() or 0,
         reason=reason,
-        error_type=type(error).__name__,
-        message=str(error),
+        error_type=error_type,
+        message=text,
         at=at,
     )
 

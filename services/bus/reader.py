@@ -7,8 +7,10 @@ topic to the latest value per key; :func:`partition_for` says where a key lives.
 
 "The end" is the partition end the broker reports to this reader (the last stable offset
 for ``read_committed``), detected with librdkafka's partition-EOF events: comparing the
-position with the high watermark never finishes on a transactional log, whose last offset
-is a commit marker no reader is ever given.
+offset after the last record read with the high watermark never finishes on a
+transactional log, whose last offset is a commit marker no reader is ever given.
+:func:`record_ends` gives that "offset after the last record" for callers that wait for
+someone else's stored offsets (e.g. a projector storing ``offset + 1``).
 """
 
 from __future__ import annotations
@@ -29,7 +31,7 @@ from confluent_kafka import (
     TopicPartition,
 )
 
-from kflow.bus.admin import wait_until_stable
+from kflow.bus.admin import TopicAdminError, wait_until_stable
 from kflow.bus.clients import ConfigValue, make_consumer
 from kflow.bus.errors import BusError
 from kflow.bus.message import header_map, key_text
@@ -98,6 +100,8 @@ class TopicReader:
             self._consumer.close()
             raise
         self._at_end: set[int] = set()
+        self._next: dict[int, int] = {}
+        """Per partition, the offset after the last record returned or of the last EOF."""
 
     def _existing_partitions(
         self, bootstrap: str, wanted: Iterable[int] | None, key: str | None
@@ -129,24 +133,33 @@ class TopicReader:
 
     def poll(self, timeout_s: float = 0.2, max_records: int = 1000) -> list[RawRecord]:
         """Records that arrived within ``timeout_s`` (returns as soon as there are some)."""
+        # consume(n, t) waits for n messages or all of t; poll() returns at the first message
+        # (or end-of-partition event), then take only what is already fetched
+        first = self._consumer.poll(timeout_s)
+        if first is None:
+            return []
+        rest = self._consumer.consume(max_records - 1, 0) if max_records > 1 else []
         out: list[RawRecord] = []
-        for message in self._consumer.consume(max_records, timeout_s):
+        for message in (first, *rest):
             error = message.error()
             partition = message.partition() or 0
             if error is not None:
                 if error.code() == KafkaError._PARTITION_EOF:
                     self._at_end.add(partition)
+                    self._next[partition] = message.offset() or 0
                     continue
                 if error.fatal() or error.code() == KafkaError.UNKNOWN_TOPIC_OR_PART:
                     raise ReaderError(f"reading {self.topic}: {error.str()}")
                 continue  # transient: librdkafka retries by itself
             self._at_end.discard(partition)
+            offset = message.offset() or 0
+            self._next[partition] = offset + 1
             value = message.value()
             out.append(
                 RawRecord(
                     topic=self.topic,
                     partition=partition,
-                    offset=message.offset() or 0,
+                    offset=offset,
                     key=key_text(message.key()),
                     value=value.encode() if isinstance(value, str) else value,
                     headers=header_map(message),
@@ -156,20 +169,33 @@ class TopicReader:
         return out
 
     def read_to_end(self, timeout_s: float = 60.0) -> Iterator[RawRecord]:
-        """Every record up to each partition's end, then stop.
+        """Every record up to each partition's end as of now, then stop (may be called again).
 
         Raises :class:`ReaderError` if the end is not reached within ``timeout_s``: a partial
         read is never passed off as the whole partition.
         """
-        self._at_end.clear()
+        self._rearm()
         deadline = time.monotonic() + timeout_s
         while len(self._at_end) < len(self.partitions):
-            if time.monotonic() > deadline:
+            if time.monotonic() >= deadline:
                 behind = sorted(set(self.partitions) - self._at_end)
                 raise ReaderError(
                     f"{self.topic} partition(s) {behind} not read to the end in {timeout_s:g}s"
                 )
             yield from self.poll(0.1)
+
+    def _rearm(self) -> None:
+        """Make every partition report its end again, the end as of now.
+
+        librdkafka reports a partition's end once per arrival there, and a report may wait
+        in the queue while records are written: a second :meth:`read_to_end` would wait
+        for a report that never comes, or stop at an old end. Seeking to the next offset
+        (nothing already returned is read again) drops queued reports and makes the fetcher
+        find the current end. (A partition that returned nothing yet is left as assigned.)
+        """
+        for partition, offset in sorted(self._next.items()):
+            self._consumer.seek(TopicPartition(self.topic, partition, offset))
+        self._at_end.clear()
 
     def follow(self, timeout_s: float | None = None) -> Iterator[RawRecord]:
         """Records as they arrive, for ever (or until ``timeout_s``; then it just stops)."""
@@ -185,6 +211,19 @@ class TopicReader:
                 [TopicPartition(self.topic, p) for p in self.partitions]
             )
         }
+
+    def bounds(self) -> dict[int, tuple[int, int]]:
+        """First and end offset per partition, asked of the broker now (end: the last
+        stable offset for ``read_committed``)."""
+        try:
+            return {
+                p: self._consumer.get_watermark_offsets(
+                    TopicPartition(self.topic, p), timeout=10, cached=False
+                )
+                for p in self.partitions
+            }
+        except KafkaException as e:
+            raise ReaderError(f"end offsets of {self.topic}: {e.args[0]}") from e
 
     def close(self) -> None:
         """Release the consumer."""
@@ -203,7 +242,7 @@ def read_latest(
     latest: dict[int, dict[str, bytes | None]] = {p: {} for p in wanted}
     if not wanted:
         return latest
-    wait_until_stable(bootstrap, topic, wanted, timeout_s)
+    _wait_until_stable(bootstrap, topic, wanted, timeout_s)
     with TopicReader(bootstrap, topic, partitions=wanted) as reader:
         for record in reader.read_to_end(timeout_s):
             if record.key is not None:
@@ -212,8 +251,46 @@ def read_latest(
 
 
 def read_key(bootstrap: str, topic: str, key: str, timeout_s: float = 60.0) -> Iterator[RawRecord]:
-    """Every record of ``key`` now in ``topic``, in log order (only its partition is read)."""
+    """Every record of ``key`` now in ``topic``, in log order (only its partition is read).
+
+    Like :func:`read_latest` it first waits until no transaction is open there: a
+    ``read_committed`` reader stops before an open transaction, and would miss records
+    committed after it (an audit must see them all).
+    """
     with TopicReader(bootstrap, topic, key=key) as reader:
+        _wait_until_stable(bootstrap, topic, reader.partitions, timeout_s)
         for record in reader.read_to_end(timeout_s):
             if record.key == key:
                 yield record
+
+
+def _wait_until_stable(bootstrap: str, topic: str, partitions: list[int], timeout_s: float) -> None:
+    try:
+        wait_until_stable(bootstrap, topic, partitions, timeout_s)
+    except TopicAdminError as e:
+        raise ReaderError(str(e)) from e
+
+
+def record_ends(
+    bootstrap: str, topic: str, timeout_s: float = 60.0, tail: int = 256
+) -> dict[int, int]:
+    """Per partition of ``topic``: 1 + the offset of the last record a reader is given now
+    (0 for a partition without any).
+
+    That is the ``offset + 1`` a consumer that stores its progress that way reaches once it
+    has read everything; the partition's end offset can be larger (commit markers, aborted
+    records after the last committed one) and is never reached that way. Only the tail is
+    read: the last ``tail`` offsets, then 8 times more, until a record is found.
+    """
+    with TopicReader(bootstrap, topic) as probe:
+        bounds = probe.bounds()
+    found = dict.fromkeys(bounds, 0)
+    pending = {p for p, (low, end) in bounds.items() if end > low}
+    while pending:
+        starts = {p: max(bounds[p][0], bounds[p][1] - tail) for p in pending}
+        with TopicReader(bootstrap, topic, partitions=pending, start=starts) as reader:
+            for record in reader.read_to_end(timeout_s):
+                found[record.partition] = max(found[record.partition], record.offset + 1)
+        pending = {p for p in pending if not found[p] and starts[p] > bounds[p][0]}
+        tail *= 8
+    return found

@@ -10,6 +10,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from kflow.bus.reader import ReaderError
 from kflow.bus.topics import topic_names
 from kflow.core.views import step_view, summary
 from kflow.projections.audit import AuditResult, audit, read_workflow_events
@@ -41,6 +42,12 @@ def replay_cmd(
         str | None, typer.Option("--at-time", help="show the state at this ISO-8601 time")
     ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="print the state as JSON")] = False,
+    timeout: Annotated[
+        float,
+        typer.Option(
+            "--timeout", min=0, help="seconds to read the workflow's partition to its end"
+        ),
+    ] = 60.0,
 ) -> None:
     """Read the workflow's events from the log, re-fold them with the core and verify them.
 
@@ -48,9 +55,14 @@ def replay_cmd(
     """
     settings = get_settings()
     at_ms = _parse_time(at_time) if at_time is not None else None
-    events = read_workflow_events(
-        settings.kafka_bootstrap, topic_names(settings.topic_prefix), workflow_id
-    )
+    try:
+        events = read_workflow_events(
+            settings.kafka_bootstrap, topic_names(settings.topic_prefix), workflow_id, timeout
+        )
+    except ReaderError as e:
+        typer.echo(f"error: cannot audit {workflow_id!r} from the whole log: {e}", err=True)
+        typer.echo("hint: raise --timeout for a long log, or check Kafka", err=True)
+        raise typer.Exit(1) from e
     if not events:
         typer.echo(
             f"error: no events for workflow {workflow_id!r} in {settings.topic_prefix}.events",

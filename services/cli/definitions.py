@@ -76,7 +76,7 @@ def apply(
 
 @definitions_app.command("list")
 def list_() -> None:
-    """List registered definitions.
+    """List registered definitions (records that fail validation are named on stderr).
 
     Example: kflow definitions list
     """
@@ -98,6 +98,12 @@ def list_() -> None:
             d.name, str(d.version), str(len(d.nodes)), " ".join(queues), d.description or ""
         )
     Console(width=160).print(table)
+    for refused in follower.store.refused():
+        typer.echo(
+            f"warning: {refused.name}@{refused.version} is refused and not listed: "
+            f"{refused.message}",
+            err=True,
+        )
 
 
 def register(app: typer.Typer) -> None:

@@ -7,6 +7,7 @@ from typing import Annotated
 import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
+from kflow.bus.errors import BusError
 from kflow.bus.topics import topic_names
 from kflow.cli.readside_common import SchemaOption, fail, schema_or_default
 from kflow.projections.db import connect
@@ -55,10 +56,11 @@ def rebuild_cmd(
                 progress,
                 processes,
             )
-        except ReadSideError as e:
+        except (ReadSideError, BusError) as e:  # BusError: Kafka could not be read
             fail(str(e))
     typer.echo(
-        f"rebuilt {target}: {report.events} events ({report.poison} undecodable skipped) "
+        f"rebuilt {target}: {report.events} events "
+        f"({report.poison} undecodable or invalid skipped) "
         f"in {report.seconds:.1f}s, {report.rate:,.0f} events/s; swapped in"
     )
 

@@ -19,12 +19,12 @@ import logging
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
+from kflow.bus.reader import read_latest
 from kflow.core.errors import KflowError
 from kflow.core.events import DuplicateStartIgnored
 from kflow.core.inputs import StartWorkflow
 from kflow.core.machine import duplicate_start_ignored
 from kflow.core.state import TERMINAL_WORKFLOW, WorkflowState
-from kflow.orchestrator.compacted import read_latest
 
 log = logging.getLogger(__name__)
 

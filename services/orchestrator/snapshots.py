@@ -14,15 +14,11 @@ from typing import Any
 
 from kflow.bus.contracts import default_contracts, json_text
 from kflow.bus.errors import DecodeError
+from kflow.bus.reader import read_latest
 from kflow.bus.records import WorkflowSnapshot
 from kflow.core.state import StepRecord, WorkflowState
-from kflow.orchestrator.compacted import RestoreError, read_latest
 
 log = logging.getLogger(__name__)
-
-
-SnapshotRestoreError = RestoreError
-"""A snapshots partition could not be read to its end."""
 
 SNAPSHOT_SCHEMA = "kflow.WorkflowSnapshot"
 
@@ -120,7 +116,10 @@ class SnapshotEncoder:
 def restore_partitions(
     bootstrap: str, topic: str, partitions: Iterable[int], timeout_s: float = 60.0
 ) -> dict[int, dict[str, WorkflowState]]:
-    """Latest state per workflow in each snapshots partition (tombstoned ones left out)."""
+    """Latest state per workflow in each snapshots partition (tombstoned ones left out).
+
+    Raises ``ReaderError`` when a partition cannot be read to its end in ``timeout_s``.
+    """
     found: dict[int, dict[str, WorkflowState]] = {}
     for partition, latest in read_latest(bootstrap, topic, partitions, timeout_s).items():
         found[partition] = {}

@@ -30,6 +30,16 @@ class PartitionProgress:
             del self._pending[first]
             self._position = first + 1
 
+    def caught_up(self, position: int) -> None:
+        """Nothing is in flight and the consumer's position is ``position``.
+
+        The position steps over transaction markers (the orchestrator writes tasks in
+        transactions), which no task offset does: committing it is what makes an idle
+        group's lag read 0 instead of 1 per partition.
+        """
+        if not self._pending and (self._position is None or position > self._position):
+            self._position = position
+
     @property
     def in_flight(self) -> int:
         """Consumed tasks whose result is not delivered yet (or waiting behind one)."""

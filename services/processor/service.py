@@ -234,6 +234,12 @@ class ProcessorService:
     def _commit(self) -> None:
         """Commit finished positions; a failed commit (e.g. during a rebalance) is retried
         on the next call because the position stays unacknowledged."""
+        idle = [TopicPartition(t, p) for (t, p), pr in self._progress.items() if not pr.in_flight]
+        if idle:
+            # every task consumed so far is finished, so the consumer's position may count
+            for tp in self._consumer.position(idle):
+                if tp.offset >= 0:
+                    self._progress[(tp.topic, tp.partition)].caught_up(tp.offset)
         offsets = []
         for (topic, partition), progress in self._progress.items():
             position = progress.to_commit()

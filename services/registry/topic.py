@@ -5,23 +5,23 @@ from __future__ import annotations
 import logging
 import threading
 import time
-import uuid
 
-from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaException, TopicPartition
+from confluent_kafka import KafkaError
 
 from kflow.bus.clients import make_producer
 from kflow.bus.contracts import default_contracts
-from kflow.bus.errors import DecodeError
+from kflow.bus.reader import RawRecord, ReaderError, TopicReader
 from kflow.bus.records import WorkflowDefinitionRecord
 from kflow.bus.topics import topic_names
-from kflow.core.definition import WorkflowDefinition, parse_definition
-from kflow.core.errors import DefinitionError
-from kflow.registry.store import DefinitionStore
+from kflow.core.definition import WorkflowDefinition
+from kflow.core.errors import KflowError
+from kflow.registry.checked import check_record
+from kflow.registry.store import DefinitionStore, Refused
 
 log = logging.getLogger(__name__)
 
 
-class RegistryError(Exception):
+class RegistryError(KflowError):
     """The definitions topic could not be written or read (the message says what to check)."""
 
 
@@ -69,51 +69,20 @@ class DefinitionFollower:
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
-        self._consumer = Consumer(
-            {
-                "bootstrap.servers": bootstrap,
-                "group.id": f"{prefix}.registry-reader.{uuid.uuid4().hex}",
-                "enable.auto.commit": False,
-                "fetch.wait.max.ms": 50,
-                "log_level": 3,
-            }
-        )
         try:
-            metadata = self._consumer.list_topics(self._topic, timeout=10)
-        except KafkaException as e:
-            raise RegistryError(f"cannot reach Kafka at {bootstrap}: {e}") from e
-        topic_meta = metadata.topics.get(self._topic)
-        if topic_meta is None or topic_meta.error is not None or not topic_meta.partitions:
-            raise RegistryError(
-                f"topic {self._topic} does not exist; create it with `kflow topics create`"
-            )
-        self._partitions = sorted(topic_meta.partitions)
-        self._consumer.assign(
-            [TopicPartition(self._topic, p, OFFSET_BEGINNING) for p in self._partitions]
-        )
+            # it follows for the process's lifetime: idle fetches every 50 ms, not 10
+            self._reader = TopicReader(bootstrap, self._topic, overrides={"fetch.wait.max.ms": 50})
+        except ReaderError as e:
+            raise RegistryError(str(e)) from e
 
     def catch_up(self, timeout_s: float = 30.0) -> None:
         """Read until the end of every partition (as of now)."""
         with self._lock:
-            deadline = time.monotonic() + timeout_s
-            targets = {
-                p: self._consumer.get_watermark_offsets(
-                    TopicPartition(self._topic, p), timeout=10, cached=False
-                )[1]
-                for p in self._partitions
-            }
-            while True:
-                positions = self._consumer.position(
-                    [TopicPartition(self._topic, p) for p in self._partitions]
-                )
-                if all(
-                    tp.offset >= targets[tp.partition] or targets[tp.partition] == 0
-                    for tp in positions
-                ):
-                    return
-                if time.monotonic() > deadline:
-                    raise RegistryError(f"reading {self._topic} did not finish in {timeout_s}s")
-                self._poll_once(0.1)
+            try:
+                for record in self._reader.read_to_end(timeout_s):
+                    self._apply(record)
+            except ReaderError as e:
+                raise RegistryError(str(e)) from e
 
     def start(self) -> None:
         """Follow new definitions on a daemon thread."""
@@ -121,39 +90,46 @@ class DefinitionFollower:
         self._thread.start()
 
     def close(self) -> None:
-        """Stop following and close the consumer."""
+        """Stop following and close the reader."""
         self._stop.set()
         if self._thread is not None:
             self._thread.join(5)
-        self._consumer.close()
+        self._reader.close()
 
     def _follow(self) -> None:
-        while not self._stop.is_set():
+        pause = 0.05
+        while not self._stop.wait(pause):
+            # take what has arrived without waiting under the lock: catch_up() needs it
             with self._lock:
-                self._poll_once(0.2)
+                try:
+                    records = self._reader.poll(0)
+                    pause = 0 if records else 0.05
+                except ReaderError as e:  # e.g. the topic is gone for now: keep what we have
+                    log.error("following definitions: %s; trying again in 1s", e)
+                    records, pause = [], 1.0
+                for record in records:
+                    self._apply(record)
 
-    def _poll_once(self, timeout_s: float) -> None:
-        message = self._consumer.poll(timeout_s)
-        if message is None:
+    def _apply(self, record: RawRecord) -> None:
+        checked = check_record(record.key, record.value)
+        if checked.definition is not None:
+            self.store.put(checked.definition)
             return
-        error = message.error()
-        if error is not None:
-            if error.code() != KafkaError._PARTITION_EOF:
-                log.warning("definitions consumer: %s", error.str())
+        if checked.refusal is None:
+            self.store.remove(checked.name, checked.version)
             return
-        key = message.key()
-        value = message.value()
-        if value is None:
-            name, _, version = (key.decode() if isinstance(key, bytes) else str(key)).rpartition(
-                "@"
+        # Refused: never listed, never the latest. The dead letter is not ours to write
+        # (every orchestrator and CLI reads this topic); the PostgreSQL projector writes it.
+        log.warning(
+            "refused definition %r at %s[%s]@%s (%s): %s",
+            checked.key,
+            record.topic,
+            record.partition,
+            record.offset,
+            checked.refusal.reason,
+            checked.refusal.message,
+        )
+        if checked.names_a_version:
+            self.store.refuse(
+                Refused(checked.name, checked.version, checked.refusal.message, checked.parsed)
             )
-            if version.isdigit():
-                self.store.remove(name, int(version))
-            return
-        try:
-            record = default_contracts().decode_definition(
-                value if isinstance(value, bytes) else value.encode()
-            )
-            self.store.put(parse_definition(record.definition))
-        except (DecodeError, DefinitionError) as e:
-            log.warning("skipping unreadable definition at offset %s: %s", message.offset(), e)

@@ -3,12 +3,20 @@
 from __future__ import annotations
 
 import uuid
+from collections.abc import Sequence
 
 import pytest
 from confluent_kafka import Producer
 
 from kflow.bus.admin import create_topics, delete_topics
-from kflow.bus.reader import ReaderError, TopicReader, partition_for, read_key, read_latest
+from kflow.bus.reader import (
+    ReaderError,
+    TopicReader,
+    partition_for,
+    read_key,
+    read_latest,
+    record_ends,
+)
 from kflow.bus.topics import TopicSpec
 
 pytestmark = pytest.mark.integration
@@ -23,7 +31,7 @@ def topic(kafka_bootstrap: str) -> object:
 
 
 def transactional_write(
-    bootstrap: str, topic: str, records: list[tuple[str, bytes | None]]
+    bootstrap: str, topic: str, records: Sequence[tuple[str, bytes | None]]
 ) -> None:
     """One committed transaction per record: the log ends in a commit marker."""
     producer = Producer(
@@ -75,3 +83,49 @@ def test_follow_from_the_end_sees_only_new_records(kafka_bootstrap: str, topic: 
 def test_a_missing_topic_is_named_with_the_fix(kafka_bootstrap: str) -> None:
     with pytest.raises(ReaderError, match=r"nope-\w+ does not exist; run `kflow topics create`"):
         TopicReader(kafka_bootstrap, f"nope-{uuid.uuid4().hex[:8]}")
+
+
+def test_read_to_end_again_finishes_and_returns_only_what_was_written_since(
+    kafka_bootstrap: str, topic: str
+) -> None:
+    transactional_write(kafka_bootstrap, topic, [("a", b"1"), ("b", b"1")])
+    with TopicReader(kafka_bootstrap, topic) as reader:
+        assert len(list(reader.read_to_end(timeout_s=30))) == 2
+        assert list(reader.read_to_end(timeout_s=10)) == []
+        transactional_write(kafka_bootstrap, topic, [("a", b"2"), ("c", b"1")])
+        again = list(reader.read_to_end(timeout_s=10))
+    assert sorted((r.key, r.value) for r in again) == [("a", b"2"), ("c", b"1")]
+
+
+def test_read_to_end_without_time_fails_instead_of_returning_a_part(
+    kafka_bootstrap: str, topic: str
+) -> None:
+    transactional_write(kafka_bootstrap, topic, [("a", b"1")])
+    with (
+        TopicReader(kafka_bootstrap, topic) as reader,
+        pytest.raises(ReaderError, match=r"partition\(s\) \[0, 1, 2\] not read to the end in 0s"),
+    ):
+        list(reader.read_to_end(timeout_s=0))
+
+
+def test_record_ends_are_past_the_last_record_not_the_commit_marker(
+    kafka_bootstrap: str, topic: str
+) -> None:
+    records = [(f"k{i}", b"v") for i in range(9)]
+    transactional_write(kafka_bootstrap, topic, records)
+    aborted = Producer(
+        {"bootstrap.servers": kafka_bootstrap, "transactional.id": f"test-{uuid.uuid4().hex}"}
+    )
+    aborted.init_transactions(30)
+    aborted.begin_transaction()
+    for _ in range(300):  # more than the first tail window: the search must widen
+        aborted.produce(topic, key="k0", value=b"aborted")
+    aborted.flush(30)
+    aborted.abort_transaction(30)
+    with TopicReader(kafka_bootstrap, topic) as reader:
+        last = {p: 0 for p in range(3)}
+        for r in reader.read_to_end(timeout_s=30):
+            last[r.partition] = r.offset + 1
+        ends = {p: end for p, (_low, end) in reader.bounds().items()}
+    assert record_ends(kafka_bootstrap, topic, timeout_s=30, tail=16) == last
+    assert all(ends[p] > last[p] for p in last if last[p])  # the markers are past them

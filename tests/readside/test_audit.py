@@ -11,7 +11,10 @@ from pathlib import Path
 
 import pytest
 
+from kflow.bus.reader import ReaderError
+from kflow.bus.topics import topic_names
 from kflow.core.events import WorkflowCompleted
+from kflow.projections.audit import read_workflow_events
 from tests.kafka_helpers import produce
 from tests.readside.conftest import ReadSide
 from tests.readside.workload import WorkflowLog, encode, run_workflow
@@ -64,3 +67,21 @@ def test_audit_reports_first_diverging_seq(readside: ReadSide) -> None:
     assert f"diverges at seq {last.seq}" in out.stdout
     missing = _kflow(readside, "audit", "replay", "no-such-workflow")
     assert missing.returncode == 1 and "no events" in missing.stderr
+
+
+def test_an_audit_that_cannot_read_the_whole_log_fails_instead_of_verifying_a_part(
+    readside: ReadSide,
+) -> None:
+    wlog = run_workflow("audit-long", 1_800_000_000_000)
+    _produce(readside, wlog)
+    topics = topic_names(readside.settings.topic_prefix)
+    bootstrap = readside.settings.kafka_bootstrap
+    assert len(read_workflow_events(bootstrap, topics, "audit-long")) == len(wlog.events)
+    # no time left to reach the end: an error, never the part read so far
+    with pytest.raises(ReaderError, match=r"\.events partition\(s\) \[\d\] not read to the end"):
+        read_workflow_events(bootstrap, topics, "audit-long", timeout_s=0)
+    out = _kflow(readside, "audit", "replay", "audit-long", "--timeout", "0")
+    assert out.returncode == 1
+    assert "verified" not in out.stdout
+    assert "cannot audit 'audit-long' from the whole log" in out.stderr
+    assert "raise --timeout" in out.stderr

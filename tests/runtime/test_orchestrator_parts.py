@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import json
+from typing import Any
 
 import pytest
 
 from kflow.bus.contracts import Envelope, default_contracts
 from kflow.bus.message import BusMessage
+from kflow.bus.records import WorkflowDefinitionRecord
 from kflow.bus.topics import topic_names
 from kflow.core.definition import parse_definition
 from kflow.core.inputs import Input, StartWorkflow, StepHeartbeat, StepResult
@@ -25,7 +27,8 @@ from kflow.orchestrator.handler import OrchestratorHandler
 from kflow.orchestrator.snapshots import SnapshotEncoder
 from kflow.orchestrator.table import WorkflowTable
 from kflow.orchestrator.timers import TimerHeap
-from kflow.registry.store import DefinitionStore
+from kflow.registry.checked import check_record
+from kflow.registry.store import DefinitionStore, Refused
 
 DEFINITION = parse_definition({"name": "one", "nodes": [{"id": "a", "type": "echo"}]})
 
@@ -73,6 +76,71 @@ def test_definition_store_resolves_latest_and_exact_versions() -> None:
     store.remove("one", 2)
     again = store.resolve("one")
     assert again is not None and again.version == 1
+
+
+CYCLIC: dict[str, Any] = {
+    "name": "one",
+    "version": 2,
+    "nodes": [
+        {"id": "a", "type": "echo", "depends_on": ["b"]},
+        {"id": "b", "type": "echo", "depends_on": ["a"]},
+    ],
+}
+
+
+def _record(definition: dict[str, Any]) -> tuple[str, bytes]:
+    record = WorkflowDefinitionRecord(
+        name=definition["name"],
+        version=definition["version"],
+        definition=definition,
+        registered_at=1,
+    )
+    return record.key, default_contracts().encode_definition(record)
+
+
+def test_definition_records_are_checked_before_they_register_anything() -> None:
+    ok = check_record(*_record(DEFINITION.to_dict()))
+    assert ok.definition == DEFINITION and ok.refusal is None
+    assert ok.document == DEFINITION.to_dict()
+    key, value = _record(CYCLIC)
+    cyclic = check_record(key, value)
+    assert cyclic.definition is None and cyclic.refusal is not None
+    assert cyclic.refusal.reason == "invalid_definition"
+    assert "dependency cycle: a -> b -> a" in cyclic.refusal.message
+    assert cyclic.parsed is not None and (cyclic.name, cyclic.version) == ("one", 2)
+    misfiled = check_record("one@7", value)
+    assert misfiled.refusal is not None and misfiled.refusal.reason == "bad_key"
+    assert "'one@2'" in misfiled.refusal.message and misfiled.parsed is None
+    assert misfiled.names_a_version and misfiled.version == 7  # it replaces one@7
+    garbage = check_record("one@3", b"\x00junk")
+    assert garbage.refusal is not None and garbage.refusal.reason == "not_single_object"
+    tombstone = check_record("one@1", None)
+    assert tombstone.refusal is None and tombstone.definition is None
+    assert tombstone.names_a_version
+    nameless = check_record("nonsense", None)
+    assert nameless.refusal is not None and nameless.refusal.reason == "bad_key"
+    assert not nameless.names_a_version
+
+
+def test_a_refused_version_is_never_listed_nor_latest_and_replaces_a_valid_one() -> None:
+    store = DefinitionStore()
+    store.put(DEFINITION)
+    store.put(DEFINITION.model_copy(update={"version": 2}))
+    cyclic = parse_definition(CYCLIC)
+    store.refuse(Refused("one", 2, "dependency cycle", cyclic))
+    latest = store.resolve("one")
+    assert latest is not None and latest.version == 1
+    assert [d.key for d in store.all()] == ["one@1"]
+    assert store.resolve("one", 2) is cyclic  # an explicit start is rejected naming it
+    store.refuse(Refused("one", 3, "undecodable", None))
+    assert store.resolve("one", 3) is None
+    assert [r.version for r in store.refused()] == [2, 3]
+    store.put(DEFINITION.model_copy(update={"version": 2}))  # a valid record for the key again
+    latest = store.resolve("one")
+    assert latest is not None and latest.version == 2
+    assert [r.version for r in store.refused()] == [3]
+    store.remove("one", 3)
+    assert store.refused() == []
 
 
 def test_cached_snapshot_json_equals_the_state_dict() -> None:

@@ -111,6 +111,19 @@ def test_commit_point_waits_for_the_oldest_task_in_flight() -> None:
     assert progress.in_flight == 0
 
 
+def test_an_idle_partition_commits_the_position_past_transaction_markers() -> None:
+    progress = PartitionProgress()
+    progress.started(10)
+    progress.caught_up(12)  # a task is in flight: the position says nothing about it
+    assert progress.to_commit() is None
+    progress.finished(10)
+    assert progress.to_commit() == 11
+    progress.caught_up(12)  # the marker after the task at 10
+    assert progress.to_commit() == 12
+    progress.caught_up(11)  # never backwards
+    assert progress.to_commit() == 12
+
+
 def task(node_type: str, attempt: int = 1, timeout_ms: int = 0, value: Any = None) -> ExecuteStep:
     return ExecuteStep(
         workflow_id="w",

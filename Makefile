@@ -32,8 +32,8 @@ up: bootstrap  ## start (or reuse) the three servers
 topics: up  ## create the kflow topics (KFLOW_TOPIC_PREFIX, KFLOW_PARTITIONS)
 	$(VENV)/bin/kflow topics create
 
-demo: topics  ## the end-to-end demo
-	$(PY) -m kflow.examples.demo
+demo: topics  ## the end-to-end demo (examples/demo.py)
+	$(VENV)/bin/kflow demo
 
 test: up  ## the whole suite against the real servers, then lint and type checks (all run; any failure fails)
 	rc=0; $(VENV)/bin/pytest || rc=$$?; \

@@ -131,6 +131,7 @@ def test_the_wheel_installs_only_kflow_with_its_data_and_license(installed: Inst
         "examples/docpipe/docpipe.yaml",
         "projections/migrations/0001_read_model.sql",
         "schemas/avro/envelope/Envelope.avsc",
+        "api/console/static/console.css",
         "py.typed",
     ):
         assert (package / data).is_file(), f"the wheel lacks kflow/{data}"

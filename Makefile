@@ -8,17 +8,20 @@ export DEBIAN_FRONTEND := noninteractive
 VENV := .venv
 PY := $(VENV)/bin/python
 STACK := bash deploy/local/stack.sh
+# A checkout keeps the local stack's data, logs and Kafka jars in .kflow/ (gitignored), as the
+# lead's and CI's running stacks do; an installed kflow uses ~/.kflow (ADR 0004).
+export KFLOW_HOME ?= $(CURDIR)/.kflow
 LINT_PATHS := .
 TYPED_PATHS := kflow
 
 .PHONY: bootstrap up topics demo test lint typecheck image down status clean-data
 
 bootstrap: $(VENV)/.installed  ## apt packages, the Python venv and the Kafka jars
-	$(STACK) install
+	$(STACK) bootstrap
 
 $(VENV)/.installed: pyproject.toml
 	@command -v python3 >/dev/null || { echo "python3 is required (apt-get install python3)"; exit 1; }
-	$(STACK) install
+	$(STACK) bootstrap
 	test -x $(PY) || python3 -m venv $(VENV)
 	$(PY) -m pip install -q -e '.[dev]'
 	touch $@
@@ -29,14 +32,8 @@ up: bootstrap  ## start (or reuse) the three servers
 topics: up  ## create the kflow topics (KFLOW_TOPIC_PREFIX, KFLOW_PARTITIONS)
 	$(VENV)/bin/kflow topics create
 
-demo: topics  ## the end-to-end demo (falls back to a smoke round trip until it exists)
-	@if [ -f examples/demo.py ] || [ -f examples/demo/__main__.py ]; then \
-	  $(PY) -m kflow.examples.demo; \
-	elif $(VENV)/bin/kflow demo --help >/dev/null 2>&1; then \
-	  $(VENV)/bin/kflow demo; \
-	else \
-	  $(PY) deploy/local/smoke.py; \
-	fi
+demo: topics  ## the end-to-end demo (examples/demo.py)
+	$(VENV)/bin/kflow demo
 
 test: up  ## the whole suite against the real servers, then lint and type checks (all run; any failure fails)
 	rc=0; $(VENV)/bin/pytest || rc=$$?; \
@@ -56,8 +53,8 @@ image:  ## the kflow container image kflow:local, without a Docker daemon (docs/
 status:
 	$(VENV)/bin/kflow dev status
 
-down:  ## stop the servers started by `make up` (data under .kflow/ is kept)
+down:  ## stop the servers started by `make up` (data under $(KFLOW_HOME) is kept)
 	$(STACK) down
 
-clean-data: down  ## stop the servers and delete their data
-	rm -rf .kflow
+clean-data: down  ## stop the servers and delete their data (the Kafka jar cache is kept)
+	rm -rf "$(KFLOW_HOME)/kafka" "$(KFLOW_HOME)/postgres" "$(KFLOW_HOME)/redis" "$(KFLOW_HOME)/demo-logs"

@@ -1,4 +1,4 @@
-"""The kflow demo (``make demo`` / ``python -m kflow.examples.demo``).
+"""The kflow demo (``kflow demo``, ``make demo`` or ``python -m kflow.examples.demo``).
 
 Brings up an orchestrator and a docpipe processor as subprocesses, registers
 the document-pipeline definition, starts a batch of workflows the way another
@@ -38,10 +38,11 @@ from kflow.core.inputs import SignalWorkflow, StartWorkflow
 from kflow.orchestrator.client import EventReader, is_final
 from kflow.registry.topic import publish_definition
 from kflow.settings import get_settings
+from kflow.stack import kflow_home
 
 HERE = Path(__file__).resolve().parent
 DEFINITION = HERE / "docpipe" / "docpipe.yaml"
-LOG_DIR = HERE.parent / ".kflow" / "demo-logs"
+LOG_DIR = kflow_home() / "demo-logs"
 console = Console()
 
 

@@ -1,4 +1,4 @@
-"""Local stack control: run ``deploy/local/stack.sh`` and probe Kafka, PostgreSQL, Redis."""
+"""Local stack control: run ``kflow/devstack/stack.sh`` and probe Kafka, PostgreSQL, Redis."""
 
 from __future__ import annotations
 
@@ -14,13 +14,23 @@ import redis
 from kflow.bus.admin import broker_reachable
 from kflow.settings import Settings
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
-STACK_SCRIPT = REPO_ROOT / "deploy" / "local" / "stack.sh"
+# Not resolved: in a checkout kflow/devstack is the symlink to deploy/local (ADR 0002); installed,
+# it is package data. Either way only read: state goes to kflow_home() (ADR 0004).
+DEVSTACK = Path(__file__).parent / "devstack"
+STACK_SCRIPT = DEVSTACK / "stack.sh"
+KAFKA_SCRIPT = DEVSTACK / "kafka.sh"
+ROOT_HOME = Path("/var/lib/kflow")
 
 
 def kflow_home() -> Path:
-    """Where the local servers keep data and logs (``KFLOW_HOME``, default ``<repo>/.kflow``)."""
-    return Path(os.environ.get("KFLOW_HOME", REPO_ROOT / ".kflow"))
+    """Where the local stack keeps data, logs and the Kafka jars.
+
+    ``$KFLOW_HOME``, else ``~/.kflow``; for root ``/var/lib/kflow``, because PostgreSQL runs
+    as user ``postgres``, which cannot enter root's private home (ADR 0004).
+    """
+    if home := os.environ.get("KFLOW_HOME"):
+        return Path(home)
+    return ROOT_HOME if os.geteuid() == 0 else Path.home() / ".kflow"
 
 
 @dataclass(frozen=True)
@@ -35,9 +45,16 @@ class ServerHealth:
     log: Path | None
 
 
+def stack_env() -> dict[str, str]:
+    """The environment for ``stack.sh``/``kafka.sh``: this process's, with ``KFLOW_HOME`` set."""
+    return {**os.environ, "KFLOW_HOME": str(kflow_home())}
+
+
 def run_stack(command: str) -> int:
     """Run ``stack.sh <command>`` with output passed through; return its exit code."""
-    return subprocess.run(["bash", str(STACK_SCRIPT), command], check=False).returncode
+    return subprocess.run(
+        ["bash", str(STACK_SCRIPT), command], env=stack_env(), check=False
+    ).returncode
 
 
 def _read_pid(path: Path) -> int | None:

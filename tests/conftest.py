@@ -26,7 +26,7 @@ from psycopg import sql
 from kflow.bus.admin import create_topics, delete_topics
 from kflow.bus.topics import BUILTIN_QUEUES, TopicNames, topic_names, topic_specs
 from kflow.settings import Settings
-from kflow.stack import STACK_SCRIPT, stack_health
+from kflow.stack import STACK_SCRIPT, stack_env, stack_health
 
 DEFAULT_TEST_PARTITIONS = 2
 
@@ -54,7 +54,11 @@ def stack(settings: Settings) -> Settings:
     unhealthy = [h.name for h in stack_health(settings) if not h.healthy]
     if unhealthy:
         result = subprocess.run(
-            ["bash", str(STACK_SCRIPT), "up"], capture_output=True, text=True, check=False
+            ["bash", str(STACK_SCRIPT), "up"],
+            env=stack_env(),
+            capture_output=True,
+            text=True,
+            check=False,
         )
         still = [h for h in stack_health(settings) if not h.healthy]
         if result.returncode != 0 or still:

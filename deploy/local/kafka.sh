@@ -1,18 +1,18 @@
 #!/usr/bin/env bash
 # Run a single-node Apache Kafka (KRaft, broker+controller) from Maven Central jars, no Docker.
 #
-#   kafka.sh install   resolve the jars into deploy/local/.cache/kafka-<version>/lib (once)
+#   kafka.sh install   resolve the jars into $KFLOW_HOME/cache/kafka-<version>/lib (once)
 #   kafka.sh up        format the data dir if new, start, wait until the broker serves clients
 #   kafka.sh down      stop our broker (TERM, then KILL after KFLOW_KAFKA_STOP_TIMEOUT seconds)
 #   kafka.sh status    exit 0 when our broker is running and its port is open
 #
-# Settings (environment): KFLOW_HOME (default <repo>/.kflow), KFLOW_KAFKA_PORT (9092),
-# KFLOW_KAFKA_CONTROLLER_PORT (port+1), KFLOW_KAFKA_DIR (KFLOW_HOME/kafka), KFLOW_KAFKA_VERSION,
-# KFLOW_KAFKA_HEAP (512m), KFLOW_KAFKA_LOG_LEVEL (WARN).
+# Settings (environment): KFLOW_HOME (required; `kflow dev up` and the Makefile set it, ADR 0004),
+# KFLOW_KAFKA_PORT (9092), KFLOW_KAFKA_CONTROLLER_PORT (port+1), KFLOW_KAFKA_DIR (KFLOW_HOME/kafka),
+# KFLOW_KAFKA_VERSION, KFLOW_KAFKA_HEAP (512m), KFLOW_KAFKA_LOG_LEVEL (WARN).
 set -euo pipefail
 
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
-REPO="$(cd "$HERE/../.." && pwd)"
+: "${KFLOW_HOME:?set KFLOW_HOME to the directory for data, logs and jars of the local stack; kflow dev up sets it}"
 KAFKA_VERSION="${KFLOW_KAFKA_VERSION:-4.4.0}"
 case "$KAFKA_VERSION" in   # log4j2 version each Kafka release is built with (its server POM)
   4.4.*) LOG4J2_VERSION=2.25.5 ;;
@@ -20,8 +20,7 @@ case "$KAFKA_VERSION" in   # log4j2 version each Kafka release is built with (it
   4.0.* | 4.1.*) LOG4J2_VERSION=2.24.3 ;;
   *) echo "kafka.sh: unsupported KFLOW_KAFKA_VERSION=$KAFKA_VERSION (use 4.x)" >&2; exit 2 ;;
 esac
-LIB="$HERE/.cache/kafka-$KAFKA_VERSION/lib"
-KFLOW_HOME="${KFLOW_HOME:-$REPO/.kflow}"
+LIB="$KFLOW_HOME/cache/kafka-$KAFKA_VERSION/lib"  # never under $HERE: that may be site-packages
 PORT="${KFLOW_KAFKA_PORT:-9092}"
 CONTROLLER_PORT="${KFLOW_KAFKA_CONTROLLER_PORT:-$((PORT + 1))}"
 DIR="${KFLOW_KAFKA_DIR:-$KFLOW_HOME/kafka}"
@@ -39,12 +38,14 @@ install() {
     return 0
   fi
   say "resolving Kafka $KAFKA_VERSION jars from Maven Central into $LIB"
-  command -v mvn >/dev/null || { echo "kafka.sh: mvn not found; run 'make bootstrap'" >&2; exit 1; }
-  rm -rf "$LIB.tmp"
+  command -v mvn >/dev/null || { echo "kafka.sh: mvn not found; run 'kflow dev up' (it installs maven)" >&2; exit 1; }
+  local tmp="$LIB.tmp.$$"  # per process: the cache may be shared by several checkouts
+  mkdir -p "$(dirname "$LIB")"
+  rm -rf "$tmp"
   mvn -B -q -Dstyle.color=never -f "$HERE/kafka/pom.xml" dependency:copy-dependencies \
     -Dkafka.version="$KAFKA_VERSION" -Dlog4j2.version="$LOG4J2_VERSION" \
-    -DincludeScope=runtime -DoutputDirectory="$LIB.tmp"
-  mv "$LIB.tmp" "$LIB"
+    -DincludeScope=runtime -DoutputDirectory="$tmp"
+  mv -T "$tmp" "$LIB" 2>/dev/null || rm -rf "$tmp"  # another install finished first: keep its
 }
 
 our_pid() {  # prints the pid of our running broker, or fails
@@ -82,10 +83,11 @@ format_once() {
   [[ -f "$DATA/meta.properties" ]] && return 0
   local cluster_id
   # A Kafka Uuid: 22 chars of URL-safe base64; never starting with '-' (argparse would read an option).
-  cluster_id="$(python3 -c 'import base64,uuid
-while True:
-    s = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
-    if s[0] not in "-_": print(s); break')"
+  # 16 random bytes as URL-safe base64 without padding (no python3 needed outside a checkout).
+  cluster_id=-
+  while [[ "$cluster_id" == [-_]* ]]; do
+    cluster_id="$(head -c 16 /dev/urandom | base64 | tr '+/' '-_' | tr -d '=\n')"
+  done
   say "formatting $DATA (cluster id $cluster_id)"
   java_cmd kafka.tools.StorageTool format -t "$cluster_id" -c "$PROPS" --ignore-formatted >>"$LOG" 2>&1
 }

@@ -10,6 +10,7 @@ tar -C "$REPO" --exclude=./.venv --exclude=./.kflow --exclude=./deploy/local/.ca
   -cf - . | tar -xf - -C "$SCRATCH/repo"
 cd "$SCRATCH/repo"
 export MAVEN_OPTS="-Dmaven.repo.local=$SCRATCH/m2" PIP_CACHE_DIR="$SCRATCH/pip-cache"
+export KFLOW_HOME="$SCRATCH/repo/.kflow"  # the Makefile's choice, also for the direct kflow calls
 export KFLOW_KAFKA_PORT=29092 KFLOW_PG_PORT=25432 KFLOW_REDIS_PORT=26379
 export KFLOW_KAFKA_BOOTSTRAP=127.0.0.1:29092 KFLOW_REDIS_URL=redis://127.0.0.1:26379/0
 export KFLOW_DATABASE_URL=postgresql://kflow:kflow@127.0.0.1:25432/kflow

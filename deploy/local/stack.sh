@@ -1,18 +1,22 @@
 #!/usr/bin/env bash
 # The local kflow stack without Docker: Kafka (from Maven jars), PostgreSQL and Redis (Debian packages).
 #
-#   stack.sh install   apt packages (only the missing ones) + Kafka jars
-#   stack.sh up        install if needed, start the three servers, create the kflow role and database
-#   stack.sh down      stop the servers this script started (never ones it found running)
-#   stack.sh status    one line per server; exit 0 when all three answer
+#   stack.sh install     apt packages the servers need (only the missing ones) + Kafka jars
+#   stack.sh bootstrap   install, plus what a checkout needs (python3-venv, the test suite's tools)
+#   stack.sh up          install if needed, start the three servers, create the kflow role and database
+#   stack.sh down        stop the servers this script started (never ones it found running)
+#   stack.sh status      one line per server; exit 0 when all three answer
 #
-# Data and logs live under KFLOW_HOME (default <repo>/.kflow). Ports: KFLOW_KAFKA_PORT (9092),
-# KFLOW_PG_PORT (5432), KFLOW_REDIS_PORT (6379). A server already answering on its port is reused.
+# Data, logs and the Kafka jars live under KFLOW_HOME, which must be set (`kflow dev up` passes
+# $KFLOW_HOME, else ~/.kflow, else /var/lib/kflow for root; the Makefile <checkout>/.kflow; ADR 0004).
+# This directory may be inside site-packages: nothing is written here.
+# Ports: KFLOW_KAFKA_PORT (9092), KFLOW_PG_PORT (5432), KFLOW_REDIS_PORT (6379).
+# A server already answering on its port is reused.
 set -euo pipefail
 
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
-REPO="$(cd "$HERE/../.." && pwd)"
-export KFLOW_HOME="${KFLOW_HOME:-$REPO/.kflow}"
+: "${KFLOW_HOME:?set KFLOW_HOME to the directory for data, logs and jars of the local stack; kflow dev up sets it}"
+export KFLOW_HOME
 PG_PORT="${KFLOW_PG_PORT:-5432}"
 REDIS_PORT="${KFLOW_REDIS_PORT:-6379}"
 PG_DIR="$KFLOW_HOME/postgres"
@@ -30,22 +34,23 @@ pg_bin() {  # the newest installed PostgreSQL's bin directory
   echo "$d"
 }
 
-install() {
+install() {  # install [--dev]
   local missing=()
   ls -d /usr/lib/postgresql/*/bin >/dev/null 2>&1 || missing+=(postgresql)
   command -v redis-server >/dev/null || missing+=(redis-server)
   command -v java >/dev/null || missing+=(openjdk-17-jre-headless)
   command -v mvn >/dev/null || missing+=(maven)
-  python3 -c 'import ensurepip, venv' 2>/dev/null || missing+=(python3-venv)
-  command -v make >/dev/null || missing+=(make)
-  # headless browser of the console tests (tests/console, driven by Playwright; no download)
-  command -v chromium >/dev/null || missing+=(chromium)
-  fc-list 2>/dev/null | grep -q . || missing+=(fonts-dejavu-core)
-  # the deploy checks (tests/deploy): promtool and prometheus, docker-compose v1 for `config -q`,
-  # setpriv to run the image's install step as a non-root user
-  command -v promtool >/dev/null || missing+=(prometheus)
-  command -v docker-compose >/dev/null || missing+=(docker-compose)
-  command -v setpriv >/dev/null || missing+=(util-linux)
+  if [[ "${1:-}" == --dev ]]; then  # what a checkout's venv, tests and checks need besides
+    python3 -c 'import ensurepip, venv' 2>/dev/null || missing+=(python3-venv)
+    # headless browser of the console tests (tests/console, driven by Playwright; no download)
+    command -v chromium >/dev/null || missing+=(chromium)
+    fc-list 2>/dev/null | grep -q . || missing+=(fonts-dejavu-core)
+    # the deploy checks (tests/deploy): promtool and prometheus, docker-compose v1 for `config -q`,
+    # setpriv to run the image's install step as a non-root user
+    command -v promtool >/dev/null || missing+=(prometheus)
+    command -v docker-compose >/dev/null || missing+=(docker-compose)
+    command -v setpriv >/dev/null || missing+=(util-linux)
+  fi
   if ((${#missing[@]})); then
     echo "stack: installing ${missing[*]} (apt)"
     as_root apt-get update -qq
@@ -62,13 +67,30 @@ pg_ours() {  # our server (data dir under KFLOW_HOME) is running
   [[ -r "/proc/$pid/cmdline" ]] && grep -q postgres "/proc/$pid/cmdline"
 }
 
+pg_reachable() {  # the server runs as user postgres: it must be able to enter KFLOW_HOME
+  local dir="$KFLOW_HOME"
+  [[ $EUID -eq 0 ]] && id -u postgres >/dev/null 2>&1 || return 0  # pg_up checks again after install
+  mkdir -p "$dir"
+  if ! runuser -u postgres -- test -x "$dir" 2>/dev/null; then
+    say postgres "user postgres cannot enter $dir (a parent directory is private, e.g. /root is" \
+      "0700): set KFLOW_HOME to a directory others can enter, e.g. KFLOW_HOME=/var/lib/kflow" >&2
+    exit 1
+  fi
+}
+
 pg_psql() {  # superuser psql over the Unix socket of the server on PG_PORT
   local sock="$PG_DIR/run"
   pg_ours || sock=/var/run/postgresql
   runuser -u postgres -- "$(pg_bin)/psql" -X -q -v ON_ERROR_STOP=1 -h "$sock" -p "$PG_PORT" -d postgres "$@"
 }
 
+pg_role_ready() {  # role and database kflow answer over TCP, e.g. on a server another home started
+  PGPASSWORD=kflow PGCONNECT_TIMEOUT=3 "$(pg_bin)/psql" -X -q -h 127.0.0.1 -p "$PG_PORT" -U kflow \
+    -d kflow -tAc 'SELECT 1' >/dev/null 2>&1
+}
+
 pg_ensure_role() {
+  pg_role_ready && return 0
   if [[ $EUID -ne 0 ]]; then
     say postgres "not root: assuming role and database kflow exist"
     return 0
@@ -93,6 +115,7 @@ pg_up() {
   elif port_open "$PG_PORT"; then
     say postgres "127.0.0.1:$PG_PORT is already served by another server; reusing it"
   else
+    pg_reachable
     mkdir -p "$PG_DIR/run"
     chown postgres:postgres "$PG_DIR" "$PG_DIR/run"
     if [[ ! -f "$PG_DIR/data/PG_VERSION" ]]; then
@@ -187,8 +210,14 @@ locked() {  # one up/down at a time per KFLOW_HOME (parallel test sessions may a
 
 case "${1:-}" in
   install) install ;;
-  up) install; locked; bash "$HERE/kafka.sh" up 9>&-; pg_up 9>&-; redis_up 9>&- ;;  # servers must not inherit the lock
+  bootstrap) install --dev ;;
+  up)
+    pg_ours || port_open "$PG_PORT" || pg_reachable  # fail before installing or starting anything
+    install
+    locked
+    bash "$HERE/kafka.sh" up 9>&-; pg_up 9>&-; redis_up 9>&-  # servers must not inherit the lock
+    ;;
   down) locked; bash "$HERE/kafka.sh" down; pg_down; redis_down ;;
   status) status ;;
-  *) echo "usage: $0 install|up|down|status" >&2; exit 2 ;;
+  *) echo "usage: $0 install|bootstrap|up|down|status" >&2; exit 2 ;;
 esac

@@ -15,7 +15,7 @@ from kflow.cli.broker import require_broker
 from kflow.core.definition import WorkflowDefinition, load_definition
 from kflow.core.errors import DefinitionError
 from kflow.registry.topic import DefinitionFollower, RegistryError, publish_definition
-from kflow.settings import get_settings
+from kflow.settings import Settings, get_settings
 
 definitions_app = typer.Typer(
     help="Register and inspect workflow definitions.", no_args_is_help=True
@@ -59,13 +59,16 @@ def apply(
     """
     definition = _load(path)
     require_broker()
-    settings = get_settings()
+    publish(get_settings(), definition, actor)
+
+
+def publish(settings: Settings, definition: WorkflowDefinition, actor: str | None) -> None:
+    """Create the task topics of the definition's queues, publish it and say so; exit 1 on error."""
     names = topic_names(settings.topic_prefix)
     try:
-        queues = {n.task_queue for n in definition.nodes if n.type not in ("sleep", "approval")}
         create_topics(
             settings.kafka_bootstrap,
-            [TopicSpec(names.tasks(q), settings.partitions) for q in sorted(queues)],
+            [TopicSpec(names.tasks(q), settings.partitions) for q in definition.task_queues],
         )
         key = publish_definition(settings.kafka_bootstrap, settings.topic_prefix, definition, actor)
     except (RegistryError, TopicAdminError, ValueError) as e:

@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+from typing import Annotated
+
 import typer
+
+import kflow
 
 app = typer.Typer(
     name="kflow",
@@ -10,6 +14,24 @@ app = typer.Typer(
     no_args_is_help=True,
     pretty_exceptions_enable=False,
 )
+
+
+def _print_version(value: bool) -> None:
+    if value:
+        typer.echo(f"kflow {kflow.__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: Annotated[
+        bool,
+        typer.Option(
+            "--version", callback=_print_version, is_eager=True, help="print the version and exit"
+        ),
+    ] = False,
+) -> None:
+    del version  # handled by its eager callback
 
 
 def _register() -> None:
@@ -34,6 +56,9 @@ def _register() -> None:
     from kflow.cli import outbox
 
     outbox.register(app)
+    from kflow.cli import demo
+
+    demo.register(app)
 
 
 def main() -> None:

@@ -15,6 +15,9 @@ import typer
 
 from kflow.bus.errors import BusError
 from kflow.cli.broker import require_broker
+from kflow.cli.definitions import publish
+from kflow.core.definition import load_definition
+from kflow.examples import Example, example_names, find_example
 from kflow.observability.lag import LagRefresher
 from kflow.observability.logging import configure_logging, default_format
 from kflow.observability.metrics import serve_metrics
@@ -26,7 +29,19 @@ run_app = typer.Typer(help="Run kflow services in the foreground.", no_args_is_h
 
 NodesOption = Annotated[
     list[str] | None,
-    typer.Option("--nodes", help="module with @node functions to load (repeatable)"),
+    typer.Option(
+        "--nodes",
+        help="module with @node functions to load, importable from the current directory "
+        "(repeatable)",
+    ),
+]
+ExampleOption = Annotated[
+    str | None,
+    typer.Option(
+        "--example",
+        help="a bundled example to run: registers its definition, loads its nodes and serves its "
+        f"queues ({', '.join(example_names())})",
+    ),
 ]
 
 
@@ -156,6 +171,8 @@ def processor(
     from kflow.processor.service import ProcessorConfig, ProcessorService
 
     settings = _setup(log_level, log_format)
+    if "" not in sys.path and os.getcwd() not in sys.path:
+        sys.path.insert(0, os.getcwd())  # as for `run all`'s children, started with `python -c`
     try:
         names = load_node_modules(nodes or [])
         service = ProcessorService(
@@ -190,6 +207,7 @@ def run_all(
         list[str] | None, typer.Option("--queue", help="queue to run a processor for (repeatable)")
     ] = None,
     nodes: NodesOption = None,
+    example: ExampleOption = None,
     concurrency: Annotated[int, typer.Option(min=1, help="steps at once per processor")] = 16,
     orchestrators: Annotated[int, typer.Option(min=1, max=16, help="orchestrator processes")] = 1,
     log_level: Annotated[str, typer.Option(help="logging level")] = "warning",
@@ -208,8 +226,17 @@ def run_all(
     """Start orchestrator(s) and one processor per queue as subprocesses; Ctrl-C stops them all.
 
     Example: kflow run all --queue default --nodes kflow.examples.docpipe.nodes --metrics-port 9101
+
+    Example: kflow run all --example docpipe
     """
-    _setup(log_level, log_format)
+    bundled = _find_example(example) if example is not None else None
+    settings = _setup(log_level, log_format)
+    queues, modules = list(queue or []), list(nodes or [])
+    if bundled is not None:
+        definition = load_definition(bundled.definition)
+        publish(settings, definition, actor="kflow run all")
+        modules.append(bundled.nodes_module)
+        queues += [q for q in definition.task_queues if q not in queues]
     shared = ["--log-level", log_level, "--log-format", log_format or default_format(sys.stderr)]
     ports = iter(range(metrics_port, 65536)) if metrics_port is not None else None
 
@@ -222,8 +249,8 @@ def run_all(
         )
         for i in range(orchestrators)
     ]
-    node_args = [arg for module in nodes or [] for arg in ("--nodes", module)]
-    for q in queue or ["default"]:
+    node_args = [arg for module in modules for arg in ("--nodes", module)]
+    for q in queues or ["default"]:
         commands.append(
             service_command(
                 "run",
@@ -259,6 +286,16 @@ def run_all(
     if failed and not stopping:
         typer.echo(f"error: a service exited with code {failed[0].returncode}", err=True)
         raise typer.Exit(1)
+
+
+def _find_example(name: str) -> Example:
+    bundled = find_example(name)
+    if bundled is None:
+        raise typer.BadParameter(
+            f"no bundled example {name!r}; available: {', '.join(example_names())}",
+            param_hint="--example",
+        )
+    return bundled
 
 
 def stop_children(children: list[subprocess.Popen[bytes]], timeout_s: float = 20.0) -> None:

@@ -99,6 +99,11 @@ class WorkflowDefinition(_Frozen):
         """Registry key ``name@version``."""
         return f"{self.name}@{self.version}"
 
+    @property
+    def task_queues(self) -> tuple[str, ...]:
+        """The queues processors must serve for this workflow, sorted (built-in types need none)."""
+        return tuple(sorted({n.task_queue for n in self.nodes if n.type not in BUILTIN_TYPES}))
+
     def to_dict(self) -> dict[str, Any]:
         """JSON-compatible form (lossless: ``parse_definition(d.to_dict()) == d``)."""
         return self.model_dump(mode="json")

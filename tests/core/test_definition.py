@@ -61,6 +61,17 @@ def test_load_yaml_gives_typed_models() -> None:
     assert each.on_failure is OnFailure.CONTINUE
 
 
+def test_task_queues_are_the_queues_processors_serve() -> None:
+    defn = load_definition(
+        YAML
+        + """
+  - {id: wait, type: sleep, depends_on: [each], input: {duration_ms: 5}}
+  - {id: ok, type: approval, depends_on: [wait]}
+"""
+    )
+    assert defn.task_queues == ("cpu", "http", "python")  # sorted, once each; none for built-ins
+
+
 def test_load_json_file_and_python_built_definition_are_equal(tmp_path: Path) -> None:
     defn = load_definition(YAML)
     path = tmp_path / "orders.json"

@@ -42,7 +42,7 @@ def test_compose_matches_the_compose_spec_schema(tmp_path: Path) -> None:
 
 def test_docker_compose_v1_accepts_the_file(tmp_path: Path) -> None:
     if shutil.which("docker-compose") is None:
-        pytest.fail("docker-compose is not installed (deploy/local/stack.sh install adds it)")
+        pytest.fail("docker-compose is not installed (`make bootstrap` adds it)")
     ok = subprocess.run(
         ["docker-compose", "-f", str(COMPOSE), "config", "-q"],
         capture_output=True,

@@ -382,7 +382,7 @@ def _check_with_prometheus(system: System, work: Path) -> None:
     """A real Prometheus: Kubernetes relabelling gives the jobs, the rules load and evaluate,
     and every dashboard expression returns data."""
     binary = shutil.which("prometheus")
-    assert binary, "prometheus is not installed (deploy/local/stack.sh install adds it)"
+    assert binary, "prometheus is not installed (`make bootstrap` adds it)"
     (port,) = free_ports(1)
     config = kubernetes_config_with_static_discovery(
         {name.replace("-docpipe", ""): f"127.0.0.1:{p}" for name, p in system.ports.items()}

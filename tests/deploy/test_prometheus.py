@@ -29,7 +29,7 @@ DATASOURCE_UID = "kflow-prometheus"
 
 def promtool(*args: str, cwd: Path = PROMETHEUS) -> subprocess.CompletedProcess[str]:
     if shutil.which("promtool") is None:
-        pytest.fail("promtool is not installed (deploy/local/stack.sh install adds prometheus)")
+        pytest.fail("promtool is not installed (`make bootstrap` adds prometheus)")
     return subprocess.run(["promtool", *args], capture_output=True, text=True, cwd=cwd, timeout=120)
 
 

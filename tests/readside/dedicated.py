@@ -2,7 +2,7 @@
 
 Outage tests must never stop the shared servers other tests use, so they start
 their own: a throw-away ``initdb`` cluster, a ``redis-server`` and a KRaft broker
-(``deploy/local/kafka.sh`` with its own data dir) on other ports.
+(``kflow/devstack/kafka.sh`` with its own data dir) on other ports.
 """
 
 from __future__ import annotations
@@ -15,6 +15,8 @@ import subprocess
 import tempfile
 import time
 from pathlib import Path
+
+from kflow.stack import KAFKA_SCRIPT, stack_env
 
 PG_BIN = Path("/usr/lib/postgresql/15/bin")
 
@@ -133,9 +135,6 @@ class DedicatedRedis:
         self.stop()
 
 
-KAFKA_SH = Path(__file__).resolve().parents[2] / "deploy" / "local" / "kafka.sh"
-
-
 def free_port_pair() -> int:
     """A port p with p and p+1 bindable (broker and controller listeners).
 
@@ -164,8 +163,8 @@ class DedicatedKafka:
         self.dir = home or Path(tempfile.mkdtemp(prefix=f"kflow-kafka{self.port}-"))
         self.data = self.dir / "kafka" / "data"
         self.env = {
-            **os.environ,
-            "KFLOW_HOME": str(self.dir),
+            **stack_env(),  # KFLOW_HOME: the jar cache the shared stack uses
+            "KFLOW_KAFKA_DIR": str(self.dir / "kafka"),
             "KFLOW_KAFKA_PORT": str(self.port),
             "KFLOW_KAFKA_CONTROLLER_PORT": str(self.port + 1),
             "KFLOW_KAFKA_HEAP": "384m",
@@ -175,7 +174,7 @@ class DedicatedKafka:
     def run(self, command: str) -> str:
         """``kafka.sh COMMAND`` for this broker; its output (raises if it fails)."""
         result = subprocess.run(
-            ["bash", str(KAFKA_SH), command],
+            ["bash", str(KAFKA_SCRIPT), command],
             env=self.env,
             capture_output=True,
             text=True,

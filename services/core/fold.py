@@ -1,5 +1,8 @@
 """``evolve``: apply events to state. Pure, deterministic, no decisions.
 
+What each event does to its step and workflow comes from ``kflow.core.transitions`` (the
+table the read-model rows are folded from too); this module adds the DAG bookkeeping.
+
 A ``StateBuilder`` copies the state's dicts lazily (first write only) and applies
 any number of events in place, then freezes a new ``WorkflowState``; ``evolve`` is
 one builder per event, ``evolve_all`` one builder per batch (what adapters and
@@ -8,8 +11,7 @@ one builder per event, ``evolve_all`` one builder per batch (what adapters and
 
 from __future__ import annotations
 
-import dataclasses
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any, overload
 
 from kflow.core.definition import OnFailure
@@ -18,23 +20,12 @@ from kflow.core.events import (
     Event,
     InputRejected,
     MapExpanded,
-    StepAwaitingReview,
-    StepCancelled,
+    StepEvent,
     StepFailed,
-    StepHeartbeatRecorded,
-    StepRetryDue,
-    StepRetryScheduled,
     StepScheduled,
     StepSkipped,
     StepSucceeded,
-    StepTimedOut,
-    WorkflowCancelled,
-    WorkflowCompleted,
-    WorkflowFailed,
-    WorkflowPaused,
     WorkflowRejected,
-    WorkflowResumed,
-    WorkflowSignalled,
     WorkflowStarted,
 )
 from kflow.core.graph import Graph, graph_from_dict
@@ -45,6 +36,7 @@ from kflow.core.state import (
     step_key,
     step_sort_key,
 )
+from kflow.core.transitions import STARTED, WORKFLOW_RULES, replaced, step_changes
 
 
 class StateBuilder:
@@ -130,11 +122,11 @@ class StateBuilder:
         elif record.status != "review" and record.step_key in reviews:
             self._w_reviews().discard(record.step_key)
 
-    def _update(self, key: str, **changes: Any) -> StepRecord:
+    def _update(self, key: str, changes: Mapping[str, Any]) -> StepRecord:
         current = self.step(key)
         if current is None:
             raise ValueError(f"event refers to unknown step {key!r}")
-        record = _replace(current, changes)
+        record = replaced(current, changes)
         self._put(record)
         return record
 
@@ -162,10 +154,34 @@ class StateBuilder:
         if event.seq != self.seq + 1:
             raise ValueError(f"event seq {event.seq} does not follow {self.seq} (gapless)")
         self.seq = event.seq
-        handler = _HANDLERS.get(type(event))
-        if handler is None:
+        if isinstance(event, StepEvent):
+            self._apply_step(event)
+            return
+        rule = WORKFLOW_RULES.get(type(event))
+        if rule is None:
             raise ValueError(f"cannot apply {type(event).__name__} to an existing workflow")
-        handler(self, event)
+        changes = rule(event)
+        if "status" in changes:
+            self.status = changes["status"]
+        if "reason" in changes:
+            self.reason = changes["reason"]
+        if "output" in changes:
+            self.output = changes["output"]
+        if "finished_at" in changes:
+            self.finished_at = changes["finished_at"]
+
+    def _apply_step(self, event: StepEvent) -> None:
+        changes = step_changes(event)
+        current = self.step(event.step_key)
+        if current is None:  # only a StepScheduled may create a record (a map child)
+            if not isinstance(event, StepScheduled):
+                raise ValueError(f"event refers to unknown step {event.step_key!r}")
+            current = StepRecord(step_key=event.step_key, node_id=event.node_id, index=event.index)
+        record = replaced(current, changes)
+        self._put(record)
+        follow_up = _FOLLOW_UPS.get(type(event))
+        if follow_up is not None:
+            follow_up(self, event, record)
 
     def freeze(self) -> WorkflowState:
         """The new immutable state (shares unchanged dicts with the old one)."""
@@ -193,17 +209,6 @@ class StateBuilder:
         )
 
 
-_RECORD_FIELDS = tuple(f.name for f in dataclasses.fields(StepRecord))
-
-
-def _replace(record: StepRecord, changes: dict[str, Any]) -> StepRecord:
-    # dataclasses.replace re-validates via __init__; this is ~35% cheaper on the hot path.
-    new = object.__new__(StepRecord)
-    for name in _RECORD_FIELDS:
-        object.__setattr__(new, name, changes[name] if name in changes else getattr(record, name))
-    return new
-
-
 def start_state(event: WorkflowStarted, graph: Graph | None = None) -> WorkflowState:
     """The state right after ``WorkflowStarted`` (roots ready)."""
     if event.seq != 1:
@@ -223,7 +228,7 @@ def start_state(event: WorkflowStarted, graph: Graph | None = None) -> WorkflowS
         seed=event.seed,
         tenant=event.tenant,
         actor=event.actor,
-        status="running",
+        status=STARTED,
         seq=1,
         started_at=event.at,
         finished_at=None,
@@ -236,149 +241,38 @@ def start_state(event: WorkflowStarted, graph: Graph | None = None) -> WorkflowS
     )
 
 
-# -- per-event handlers -----------------------------------------------------------------
+# -- DAG bookkeeping after a step's own changes (the rows have no DAG) ----------------------
 
 
-def _paused(b: StateBuilder, e: Any) -> None:
-    b.status = "paused"
-    b.reason = e.reason
-
-
-def _resumed(b: StateBuilder, e: Any) -> None:
-    b.status = "running"
-    b.reason = ""
-
-
-def _signalled(b: StateBuilder, e: Any) -> None:
-    return None
-
-
-def _completed(b: StateBuilder, e: Any) -> None:
-    b.status, b.output, b.finished_at = "completed", e.output, e.at
-
-
-def _failed(b: StateBuilder, e: Any) -> None:
-    b.status, b.reason, b.finished_at = "failed", e.reason, e.at
-
-
-def _cancelled(b: StateBuilder, e: Any) -> None:
-    b.status, b.reason, b.finished_at = "cancelled", e.reason, e.at
-
-
-def _scheduled(b: StateBuilder, e: Any) -> None:
-    record = b.step(e.step_key)
-    if record is None:  # a map child
-        record = StepRecord(step_key=e.step_key, node_id=e.node_id, index=e.index)
-    b._put(
-        _replace(
-            record,
-            dict(
-                status="running" if e.kind == "task" else "waiting",
-                attempt=e.attempt,
-                kind=e.kind,
-                input=e.input,
-                scheduled_at=e.at,
-                heartbeat_at=None,
-                timeout_ms=e.timeout_ms,
-                heartbeat_timeout_ms=e.heartbeat_timeout_ms,
-                due_at=e.due_at,
-            ),
-        )
-    )
-
-
-def _expanded(b: StateBuilder, e: Any) -> None:
-    record = b._update(
-        e.step_key, status="running", kind="map", scheduled_at=e.at, children=e.count
-    )
+def _add_children(b: StateBuilder, e: Any, record: StepRecord) -> None:
     for index, child_input in enumerate(e.inputs):
         key = step_key(b.workflow_id, record.node_id, index)
         b._put(StepRecord(step_key=key, node_id=record.node_id, index=index, input=child_input))
 
 
-def _succeeded(b: StateBuilder, e: Any) -> None:
-    record = b._update(e.step_key, status="succeeded", output=e.output, finished_at=e.at)
+def _after_success(b: StateBuilder, e: Any, record: StepRecord) -> None:
     if record.index is None:
         b._resolve_node(record.node_id)
     else:
         parent = b.step(step_key(b.workflow_id, record.node_id))
         assert parent is not None
-        b._update(parent.step_key, children_done=parent.children_done + 1)
+        b._update(parent.step_key, {"children_done": parent.children_done + 1})
 
 
-def _retry_scheduled(b: StateBuilder, e: Any) -> None:
-    b._update(
-        e.step_key,
-        status="backoff",
-        error_class=e.error_class,
-        error_type=e.error_type,
-        message=e.message,
-        due_at=e.due_at,
-    )
-
-
-def _retry_due(b: StateBuilder, e: Any) -> None:
-    b._update(e.step_key, status="ready", attempt=e.attempt, due_at=None)
-
-
-def _step_failed(b: StateBuilder, e: Any) -> None:
-    record = b._update(
-        e.step_key,
-        status="failed",
-        error_class=e.error_class,
-        error_type=e.error_type,
-        message=e.message,
-        finished_at=e.at,
-    )
+def _after_failure(b: StateBuilder, e: Any, record: StepRecord) -> None:
     if record.index is None and b.graph.nodes[record.node_id].on_failure == OnFailure.CONTINUE:
         b._resolve_node(record.node_id)
 
 
-def _review(b: StateBuilder, e: Any) -> None:
-    b._update(
-        e.step_key,
-        status="review",
-        error_class=e.error_class,
-        error_type=e.error_type,
-        message=e.message,
-    )
-
-
-def _timed_out(b: StateBuilder, e: Any) -> None:
-    return None  # the retry/failure event that follows carries the change
-
-
-def _heartbeat(b: StateBuilder, e: Any) -> None:
-    b._update(e.step_key, heartbeat_at=e.at)
-
-
-def _skipped(b: StateBuilder, e: Any) -> None:
-    record = b._update(e.step_key, status="skipped", attempt=0, finished_at=e.at, message=e.reason)
+def _after_skip(b: StateBuilder, e: Any, record: StepRecord) -> None:
     b._resolve_node(record.node_id)
 
 
-def _step_cancelled(b: StateBuilder, e: Any) -> None:
-    b._update(e.step_key, status="cancelled", finished_at=e.at)
-
-
-_HANDLERS: dict[type[Event], Any] = {
-    WorkflowPaused: _paused,
-    WorkflowResumed: _resumed,
-    WorkflowSignalled: _signalled,
-    WorkflowCompleted: _completed,
-    WorkflowFailed: _failed,
-    WorkflowCancelled: _cancelled,
-    StepScheduled: _scheduled,
-    MapExpanded: _expanded,
-    StepSucceeded: _succeeded,
-    StepRetryScheduled: _retry_scheduled,
-    StepRetryDue: _retry_due,
-    StepFailed: _step_failed,
-    StepAwaitingReview: _review,
-    StepTimedOut: _timed_out,
-    StepHeartbeatRecorded: _heartbeat,
-    StepSkipped: _skipped,
-    StepCancelled: _step_cancelled,
+_FOLLOW_UPS: dict[type[Event], Callable[[StateBuilder, Any, StepRecord], None]] = {
+    MapExpanded: _add_children,
+    StepSucceeded: _after_success,
+    StepFailed: _after_failure,
+    StepSkipped: _after_skip,
 }
 
 

@@ -4,7 +4,8 @@
 * ``timers_for``: timers to arm after a batch (stale ones are ignored by ``decide``).
 * ``apply_step_event`` / ``apply_workflow_event``: fold events into per-step rows and a
   per-workflow summary (the PostgreSQL/Redis projections use these), and
-  ``step_view``/``summary`` build the same rows from a ``WorkflowState``.
+  ``step_view``/``summary`` build the same rows from a ``WorkflowState``; both apply
+  the rules of ``kflow.core.transitions``, the ones ``evolve`` applies.
 """
 
 from __future__ import annotations
@@ -12,29 +13,19 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
-from kflow.core.events import (
-    Event,
-    MapExpanded,
-    StepAwaitingReview,
-    StepCancelled,
-    StepEvent,
-    StepFailed,
-    StepHeartbeatRecorded,
-    StepRetryDue,
-    StepRetryScheduled,
-    StepScheduled,
-    StepSkipped,
-    StepSucceeded,
-    WorkflowCancelled,
-    WorkflowCompleted,
-    WorkflowFailed,
-    WorkflowPaused,
-    WorkflowResumed,
-    WorkflowStarted,
-)
+from kflow.core.events import Event, StepEvent, StepScheduled, WorkflowStarted
 from kflow.core.state import StepRecord, Timer, WorkflowState, is_terminal, step_timers
+from kflow.core.transitions import (
+    ATTEMPT_KINDS,
+    ERROR_FIELDS,
+    ROW_SHOWS,
+    STARTED,
+    WORKFLOW_RULES,
+    replaced,
+    step_changes,
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -136,51 +127,38 @@ def _node_of(key: str, workflow_id: str) -> tuple[str, int | None]:
     return local, None
 
 
+_HIDDEN: dict[str, tuple[str, ...]] = {
+    status: tuple(f for f in ERROR_FIELDS if f not in shown) for status, shown in ROW_SHOWS.items()
+}
+_NEW = StepRecord(step_key="", node_id="")
+
+
 def apply_step_event(view: StepView | None, event: StepEvent) -> StepView:
-    """Fold one step event into the step's row (``None`` = no row yet)."""
+    """Fold one step event into the step's row (``None`` = no row yet).
+
+    The changes are the state fold's (``kflow.core.transitions``), restricted to the
+    row's columns, so the row equals ``step_view`` of the folded state.
+    """
     if view is None:
         node_id, index = _node_of(event.step_key, event.workflow_id)
-        view = StepView(event.workflow_id, event.step_key, node_id, index, "ready", event.attempt)
-    changes: dict[str, Any] = {"seq": event.seq, "attempt": event.attempt}
-    if isinstance(event, StepScheduled):
-        changes.update(
-            status="running" if event.kind == "task" else "waiting",
-            node_type=event.node_type,
-            queue=event.queue,
-            input=event.input,
-            scheduled_at=event.at,
-            error_class=None,
-            error_type=None,
-            message=None,
+        view = StepView(
+            event.workflow_id, event.step_key, node_id, index, _NEW.status, _NEW.attempt
         )
-    elif isinstance(event, MapExpanded):
-        changes.update(status="running", scheduled_at=event.at)
-    elif isinstance(event, StepSucceeded):
-        changes.update(status="succeeded", output=event.output, finished_at=event.at)
-    elif isinstance(event, StepRetryScheduled | StepFailed | StepAwaitingReview):
-        status = {StepRetryScheduled: "backoff", StepFailed: "failed"}.get(type(event), "review")
-        changes.update(
-            status=status,
-            error_class=event.error_class,
-            error_type=event.error_type,
-            message=event.message,
-        )
-        if isinstance(event, StepFailed):
-            changes["finished_at"] = event.at
-    elif isinstance(event, StepRetryDue):
-        changes["status"] = "ready"
-    elif isinstance(event, StepSkipped):
-        changes.update(status="skipped", message=event.reason, finished_at=event.at)
-    elif isinstance(event, StepCancelled):
-        changes.update(status="cancelled", finished_at=event.at)
-    elif isinstance(event, StepHeartbeatRecorded):
-        changes["heartbeat_at"] = event.at
-    return dataclasses.replace(view, **changes)
+    row = cast(dict[str, Any], step_changes(event))  # a fresh dict; non-row keys are ignored
+    for name in _HIDDEN[row.get("status", view.status)]:
+        row[name] = None
+    row["seq"] = event.seq
+    return replaced(view, row)
 
 
 def step_view(state: WorkflowState, record: StepRecord) -> StepView:
-    """The step row for one record of a state (same shape as the event fold)."""
+    """The step row for one record of a state (what ``apply_step_event`` folds to).
+
+    ``seq`` is the state's; a folded row has the seq of the step's own last event.
+    """
     node = state.graph.nodes[record.node_id]
+    scheduled = record.kind in ATTEMPT_KINDS
+    shows = ROW_SHOWS[record.status]
     return StepView(
         workflow_id=state.workflow_id,
         step_key=record.step_key,
@@ -188,13 +166,13 @@ def step_view(state: WorkflowState, record: StepRecord) -> StepView:
         index=record.index,
         status=record.status,
         attempt=record.attempt,
-        node_type=node.type,
-        queue=node.task_queue,
-        input=record.input,
+        node_type=node.type if scheduled else None,
+        queue=node.task_queue if scheduled else None,
+        input=record.input if scheduled else None,
         output=record.output,
-        error_class=record.error_class,
-        error_type=record.error_type,
-        message=record.message,
+        error_class=record.error_class if "error_class" in shows else None,
+        error_type=record.error_type if "error_type" in shows else None,
+        message=record.message if "message" in shows else None,
         scheduled_at=record.scheduled_at,
         finished_at=record.finished_at,
         heartbeat_at=record.heartbeat_at,
@@ -230,7 +208,7 @@ def apply_workflow_event(summary: WorkflowSummary | None, event: Event) -> Workf
             workflow_id=event.workflow_id,
             name=event.name,
             version=event.version,
-            status="running",
+            status=STARTED,
             seq=event.seq,
             started_at=event.at,
             tenant=event.tenant,
@@ -238,17 +216,10 @@ def apply_workflow_event(summary: WorkflowSummary | None, event: Event) -> Workf
         )
     if summary is None or event.seq == 0:
         return summary
-    changes: dict[str, Any] = {"seq": event.seq}
-    if isinstance(event, WorkflowPaused):
-        changes.update(status="paused", reason=event.reason)
-    elif isinstance(event, WorkflowResumed):
-        changes.update(status="running", reason="")
-    elif isinstance(event, WorkflowCompleted):
-        changes.update(status="completed", output=event.output, finished_at=event.at)
-    elif isinstance(event, WorkflowFailed | WorkflowCancelled):
-        status = "failed" if isinstance(event, WorkflowFailed) else "cancelled"
-        changes.update(status=status, reason=event.reason, finished_at=event.at)
-    return dataclasses.replace(summary, **changes)
+    rule = WORKFLOW_RULES.get(type(event))
+    changes = cast(dict[str, Any], rule(event)) if rule is not None else {}
+    changes["seq"] = event.seq
+    return replaced(summary, changes)
 
 
 def summary(state: WorkflowState) -> WorkflowSummary:

@@ -32,6 +32,7 @@ from kflow.core.inputs import (
     ResumeWorkflow,
     SignalWorkflow,
     StepError,
+    StepHeartbeat,
     StepResult,
     TimerFired,
 )
@@ -67,6 +68,8 @@ def dags(draw: st.DrawFn) -> tuple[WorkflowDefinition, dict[str, Any]]:
             spec["input"] = {"item": "$item"}
         if spec["type"] == "echo" and draw(st.booleans()):
             spec["timeout_ms"] = draw(st.integers(1, 100))
+        if spec["type"] == "echo" and draw(st.integers(0, 2)) == 0:
+            spec["heartbeat_timeout_ms"] = draw(st.integers(1, 60))
         flags.append(draw(st.booleans()))
         lists.append(draw(st.lists(st.integers(0, 9), max_size=3)))
         nodes.append(spec)
@@ -85,6 +88,8 @@ def options(d: Driver, sent: list[Input]) -> list[Input]:
             found.append(
                 StepResult(workflow_id=wf, step_key=key, attempt=record.attempt, output=key)
             )
+            if record.heartbeat_timeout_ms is not None:
+                found.append(StepHeartbeat(workflow_id=wf, step_key=key, attempt=record.attempt))
             for error_class in ErrorClass:
                 found.append(
                     StepError(

@@ -81,8 +81,12 @@ class Installed:
 
 @pytest.fixture(scope="session")
 def installed(tmp_path_factory: pytest.TempPathFactory, pytestconfig: pytest.Config) -> Installed:
-    assert pytestconfig.cache is not None
-    wheelhouse = Path(pytestconfig.cache.mkdir("kflow-wheelhouse"))
+    cache = getattr(pytestconfig, "cache", None)  # absent under -p no:cacheprovider
+    wheelhouse = (
+        Path(cache.mkdir("kflow-wheelhouse"))
+        if cache is not None
+        else tmp_path_factory.mktemp("kflow-wheelhouse")
+    )
     base = tmp_path_factory.mktemp("installed")
     dist, venv, elsewhere = base / "dist", base / "venv", base / "elsewhere"
     elsewhere.mkdir()

@@ -34,6 +34,7 @@ from kflow.core.events import (
     WorkflowResumed,
     WorkflowStarted,
 )
+from kflow.core.jsondoc import NULL, Json
 from kflow.core.state import StepRecord, Timer, WorkflowState, is_terminal, step_timers
 
 
@@ -47,7 +48,7 @@ class Task:
     node_type: str
     queue: str
     attempt: int
-    input: Any
+    input: Json
     timeout_ms: int | None
     heartbeat_timeout_ms: int | None
     idempotency_key: str
@@ -112,8 +113,8 @@ class StepView:
     attempt: int
     node_type: str | None = None
     queue: str | None = None
-    input: Any = None
-    output: Any = None
+    input: Json = NULL
+    output: Json = NULL
     error_class: str | None = None
     error_type: str | None = None
     message: str | None = None
@@ -214,7 +215,7 @@ class WorkflowSummary:
     started_at: int
     finished_at: int | None = None
     reason: str = ""
-    output: Any = None
+    output: Json = NULL
     tenant: str | None = None
     actor: str | None = None
 

@@ -12,6 +12,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from kflow.api import routes_commands, routes_ops, routes_read
 from kflow.api.problems import install_problem_handlers
 from kflow.api.resources import ApiConfig, close_resources, open_resources
+from kflow.api.responses import DocumentResponse
 from kflow.observability.metrics import API_LATENCY, API_REQUESTS
 
 
@@ -58,6 +59,7 @@ def create_app(config: ApiConfig) -> FastAPI:
         version="1.0.0",
         description="Executions, steps and events of kflow workflows; commands go to Kafka.",
         lifespan=lifespan,
+        default_response_class=DocumentResponse,
     )
     install_problem_handlers(app)
     app.add_middleware(MetricsMiddleware)

@@ -86,7 +86,8 @@ class Json:
         """Compact JSON text; ``ValueError``/``TypeError`` if the value is not a JSON document."""
         text = self._text
         if text is None:
-            text = self._text = dumps(self._value if self._parts is _UNSET else self._parts)
+            parts = self._parts
+            text = self._text = dumps(self._value) if parts is _UNSET else _dumps_embedding(parts)
         return text
 
     @property
@@ -265,19 +266,23 @@ def dumps(obj: Any) -> str:
     """
     if type(obj) is Json:
         return obj.text
-    embedded = False
-
-    def default(item: Any) -> orjson.Fragment:
-        nonlocal embedded
-        embedded = True
-        return json_default(item)
-
     try:
-        data = orjson.dumps(obj, default=default, option=_OPTIONS)
-    except TypeError:  # orjson.JSONEncodeError too
-        return _dumps_slow(obj)
-    if b"null" in data and (_has_nonfinite(obj) if embedded else orjson.loads(data) != obj):
+        data = orjson.dumps(obj, option=_OPTIONS)
+    except TypeError:  # orjson.JSONEncodeError too: embedded documents, or see above
+        return _dumps_embedding(obj)
+    if b"null" in data and orjson.loads(data) != obj:
         return _dumps_slow(obj)  # a NaN or infinity written as null (or a tuple read back)
+    return data.decode()
+
+
+def _dumps_embedding(obj: Any) -> str:
+    """:func:`dumps` of data that may hold ``Json`` documents."""
+    try:
+        data = orjson.dumps(obj, default=json_default, option=_OPTIONS)
+    except TypeError:
+        return _dumps_slow(obj)
+    if b"null" in data and _has_nonfinite(obj):
+        return _dumps_slow(obj)
     return data.decode()
 
 

@@ -8,6 +8,10 @@ Measures (prints figures, asserts nothing):
 
 Usage: .venv/bin/python bench/runtime_bench.py [--workflows 5000] [--in-flight 200]
 [--breakdown] (median ms of each hop of a chain step, from record times and timestamps)
+
+After each scenario it prints the orchestrator's CPU per input record (commands and step
+results) and the processor's per task, from /proc: steadier than wall time on a shared
+machine.
 """
 
 from __future__ import annotations
@@ -18,9 +22,12 @@ import statistics
 import subprocess
 import time
 import uuid
+from collections.abc import Callable
 from typing import Any
 
 from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
+from json_bench import document
+from readside_bench import process_cpu_s  # bench/ is on sys.path when run as a script
 
 from kflow.bus.admin import create_topics, delete_topics
 from kflow.bus.contracts import decode
@@ -44,6 +51,20 @@ DIAMOND = {
     "name": "bench-diamond",
     "nodes": [noop("a"), noop("b", ["a"]), noop("c", ["a"]), noop("d", ["b", "c"])],
 }
+DOC_DIAMOND = {
+    "name": "bench-diamond-doc",
+    "nodes": [
+        {"id": "a", "type": "echo", "queue": "default", "input": {"doc": "$input"}},
+        *(
+            {"id": n, "type": "echo", "queue": "default", "depends_on": ["a"],
+             "input": {"doc": "$steps.a.output.doc"}}
+            for n in ("b", "c")
+        ),
+        {"id": "d", "type": "echo", "queue": "default", "depends_on": ["b", "c"],
+         "input": {"doc": "$steps.b.output.doc"}},
+    ],
+}  # fmt: skip
+"""The diamond with a ~1 KB document (with nulls) passed along every step (``--documents``)."""
 FANOUT = {
     "name": "bench-fanout",
     "nodes": [noop("root")]
@@ -78,7 +99,9 @@ class Bench:
                 assert isinstance(logged.event, WorkflowCompleted), logged.event
         return time.monotonic() - started
 
-    def diamonds(self, total: int, in_flight: int) -> tuple[float, list[float]]:
+    def diamonds(
+        self, total: int, in_flight: int, name: str = "bench-diamond", documents: bool = False
+    ) -> tuple[float, list[float]]:
         sent: dict[str, float] = {}
         latencies: list[float] = []
         next_id = 0
@@ -87,7 +110,8 @@ class Bench:
             while next_id < total and len(sent) < in_flight:
                 wid = f"d-{next_id}-{uuid.uuid4().hex[:6]}"
                 sent[wid] = time.monotonic()
-                self.publisher.send(StartWorkflow(workflow_id=wid, name="bench-diamond", version=0))
+                doc = document(next_id, nulls=True) if documents else None
+                self.publisher.send(StartWorkflow(workflow_id=wid, name=name, version=0, input=doc))
                 next_id += 1
             self.publisher.flush()
             for logged in self.reader.poll(0.05, 5000):
@@ -164,6 +188,11 @@ def main() -> None:
     parser.add_argument(
         "--breakdown", action="store_true", help="split the chain's per-step time into its hops"
     )
+    parser.add_argument(
+        "--documents",
+        action="store_true",
+        help="diamonds pass a ~1 KB document (with nulls) along every step",
+    )
     args = parser.parse_args()
 
     settings = get_settings()
@@ -179,7 +208,7 @@ def main() -> None:
     def profile(name: str) -> list[str]:
         return ["--profile", os.path.join(args.profile, f"{name}.pstats")] if args.profile else []
 
-    for definition in (DIAMOND, chain, FANOUT):
+    for definition in (DIAMOND, DOC_DIAMOND, chain, FANOUT):
         publish_definition(settings.kafka_bootstrap, prefix, parse_definition(definition))
     children = [
         subprocess.Popen(
@@ -205,6 +234,17 @@ def main() -> None:
             env=env,
         ),
     ]
+    orchestrator, processor = children
+
+    def cpu_report(run: Callable[[], object], inputs: int, tasks: int) -> str:
+        before = process_cpu_s(orchestrator.pid), process_cpu_s(processor.pid)
+        run()
+        used = process_cpu_s(orchestrator.pid) - before[0], process_cpu_s(processor.pid) - before[1]
+        return (
+            f"  CPU: orchestrator {used[0] / inputs * 1e6:.0f} us per input record, "
+            f"processor {used[1] / tasks * 1e6:.0f} us per task"
+        )
+
     try:
         bench = Bench(prefix)
         bench.run_one("bench-diamond")  # warm-up: group joins, topic metadata
@@ -214,10 +254,12 @@ def main() -> None:
             f"orchestrator max_batch_ms {args.max_batch_ms}"
         )
         if "chain" not in args.skip:
-            print(
-                f"chain of {args.chain} steps:          {bench.run_one('bench-chain'):7.2f} s "
-                "(target < 10 s)"
+            timed: list[float] = []
+            cpu = cpu_report(
+                lambda: timed.append(bench.run_one("bench-chain")), args.chain + 1, args.chain
             )
+            print(f"chain of {args.chain} steps:          {timed[0]:7.2f} s (target < 10 s)")
+            print(cpu)
             if args.breakdown:
                 print(chain_breakdown(settings.kafka_bootstrap, prefix, bench.last_id, PARTITIONS))
         if "fanout" not in args.skip:
@@ -226,14 +268,29 @@ def main() -> None:
                 "(target < 5 s)"
             )
         if "diamond" not in args.skip:
-            elapsed, latencies = bench.diamonds(args.workflows, args.in_flight)
+            measured: list[tuple[float, list[float]]] = []
+            cpu = cpu_report(
+                lambda: measured.append(
+                    bench.diamonds(
+                        args.workflows,
+                        args.in_flight,
+                        "bench-diamond-doc" if args.documents else "bench-diamond",
+                        args.documents,
+                    )
+                ),
+                args.workflows * 5,
+                args.workflows * 4,
+            )
+            elapsed, latencies = measured[0]
             ms = [x * 1000 for x in latencies]
             print(
-                f"diamond x{args.workflows} at {args.in_flight} in flight: "
+                f"diamond{' (1 KB documents)' if args.documents else ''} x{args.workflows} "
+                f"at {args.in_flight} in flight: "
                 f"{args.workflows / elapsed:7.1f} workflows/s (target >= 500), "
                 f"latency p50 {percentile(ms, 0.5):.0f} ms, p95 {percentile(ms, 0.95):.0f} ms, "
                 f"p99 {percentile(ms, 0.99):.0f} ms, mean {statistics.mean(ms):.0f} ms"
             )
+            print(cpu)
     finally:
         stop_children(children)
         delete_topics(settings.kafka_bootstrap, [s.name for s in specs])

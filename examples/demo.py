@@ -35,6 +35,7 @@ from kflow.core.events import (
     WorkflowRejected,
 )
 from kflow.core.inputs import SignalWorkflow, StartWorkflow
+from kflow.core.jsondoc import Json
 from kflow.orchestrator.client import EventReader, is_final
 from kflow.registry.topic import publish_definition
 from kflow.settings import get_settings
@@ -137,7 +138,9 @@ def run_batch(bootstrap: str, prefix: str, args: argparse.Namespace) -> int:
             workflow_id=workflow_id,
             name="docpipe",
             version=0,
-            input={"doc_id": workflow_id, "sections": 3 + i % 5, "failure_rate": args.failure_rate},
+            input=Json.of(
+                {"doc_id": workflow_id, "sections": 3 + i % 5, "failure_rate": args.failure_rate}
+            ),
         )
         producer.produce(names.commands, envelope_bytes(command, "billing-service"), workflow_id)
     producer.flush(30)
@@ -165,7 +168,7 @@ def run_batch(bootstrap: str, prefix: str, args: argparse.Namespace) -> int:
                     signal = SignalWorkflow(
                         workflow_id=event.workflow_id,
                         name=event.node_id,
-                        payload={"approved": True, "by": "demo-reviewer"},
+                        payload=Json.of({"approved": True, "by": "demo-reviewer"}),
                     )
                     producer.produce(
                         names.commands, envelope_bytes(signal, "demo-reviewer"), event.workflow_id

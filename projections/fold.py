@@ -7,6 +7,8 @@ the fold of the log by construction and a rebuild gives the same rows.
 Rows are COPY-ready for ``kflow.projections.pgcopy``: timestamps stay epoch milliseconds
 and JSON documents are UTF-8 JSON text (bytes), so no ``datetime`` or ``str`` is
 made per value; the ``*_COL_TYPES`` tuples name each column's PostgreSQL type.
+Documents are written as the text the event carries, never parsed or re-encoded here
+(ADR 0026), into ``json`` columns, which keep it byte for byte.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from typing import Any
 import orjson
 
 from kflow.core.events import Event, event_to_dict
+from kflow.core.jsondoc import NULL, Json, dumps_bytes, json_default
 from kflow.core.views import StepView, WorkflowSummary
 from kflow.projections.errors import UnwritableValue
 from kflow.projections.log_event import DEFAULT_TENANT, LogEvent
@@ -37,12 +40,12 @@ EVENT_COLS = (
     "workflow_id, seq, type, at, tenant, event_id, actor, body, kafka_partition, kafka_offset"
 )
 EXECUTION_COL_TYPES = (
-    "text", "text", "text", "int4", "text", "jsonb", "jsonb", "text", "text",
+    "text", "text", "text", "int4", "text", "json", "json", "text", "text",
     "timestamptz", "timestamptz", "timestamptz", "int8",
 )  # fmt: skip
 STEP_COL_TYPES = (
-    "text", "text", "text", "int4", "text", "int4", "text", "text", "jsonb",
-    "jsonb", "text", "text", "text", "timestamptz", "timestamptz", "timestamptz", "int8",
+    "text", "text", "text", "int4", "text", "int4", "text", "text", "json",
+    "json", "text", "text", "text", "timestamptz", "timestamptz", "timestamptz", "int8",
 )  # fmt: skip
 EVENT_COL_TYPES = (
     "text", "int8", "text", "timestamptz", "text", "text", "text", "json", "int4", "int8",
@@ -52,31 +55,21 @@ EVENT_COL_TYPES = (
 def json_bytes(value: Any) -> bytes:
     """Compact JSON text as UTF-8 bytes (what a JSON column of a COPY-ready row holds).
 
-    Raises :class:`UnwritableValue` for what orjson cannot write (integers over 64 bits,
-    lone surrogates): values ``json`` reads from a step's output, not a bug here.
+    Raises :class:`UnwritableValue` for a value no JSON text can hold (documents are
+    carried as text and never re-serialised; this is for the other fields).
     """
     try:
-        return orjson.dumps(value)
-    except TypeError as e:
+        return dumps_bytes(value)
+    except (TypeError, ValueError) as e:
         raise _unwritable(e) from e
 
 
-def dumps(value: Any) -> str:
-    """Compact JSON text (jsonb normalises key order, so no sorting is needed)."""
-    try:
-        return orjson.dumps(value).decode()
-    except TypeError as e:
-        raise _unwritable(e) from e
+def _json_or_null(document: Json) -> bytes | None:
+    """The document's text (SQL NULL for the ``null`` document, as the views hold no value)."""
+    return None if document is NULL else document.text.encode()
 
 
-def _json_or_null(value: Any) -> bytes | None:
-    try:
-        return None if value is None else orjson.dumps(value)
-    except TypeError as e:
-        raise _unwritable(e) from e
-
-
-def _unwritable(e: TypeError) -> UnwritableValue:
+def _unwritable(e: Exception) -> UnwritableValue:
     return UnwritableValue(f"a value cannot be written as JSON: {e}")
 
 
@@ -115,7 +108,7 @@ def summary_from_row(row: Row) -> WorkflowSummary:
     return WorkflowSummary(
         workflow_id=wf, name=name, version=version, status=status, seq=seq,
         started_at=datetime_to_ms(created) or 0, finished_at=datetime_to_ms(fin),
-        reason=reason, output=output, tenant=tenant,
+        reason=reason, output=Json.of(output), tenant=tenant,
         actor=actor,
     )  # fmt: skip
 
@@ -149,7 +142,7 @@ def step_from_row(row: Row) -> StepView:
      sched, fin, hb, seq) = row  # fmt: skip
     return StepView(
         workflow_id=wf, step_key=key, node_id=node, index=index, status=status, attempt=attempt,
-        node_type=node_type, queue=queue, input=inp, output=out, error_class=ecls,
+        node_type=node_type, queue=queue, input=Json.of(inp), output=Json.of(out), error_class=ecls,
         error_type=etype, message=msg, scheduled_at=datetime_to_ms(sched),
         finished_at=datetime_to_ms(fin), heartbeat_at=datetime_to_ms(hb), seq=seq,
     )  # fmt: skip
@@ -165,11 +158,11 @@ def event_json(event: Event) -> bytes:
 
     orjson writes a dataclass as an object of its fields in declaration order, which
     is exactly ``event_to_dict`` minus its leading ``"type"`` key (every event has a
-    ``workflow_id``, so the object is never empty).
+    ``workflow_id``, so the object is never empty); documents go in as their text.
     """
     try:
-        body = orjson.dumps(event)
-    except TypeError as e:
+        body = orjson.dumps(event, default=json_default)
+    except TypeError as e:  # e.g. an integer over 64 bits in a cause or a definition
         raise _unwritable(e) from e
     return b'{"type":"' + type(event).__name__.encode() + b'",' + body[1:]
 

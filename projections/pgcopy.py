@@ -1,10 +1,12 @@
-"""Binary COPY of the COPY-ready rows of ``kflow.projections.fold``.
+"""Binary COPY of the COPY-ready rows of ``kflow.projections.fold``, and reading them back.
 
 Binary COPY skips PostgreSQL's text parsing of every number and timestamp, and
 the dumpers below take the rows as they are: epoch milliseconds for
 ``timestamptz`` and JSON text (bytes) for ``json``/``jsonb``. They are looked up
 by column type only (``register_dumper(None, ...)``, used after ``set_types``),
 and only on the cursor doing the COPY, so no other query changes.
+:func:`documents_as_text` makes a cursor read ``json`` columns back as unparsed
+``Json`` documents, the text exactly as written.
 """
 
 from __future__ import annotations
@@ -13,10 +15,11 @@ import struct
 from collections.abc import Iterable, Sequence
 
 import psycopg
-from psycopg.adapt import Dumper
+from psycopg.adapt import Buffer, Dumper, Loader
 from psycopg.postgres import types as pg_types
 from psycopg.pq import Format
 
+from kflow.core.jsondoc import Json
 from kflow.projections.fold import Row
 
 _PG_EPOCH_MS = 946_684_800_000
@@ -52,6 +55,18 @@ class JsonTextDumper(Dumper):
 
     def dump(self, obj: bytes) -> bytes:
         return obj
+
+
+class JsonDocumentLoader(Loader):
+    """``json`` column (text format) -> ``Json`` holding the stored text, not parsed."""
+
+    def load(self, data: Buffer) -> Json:
+        return Json.from_text(bytes(data).decode())
+
+
+def documents_as_text(cur: psycopg.Cursor[tuple[object, ...]]) -> None:
+    """Make ``cur`` return ``json`` columns as :class:`Json` documents of their text."""
+    cur.adapters.register_loader("json", JsonDocumentLoader)
 
 
 def copy_rows(

@@ -35,7 +35,7 @@ from kflow.projections.fold import (
     STEP_COLS,
 )
 from kflow.projections.log_event import DefinitionRecord, LogEvent
-from kflow.projections.pgcopy import copy_rows
+from kflow.projections.pgcopy import copy_rows, documents_as_text
 
 log = logging.getLogger(__name__)
 
@@ -272,24 +272,28 @@ class PostgresProjector:
         summaries = {w: self._summaries[w] for w in workflow_ids if w in self._summaries}
         missing = sorted({w for w in workflow_ids if w not in summaries})
         if missing:
-            rows = self.conn.execute(
-                f"SELECT {EXECUTION_COLS} FROM executions WHERE workflow_id = ANY(%s)".encode(),
-                (missing,),
-            ).fetchall()
-            for row in rows:
-                s = fold.summary_from_row(row)
-                summaries[s.workflow_id] = s
+            with self.conn.cursor() as cur:
+                documents_as_text(cur)
+                cur.execute(
+                    f"SELECT {EXECUTION_COLS} FROM executions WHERE workflow_id = ANY(%s)".encode(),
+                    (missing,),
+                )
+                for row in cur.fetchall():
+                    s = fold.summary_from_row(row)
+                    summaries[s.workflow_id] = s
         steps = {k: self._steps[k] for k in step_keys if k in self._steps}
         want = sorted({k for k in step_keys if k not in steps and k[0] in summaries})
         if want:
-            rows = self.conn.execute(
-                f"SELECT {STEP_COLS} FROM steps WHERE (workflow_id, step_key) IN"
-                " (SELECT * FROM unnest(%s::text[], %s::text[]))".encode(),
-                ([w for w, _ in want], [k for _, k in want]),
-            ).fetchall()
-            for row in rows:
-                v = fold.step_from_row(row)
-                steps[(v.workflow_id, v.step_key)] = v
+            with self.conn.cursor() as cur:
+                documents_as_text(cur)
+                cur.execute(
+                    f"SELECT {STEP_COLS} FROM steps WHERE (workflow_id, step_key) IN"
+                    " (SELECT * FROM unnest(%s::text[], %s::text[]))".encode(),
+                    ([w for w, _ in want], [k for _, k in want]),
+                )
+                for row in cur.fetchall():
+                    v = fold.step_from_row(row)
+                    steps[(v.workflow_id, v.step_key)] = v
         return summaries, steps
 
     def _fold(self, events: Sequence[LogEvent], result: BatchResult) -> _Fold:

@@ -10,7 +10,6 @@ redelivery after a crash neither rewinds the hash nor republishes an event.
 
 from __future__ import annotations
 
-import json
 import logging
 import time
 from collections import OrderedDict
@@ -21,6 +20,7 @@ from typing import Any
 import redis
 
 from kflow.core.events import StepEvent, WorkflowStarted, is_notice
+from kflow.core.jsondoc import Json, dumps, loads
 from kflow.core.state import TERMINAL_WORKFLOW
 from kflow.core.views import StepView, WorkflowSummary, apply_step_event, apply_workflow_event
 from kflow.observability.metrics import EVENTS_IN, PROJECTION_BATCH
@@ -58,7 +58,7 @@ def event_message(le: LogEvent) -> str:
     """The JSON published per event; same fields as an item of ``GET /workflows/{id}/events``."""
     at = fold.ms_to_datetime(le.event.at)
     assert at is not None
-    return fold.dumps(
+    return dumps(
         {
             "seq": le.seq,
             "type": le.type,
@@ -79,11 +79,16 @@ def summary_fields(
         "name", summary.name,
         "tenant", summary.tenant or DEFAULT_TENANT,
         "updated_at", str(updated_at_ms),
-        "summary", fold.dumps(summary.to_dict()),
+        "summary", dumps(summary.to_dict()),
     ]  # fmt: skip
     for v in steps:
-        fields += [f"step:{v.step_key}", fold.dumps(v.to_dict())]
+        fields += [f"step:{v.step_key}", dumps(v.to_dict())]
     return fields
+
+
+def _step_view(data: dict[str, Any]) -> StepView:
+    """A step row read back from its hash field (the documents come back as plain data)."""
+    return StepView(**{**data, "input": Json.of(data["input"]), "output": Json.of(data["output"])})
 
 
 @dataclass
@@ -134,11 +139,13 @@ class RedisProjector:
             for w, raw in zip(missing, pipe.execute(), strict=True):
                 if raw and b"summary" in raw:
                     steps = {
-                        k.decode()[5:]: StepView(**json.loads(v))
+                        k.decode()[5:]: _step_view(loads(v))
                         for k, v in raw.items()
                         if k.startswith(b"step:")
                     }
-                    out[w] = _Cached(WorkflowSummary(**json.loads(raw[b"summary"])), steps)
+                    summary = loads(raw[b"summary"])
+                    summary["output"] = Json.of(summary["output"])
+                    out[w] = _Cached(WorkflowSummary(**summary), steps)
         return out
 
     def apply(

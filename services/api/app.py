@@ -12,6 +12,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from kflow.api import console, routes_commands, routes_ops, routes_read
 from kflow.api.problems import install_problem_handlers
 from kflow.api.resources import ApiConfig, close_resources, open_resources
+from kflow.api.responses import DocumentResponse
 from kflow.observability.metrics import API_LATENCY, API_REQUESTS
 
 
@@ -60,6 +61,7 @@ def create_app(config: ApiConfig) -> FastAPI:
         lifespan=lifespan,
         docs_url=None,  # served by the console from packaged assets (offline)
         redoc_url=None,
+        default_response_class=DocumentResponse,
     )
     install_problem_handlers(app)
     app.add_middleware(MetricsMiddleware)

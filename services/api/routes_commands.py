@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import uuid
 from typing import Annotated, Any
 
@@ -31,6 +30,7 @@ from kflow.core.inputs import (
     SignalWorkflow,
     StartWorkflow,
 )
+from kflow.core.jsondoc import Json
 
 router = APIRouter(tags=["commands"])
 Writer = Annotated[Principal, Depends(require(Scope.WRITE))]
@@ -49,14 +49,22 @@ def workflow_id_for(tenant: str, idempotency_key: str) -> str:
     return str(uuid.uuid5(IDEMPOTENCY_NAMESPACE, f"{tenant}\n{idempotency_key}"))
 
 
-def _check_size(request: Request, what: str, value: object) -> None:
+def _document(request: Request, what: str, value: object) -> Json:
+    """``value`` as a document within the size limit (its text made once, reused to publish)."""
     limit = resources(request).config.max_payload_bytes
-    size = len(json.dumps(value, separators=(",", ":")).encode())
+    document = Json.of(value)
+    try:
+        size = document.measure()
+    except ValueError as e:
+        raise Problem(
+            422, "invalid-request", "Invalid request", f"{what}: not a JSON document ({e})"
+        ) from e
     if size > limit:
         raise Problem(
             413, "payload-too-large", "Payload too large",
             f"{what}: {size} bytes is over the limit of {limit}; pass a reference instead",
         )  # fmt: skip
+    return document
 
 
 async def _publish(
@@ -97,7 +105,7 @@ async def start(
     ] = None,
 ) -> Accepted:
     """Start a workflow (asynchronously); safe to retry with the same id or Idempotency-Key."""
-    _check_size(request, "input", body.input)
+    document = _document(request, "input", body.input)
     if body.workflow_id is not None:
         workflow_id = body.workflow_id
     elif idempotency_key is not None:
@@ -123,7 +131,7 @@ async def start(
         workflow_id=workflow_id,
         name=body.name,
         version=version,
-        input=body.input,
+        input=document,
         tenant=who.tenant,
         actor=who.actor,
     )
@@ -188,8 +196,8 @@ async def signal(
     body: SignalRequest,
 ) -> Accepted:
     """Deliver a signal (e.g. an approval) to a waiting step."""
-    _check_size(request, "payload", body.payload)
+    payload = _document(request, "payload", body.payload)
     await _visible(request, who, workflow_id)
     return await _publish(
-        request, who, SignalWorkflow(workflow_id=workflow_id, name=name, payload=body.payload)
+        request, who, SignalWorkflow(workflow_id=workflow_id, name=name, payload=payload)
     )

@@ -24,6 +24,7 @@ from kflow.api.problems import unavailable
 from kflow.api.queries import list_events
 from kflow.api.resources import ApiResources
 from kflow.core.events import TERMINAL_TYPES
+from kflow.core.jsondoc import dumps, loads
 from kflow.observability.metrics import SSE_CLIENTS
 from kflow.projections.redis_keys import events_channel
 
@@ -32,9 +33,17 @@ _POLL_S = 0.5
 _PAGE = 500
 
 
+_LINE_BREAKS = str.maketrans({"\x85": "\\u0085", "\u2028": "\\u2028", "\u2029": "\\u2029"})
+"""Characters some clients split lines at (Python's ``splitlines``): escaped, the JSON
+means the same and a data line stays one line for every reader."""
+
+
 def sse_frame(ev: EventView) -> bytes:
     """One SSE message: the seq is the id, the type is the event name."""
-    return f"id: {ev.seq}\nevent: {ev.type}\ndata: {ev.model_dump_json()}\n\n".encode()
+    data = dumps(ev.model_dump(mode="json"))  # not model_dump_json: lone surrogates (ADR 0026)
+    if not data.isascii():
+        data = data.translate(_LINE_BREAKS)
+    return f"id: {ev.seq}\nevent: {ev.type}\ndata: {data}\n\n".encode()
 
 
 async def open_subscription(res: ApiResources, workflow_id: str) -> PubSub:
@@ -99,8 +108,8 @@ async def event_stream(
                     yield b": keepalive\n\n"
                 continue
             try:
-                ev = EventView.model_validate_json(msg["data"])
-            except ValidationError:
+                ev = EventView.model_validate(loads(msg["data"]))
+            except (ValidationError, ValueError):
                 continue
             if ev.seq > sent:
                 pending.setdefault(ev.seq, ev)

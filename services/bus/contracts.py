@@ -2,8 +2,11 @@
 
 Callers use :func:`encode_event`, :func:`encode_input`, :func:`encode_task` and
 :func:`decode` (bytes -> :class:`Envelope`), plus the snapshot and definition
-helpers. Fields marked ``"json": true`` in the schema carry JSON documents as
-text; every other field maps one to one to the dataclass field of the same name.
+helpers. Fields marked ``"json": true`` in the schema carry JSON as text: a
+document (a ``Json`` field of the core type) as the very text it holds, read back
+without parsing (ADR 0026); other JSON (cause, definition, state) as compact text of
+the plain data. Every other field maps one to one to the dataclass field of the same
+name.
 """
 
 from __future__ import annotations
@@ -15,14 +18,13 @@ from dataclasses import dataclass
 from functools import cache
 from typing import Any
 
-import orjson
-
 from kflow.bus.codec import AvroCodec
 from kflow.bus.errors import DecodeError, DecodeFailure, EncodeError
 from kflow.bus.records import ExecuteStep, WorkflowDefinitionRecord, WorkflowSnapshot
 from kflow.bus.schema_registry import JSON_FIELD_ATTRIBUTE, SchemaRegistry
 from kflow.core.events import EVENT_TYPES, Event, event_from_dict, event_to_dict
 from kflow.core.inputs import INPUT_TYPES, Input, input_from_dict, input_to_dict
+from kflow.core.jsondoc import Json, document_fields, dumps, loads
 
 SCHEMA_VERSION = 1
 """The contract version written into every envelope (the latest ``schemas/history`` version)."""
@@ -71,52 +73,17 @@ class Envelope:
     body: Body
 
 
-_ORJSON_STRICT = orjson.OPT_PASSTHROUGH_DATACLASS | orjson.OPT_PASSTHROUGH_DATETIME
-"""Types ``json`` refuses are not rendered by orjson either: they fall through to ``json``."""
-
-
-def json_text(value: Any) -> str:
-    """Compact JSON text; ``ValueError``/``TypeError`` if ``value`` is not a JSON document.
-
-    orjson (several times faster) writes the document ``json.dumps`` writes, except that it
-    writes NaN and infinities as ``null`` and refuses what ``json`` renders with a
-    conversion (integers over 64 bits, non-string keys). So a text containing ``null``,
-    and anything orjson refuses, is rendered (or refused) by ``json``. (orjson does render
-    UUIDs and enums, which ``json`` refuses; they are not JSON values a caller passes.)
-    """
-    if value is None:
-        return "null"
-    try:
-        text: bytes | None = orjson.dumps(value, option=_ORJSON_STRICT)
-    except TypeError:
-        text = None
-    if text is None or b"null" in text:
-        return json.dumps(value, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
-    return text.decode()
-
-
-def _loads(text: str) -> Any:
-    """The JSON document in ``text``: the value ``json.loads`` returns, about 3x faster.
-
-    Raises ``json.JSONDecodeError``. orjson refuses some texts ``json`` accepts (``NaN``,
-    lone surrogates) and reads integers over 64 bits as floats; a document orjson does not
-    write back to the same text (such floats, but also other spacing or escapes) is read
-    by ``json`` instead.
-    """
-    try:
-        value = orjson.loads(text)
-    except orjson.JSONDecodeError:
-        return json.loads(text)
-    if orjson.dumps(value) == text.encode():
-        return value
-    return json.loads(text)
-
-
 @dataclass(frozen=True)
 class _JsonFields:
-    """The JSON-text fields of one record, and whether each may be null."""
+    """The JSON-text fields of one record: whether each may be null, and which are documents.
+
+    Documents (``Json`` fields of the core type, ``True`` for a list of them) travel as
+    their text, never re-encoded; the other JSON fields are plain data (cause, definition,
+    state).
+    """
 
     nullable: Mapping[str, bool]
+    documents: Mapping[str, bool] = dataclasses.field(default_factory=dict)
 
 
 def _json_fields(schema: Mapping[str, Any]) -> dict[str, _JsonFields]:
@@ -151,6 +118,11 @@ class Contracts:
         self._json: dict[str, _JsonFields] = {}
         for root in (ENVELOPE, SNAPSHOT, DEFINITION):
             self._json.update(_json_fields(self.codec.registry.current(root).schema))
+        for cls in (*EVENT_TYPES.values(), *INPUT_TYPES.values(), ExecuteStep):
+            name = NAMESPACE + cls.__name__
+            self._json[name] = dataclasses.replace(
+                self._json[name], documents=dict(document_fields(cls))
+            )
 
     # -- envelope --------------------------------------------------------------------------
 
@@ -247,7 +219,7 @@ class Contracts:
         for name, nullable in self._json[record_name].nullable.items():
             value = fields.get(name)
             try:
-                fields[name] = None if (value is None and nullable) else json_text(value)
+                fields[name] = None if (value is None and nullable) else dumps(value)
             except (TypeError, ValueError) as e:
                 raise EncodeError(
                     f"{record_name}.{name}: not a JSON document ({e}); pass JSON values only"
@@ -255,15 +227,24 @@ class Contracts:
         return fields
 
     def _from_avro(self, record_name: str, fields: dict[str, Any]) -> dict[str, Any]:
-        for name in self._json[record_name].nullable:
+        json_fields = self._json[record_name]
+        for name in json_fields.nullable:
             text = fields.get(name)
-            if text is not None:
-                try:
-                    fields[name] = _loads(text)
-                except json.JSONDecodeError as e:
-                    raise DecodeError(
-                        DecodeFailure.MALFORMED, f"{record_name}.{name} is not JSON: {e}"
-                    ) from e
+            if text is None:
+                continue
+            is_list = json_fields.documents.get(name)
+            if is_list is False:
+                fields[name] = Json.from_text(text)  # kept as it is, parsed when needed
+                continue
+            try:
+                value = loads(text)
+            except json.JSONDecodeError as e:
+                raise DecodeError(
+                    DecodeFailure.MALFORMED, f"{record_name}.{name} is not JSON: {e}"
+                ) from e
+            if is_list and not isinstance(value, list):
+                raise DecodeError(DecodeFailure.MALFORMED, f"{record_name}.{name} is not a list")
+            fields[name] = [Json.of(item) for item in value] if is_list else value
         return fields
 
 

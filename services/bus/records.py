@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from kflow.core.jsondoc import NULL, Json, coerce_documents, document_fields
+
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class ExecuteStep:
@@ -16,7 +18,7 @@ class ExecuteStep:
     node_type: str
     queue: str
     attempt: int
-    input: Any = None
+    input: Json = NULL
     timeout_ms: int = 0
     """0 = no timeout."""
     heartbeat_timeout_ms: int = 0
@@ -24,6 +26,12 @@ class ExecuteStep:
     idempotency_key: str
     """``{step_key}#{attempt}``; stable, never changes."""
     scheduled_at: int
+
+    def __post_init__(self) -> None:
+        coerce_documents(self, _TASK_DOCUMENTS)
+
+
+_TASK_DOCUMENTS = document_fields(ExecuteStep)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -12,6 +12,7 @@ from rich.table import Table
 
 from kflow.bus.reader import ReaderError
 from kflow.bus.topics import topic_names
+from kflow.core.jsondoc import plain
 from kflow.core.views import step_view, summary
 from kflow.projections.audit import AuditResult, audit, read_workflow_events
 from kflow.projections.fold import ms_to_datetime
@@ -71,7 +72,7 @@ def replay_cmd(
         raise typer.Exit(1)
     result = audit(events, at_seq, at_ms)
     if as_json:
-        typer.echo(json.dumps(result.state.to_dict() if result.state else None, indent=2))
+        typer.echo(json.dumps(plain(result.state.to_dict()) if result.state else None, indent=2))
     else:
         _print(result, at_seq, at_ms)
     if result.divergence is not None or result.fold_error is not None:
@@ -101,7 +102,7 @@ def _print(result: AuditResult, at_seq: int | None, at_ms: int | None) -> None:
         steps = Table("step", "status", "attempt", "output", title="steps")
         for rec in sorted(result.state.steps.values(), key=lambda r: r.step_key):
             v = step_view(result.state, rec)
-            steps.add_row(v.step_key, v.status, str(v.attempt), json.dumps(v.output)[:60])
+            steps.add_row(v.step_key, v.status, str(v.attempt), v.output.text[:60])
         console.print(steps)
     if result.fold_error:
         console.print(f"[red]the log cannot be folded: {result.fold_error}[/]")

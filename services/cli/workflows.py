@@ -21,6 +21,7 @@ from kflow.core.inputs import (
     SignalWorkflow,
     StartWorkflow,
 )
+from kflow.core.jsondoc import dumps
 from kflow.orchestrator.client import ClientError, CommandPublisher, EventReader, is_final
 from kflow.settings import get_settings
 
@@ -117,7 +118,7 @@ def _follow(reader: EventReader, workflow_id: str) -> int:
     reader.close()
     assert last is not None
     summary = {k: v for k, v in event_to_dict(last).items() if k not in _SKIP_FIELDS}
-    typer.echo(f"{type(last).__name__} {json.dumps(summary)}")
+    typer.echo(f"{type(last).__name__} {dumps(summary)}")
     return 0 if type(last).__name__ == "WorkflowCompleted" else 1
 
 
@@ -203,7 +204,7 @@ def events(
         raise typer.Exit(1)
     if as_json:
         for event in found:
-            typer.echo(json.dumps(event_to_dict(event)))
+            typer.echo(dumps(event_to_dict(event)))
         return
     table = Table(title=f"events of {workflow_id}")
     for column in ("seq", "type", "step", "attempt", "details"):
@@ -212,7 +213,7 @@ def events(
         data = event_to_dict(event)
         step = data.get("step_key", "")
         details = {k: v for k, v in data.items() if k not in _SKIP_FIELDS}
-        text = json.dumps(details)
+        text = dumps(details)
         table.add_row(
             str(event.seq),
             type(event).__name__,

@@ -35,6 +35,7 @@ from kflow.core.errors import (
 )
 from kflow.core.expressions import ExpressionError
 from kflow.core.fold import evolve, evolve_all
+from kflow.core.jsondoc import NULL, Json
 from kflow.core.limits import DEFAULT_LIMITS, Limits
 from kflow.core.machine import decide, decide_and_evolve
 from kflow.core.planner import Plan, plan
@@ -64,11 +65,13 @@ from kflow.core.views import (
 __all__ = [
     "APPROVAL",
     "DEFAULT_LIMITS",
+    "NULL",
     "SLEEP",
     "DefinitionError",
     "Divergence",
     "ErrorClass",
     "ExpressionError",
+    "Json",
     "KflowError",
     "Limits",
     "NeedsReview",

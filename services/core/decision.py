@@ -7,7 +7,6 @@ which may be skipped, ... until nothing more follows from the input).
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 from kflow.core.backoff import retry_delay_ms
@@ -30,20 +29,17 @@ from kflow.core.events import (
 from kflow.core.expressions import ExpressionError, evaluate, expression_text, is_truthy, resolve
 from kflow.core.fold import StateBuilder
 from kflow.core.inputs import Input, input_to_dict
+from kflow.core.jsondoc import Json
 from kflow.core.limits import Limits
 from kflow.core.state import ACTIVE_STEP, StepRecord, step_key, step_sort_key
 
 
 def json_size(value: Any) -> int:
-    """Bytes of the compact JSON encoding (the unit of every payload limit).
+    """Bytes of the document's JSON text (the unit of every payload limit), never re-encoded.
 
     Raises ``ValueError`` if ``value`` is not a JSON document.
     """
-    try:
-        text = json.dumps(value, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
-    except (TypeError, ValueError, RecursionError) as exc:
-        raise ValueError(str(exc)) from exc
-    return len(text.encode())
+    return Json.of(value).measure()
 
 
 class Decision:
@@ -105,13 +101,13 @@ class Decision:
         if self.b.unresolved == 0 and self.b.status in ("running", "paused"):
             self.emit(WorkflowCompleted, output=self._workflow_output())
 
-    def _workflow_output(self) -> dict[str, Any]:
-        out: dict[str, Any] = {}
+    def _workflow_output(self) -> Json:
+        out: dict[str, Json] = {}
         for node_id in self.b.graph.sinks:
             record = self.b.step(step_key(self.b.workflow_id, node_id))
             if record is not None and record.status == "succeeded":
                 out[node_id] = record.output
-        return out
+        return Json.compose(out)
 
     def _start(self, record: StepRecord) -> None:
         if record.scheduled_at is not None or record.index is not None:
@@ -139,19 +135,28 @@ class Decision:
             if node.for_each is not None:
                 self._expand(record, node, context)
                 return
-            step_input = resolve(node.input, context)
+            step_input = resolve(node.input, context, self._documents(node))
         except ExpressionError as exc:
             self.fail(record, ErrorClass.PERMANENT, "ExpressionError", str(exc))
             return
-        self._schedule_attempt(record, step_input, record.attempt)
+        self._schedule_attempt(record, Json.compose(step_input), record.attempt)
 
     def _context(self, node: NodeSpec) -> dict[str, Any]:
         steps: dict[str, Any] = {}
         for ref in self.b.graph.refs[node.id]:
             dep = self.b.step(step_key(self.b.workflow_id, ref))
             if dep is not None:
-                steps[ref] = {"output": dep.output, "status": dep.status}
-        return {"input": self.b.base.input, "steps": steps}
+                steps[ref] = {"output": dep.output.value, "status": dep.status}
+        return {"input": self.b.base.input.value, "steps": steps}
+
+    def _documents(self, node: NodeSpec) -> dict[str, Json]:
+        """Whole documents an input template may name, embedded by their text as they are."""
+        found = {"input": self.b.base.input}
+        for ref in self.b.graph.refs[node.id]:
+            dep = self.b.step(step_key(self.b.workflow_id, ref))
+            if dep is not None:
+                found[f"steps.{ref}.output"] = dep.output
+        return found
 
     def _expand(self, record: StepRecord, node: NodeSpec, context: dict[str, Any]) -> None:
         items = evaluate(expression_text(node.for_each or ""), context)
@@ -172,9 +177,11 @@ class Decision:
             )
             return
         inputs = []
+        documents = self._documents(node)
         for index, item in enumerate(items):
             try:
-                inputs.append(resolve(node.input, {**context, "item": item, "index": index}))
+                scope = {**context, "item": item, "index": index}
+                inputs.append(Json.compose(resolve(node.input, scope, documents)))
             except ExpressionError as exc:
                 self.fail(record, ErrorClass.PERMANENT, "ExpressionError", f"item {index}: {exc}")
                 return
@@ -189,9 +196,15 @@ class Decision:
         if not items:
             self.emit(StepSucceeded, step_key=record.step_key, attempt=record.attempt, output=[])
 
-    def _schedule_attempt(self, record: StepRecord, step_input: Any, attempt: int) -> None:
+    def _schedule_attempt(self, record: StepRecord, step_input: Json, attempt: int) -> None:
         node = self.b.graph.nodes[record.node_id]
-        size = json_size(step_input)
+        try:
+            size = step_input.measure()
+        except ValueError as exc:
+            self.fail(
+                record, ErrorClass.PERMANENT, "InvalidInput", f"step input is not JSON: {exc}"
+            )
+            return
         if size > self.limits.max_payload_bytes:
             self.fail(
                 record,
@@ -203,7 +216,8 @@ class Decision:
         kind = "sleep" if node.type == SLEEP else "approval" if node.type == APPROVAL else "task"
         due_at = None
         if kind == "sleep":
-            duration = step_input.get("duration_ms") if isinstance(step_input, dict) else None
+            value = step_input.value
+            duration = value.get("duration_ms") if isinstance(value, dict) else None
             if not isinstance(duration, int) or isinstance(duration, bool) or duration < 0:
                 self.fail(
                     record,
@@ -245,7 +259,10 @@ class Decision:
                     self._child(record.node_id, index).output for index in range(parent.children)
                 ]
                 self.emit(
-                    StepSucceeded, step_key=parent_key, attempt=parent.attempt, output=outputs
+                    StepSucceeded,
+                    step_key=parent_key,
+                    attempt=parent.attempt,
+                    output=Json.compose(outputs),
                 )
 
     def _child(self, node_id: str, index: int) -> StepRecord:

@@ -9,6 +9,9 @@ state and carry ``seq = 0`` (see ADR 0011). Step events also carry ``step_key`` 
 The first event produced for an accepted input carries ``cause``: the input as a
 dict, minus fields the event itself already holds (see ``kflow.core.replay``),
 so the log alone is enough to re-derive every event.
+
+JSON documents (inputs, outputs, payloads, details) are ``Json`` values that keep the
+text they were read as (ADR 0026); plain Python data given for one is wrapped.
 """
 
 from __future__ import annotations
@@ -17,7 +20,8 @@ import dataclasses
 from dataclasses import dataclass
 from typing import Any, Literal
 
-JsonValue = Any
+from kflow.core.jsondoc import NULL, Json, coerce_documents, document_fields
+
 ErrorClassName = Literal["transient", "permanent", "needs_review"]
 StepKind = Literal["task", "sleep", "approval"]
 TimeoutKind = Literal["timeout", "heartbeat"]
@@ -31,6 +35,11 @@ class Event:
     seq: int
     at: int
     cause: dict[str, Any] | None = None
+
+    def __post_init__(self) -> None:
+        fields = _DOCUMENTS.get(type(self))
+        if fields:
+            coerce_documents(self, fields)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -55,7 +64,7 @@ class WorkflowStarted(Event):
 
     name: str
     version: int
-    input: JsonValue
+    input: Json
     definition: dict[str, Any]
     seed: int
     tenant: str | None = None
@@ -79,14 +88,14 @@ class WorkflowSignalled(Event):
     """A signal was accepted for a waiting step (its effect follows as step events)."""
 
     name: str
-    payload: JsonValue = None
+    payload: Json = NULL
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class WorkflowCompleted(Event):
     """Every node finished; ``output`` maps each sink node id to its output."""
 
-    output: JsonValue = None
+    output: Json = NULL
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -116,7 +125,7 @@ class StepScheduled(StepEvent):
     node_type: str
     queue: str
     kind: StepKind
-    input: JsonValue
+    input: Json
     timeout_ms: int | None = None
     heartbeat_timeout_ms: int | None = None
     due_at: int | None = None
@@ -129,14 +138,14 @@ class MapExpanded(StepEvent):
 
     node_id: str
     count: int
-    inputs: list[JsonValue]
+    inputs: list[Json]
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class StepSucceeded(StepEvent):
     """The attempt (or the whole map node) finished with ``output``."""
 
-    output: JsonValue = None
+    output: Json = NULL
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -184,7 +193,7 @@ class StepTimedOut(StepEvent):
 class StepHeartbeatRecorded(StepEvent):
     """The attempt is alive; its heartbeat deadline moves to ``at + heartbeat_timeout_ms``."""
 
-    details: JsonValue = None
+    details: Json = NULL
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -265,6 +274,9 @@ EVENT_TYPES: dict[str, type[Event]] = {
 _FIELD_NAMES: dict[type[Event], tuple[str, ...]] = {
     cls: tuple(f.name for f in dataclasses.fields(cls)) for cls in EVENT_TYPES.values()
 }
+_DOCUMENTS: dict[type[Event], tuple[tuple[str, bool], ...]] = {
+    cls: document_fields(cls) for cls in EVENT_TYPES.values()
+}
 
 
 def is_notice(event: Event) -> bool:
@@ -273,7 +285,7 @@ def is_notice(event: Event) -> bool:
 
 
 def event_to_dict(event: Event) -> dict[str, Any]:
-    """JSON-compatible dict with a ``"type"`` key (lossless; every field is a JSON value)."""
+    """Dict with a ``"type"`` key (lossless; fields are JSON values or ``Json`` documents)."""
     out: dict[str, Any] = {"type": type(event).__name__}
     for name in _FIELD_NAMES[type(event)]:
         out[name] = getattr(event, name)

@@ -15,7 +15,7 @@ Syntax (ADR 0010):
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from functools import lru_cache
 from typing import Any
 
@@ -131,19 +131,32 @@ def evaluate(text: str, context: dict[str, Any]) -> Any:
         raise ExpressionError(f"expression {text!r} failed: {exc}") from exc
 
 
-def resolve(template: Any, context: dict[str, Any]) -> Any:
-    """Replace every ``$`` expression in ``template`` with its value; unescape ``$$``."""
+def resolve(
+    template: Any, context: dict[str, Any], documents: Mapping[str, Any] | None = None
+) -> Any:
+    """Replace every ``$`` expression in ``template`` with its value; unescape ``$$``.
+
+    ``documents`` maps expression texts that name a whole document (``input``,
+    ``steps.<id>.output``) to that document, used as it is instead of evaluating.
+    """
     if isinstance(template, str):
         if template.startswith("$$"):
             return template[1:]
         if template.startswith("$"):
+            if documents is not None:
+                found = documents.get(template[1:], _MISSING)
+                if found is not _MISSING:
+                    return found
             return evaluate(template[1:], context)
         return template
     if isinstance(template, dict):
-        return {key: resolve(value, context) for key, value in template.items()}
+        return {key: resolve(value, context, documents) for key, value in template.items()}
     if isinstance(template, list):
-        return [resolve(item, context) for item in template]
+        return [resolve(item, context, documents) for item in template]
     return template
+
+
+_MISSING = object()
 
 
 def is_truthy(value: Any) -> bool:

@@ -29,6 +29,7 @@ from kflow.core.events import (
     WorkflowStarted,
 )
 from kflow.core.graph import Graph, graph_from_dict
+from kflow.core.jsondoc import Json
 from kflow.core.state import (
     StepRecord,
     WorkflowState,
@@ -49,7 +50,7 @@ class StateBuilder:
         self.seq = state.seq
         self.finished_at = state.finished_at
         self.unresolved = state.unresolved
-        self.output: Any = state.output
+        self.output: Json = state.output
         self.reason = state.reason
         self._steps: dict[str, StepRecord] | None = None
         self._waiting: dict[str, int] | None = None

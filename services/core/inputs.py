@@ -1,8 +1,9 @@
 """What ``decide`` consumes: commands from users/services and results from processors.
 
 Class names are the wire ``type`` names. All fields are JSON values except
-``StartWorkflow.definition`` (a ``WorkflowDefinition``) and ``StepError.error_class``
-(an ``ErrorClass``); ``input_to_dict``/``input_from_dict`` convert both losslessly.
+``StartWorkflow.definition`` (a ``WorkflowDefinition``), ``StepError.error_class``
+(an ``ErrorClass``) and the JSON documents (``Json``: plain Python data given for one is
+wrapped, ADR 0026); ``input_to_dict``/``input_from_dict`` convert them losslessly.
 """
 
 from __future__ import annotations
@@ -13,9 +14,7 @@ from typing import Any
 
 from kflow.core.definition import WorkflowDefinition, parse_definition
 from kflow.core.errors import ErrorClass
-
-JsonValue = Any
-"""A JSON document as Python values (dict/list/str/int/float/bool/None)."""
+from kflow.core.jsondoc import NULL, Json, coerce_documents, document_fields
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -25,10 +24,13 @@ class StartWorkflow:
     workflow_id: str
     name: str
     version: int
-    input: JsonValue = None
+    input: Json = NULL
     definition: WorkflowDefinition | None = None
     tenant: str | None = None
     actor: str | None = None
+
+    def __post_init__(self) -> None:
+        coerce_documents(self, _DOCUMENTS[type(self)])
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -66,7 +68,10 @@ class SignalWorkflow:
 
     workflow_id: str
     name: str
-    payload: JsonValue = None
+    payload: Json = NULL
+
+    def __post_init__(self) -> None:
+        coerce_documents(self, _DOCUMENTS[type(self)])
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -76,7 +81,10 @@ class StepResult:
     workflow_id: str
     step_key: str
     attempt: int
-    output: JsonValue = None
+    output: Json = NULL
+
+    def __post_init__(self) -> None:
+        coerce_documents(self, _DOCUMENTS[type(self)])
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -102,7 +110,10 @@ class StepHeartbeat:
     workflow_id: str
     step_key: str
     attempt: int
-    details: JsonValue = None
+    details: Json = NULL
+
+    def __post_init__(self) -> None:
+        coerce_documents(self, _DOCUMENTS[type(self)])
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -142,8 +153,13 @@ INPUT_TYPES: dict[str, type[Input]] = {
 }
 
 
+_DOCUMENTS: dict[type, tuple[tuple[str, bool], ...]] = {
+    cls: document_fields(cls) for cls in INPUT_TYPES.values()
+}
+
+
 def input_to_dict(value: Input) -> dict[str, Any]:
-    """JSON-compatible dict with a ``"type"`` key (lossless)."""
+    """Dict with a ``"type"`` key (lossless; documents stay ``Json``)."""
     out: dict[str, Any] = {"type": type(value).__name__}
     for field in dataclasses.fields(value):
         item = getattr(value, field.name)

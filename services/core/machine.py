@@ -40,6 +40,7 @@ from kflow.core.inputs import (
     TimerFired,
     input_to_dict,
 )
+from kflow.core.jsondoc import Json
 from kflow.core.limits import DEFAULT_LIMITS, Limits
 from kflow.core.state import (
     FINISHED_STEP,
@@ -115,7 +116,7 @@ def _notice(
         workflow_id=command.workflow_id,
         seq=0,
         at=now,
-        cause=input_to_dict(command),
+        cause=recorded_cause(command),
         code=code,
         reason=reason,
         input_type=type(command).__name__,
@@ -132,7 +133,7 @@ def _start(
                 workflow_id=command.workflow_id,
                 seq=0,
                 at=now,
-                cause=cause if cause is not None else input_to_dict(command),
+                cause=cause if cause is not None else recorded_cause(command),
                 code=code,
                 reason=reason,
                 name=command.name,
@@ -159,7 +160,7 @@ def _start(
     except ValueError as exc:
         return rejected("invalid_input", f"input is not a JSON document: {exc}")
     if size > limits.max_payload_bytes:
-        elided = {**input_to_dict(command), "input": None, "elided": ["input"]}
+        elided = {**recorded_cause(command), "input": None, "elided": ["input"]}
         return rejected(
             "payload_too_large",
             f"input is {size} bytes; the limit is {limits.max_payload_bytes}",
@@ -168,7 +169,7 @@ def _start(
     if graph.input_validator is not None:
         try:
             errors = sorted(
-                graph.input_validator.iter_errors(command.input),
+                graph.input_validator.iter_errors(command.input.value),
                 key=lambda e: ([str(p) for p in e.path], e.message),
             )
         except Exception as exc:  # e.g. an unresolvable $ref: the schema, not the input, is bad
@@ -244,6 +245,11 @@ def _on_result(
     if isinstance(command, StepHeartbeat):
         if record.heartbeat_timeout_ms is None:
             return []  # nothing to reset: not worth an event in the log
+        try:
+            json_size(command.details)
+        except ValueError as exc:
+            reason = f"heartbeat details are not a JSON document: {exc}"
+            return [_notice(command, now, "invalid_details", reason, command.step_key)]
         decision.emit(
             StepHeartbeatRecorded,
             step_key=record.step_key,
@@ -345,7 +351,12 @@ def _on_signal(
                 key,
             )
         ]
-    payload = command.payload
+    try:
+        json_size(command.payload)
+        payload = command.payload.value
+    except ValueError as exc:
+        reason = f"payload is not a JSON document: {exc}"
+        return [_notice(command, now, "invalid_signal", reason, key)]
     if not isinstance(payload, dict) or not isinstance(payload.get("approved"), bool):
         return [
             _notice(
@@ -357,11 +368,11 @@ def _on_signal(
             )
         ]
     decision = Decision(StateBuilder(state), now, command, limits)
-    decision.emit(WorkflowSignalled, name=command.name, payload=payload)
+    decision.emit(WorkflowSignalled, name=command.name, payload=command.payload)
     approved = payload["approved"]
     if record.status == "waiting":  # approval step
         if approved:
-            decision.succeed(record, payload)
+            decision.succeed(record, command.payload)
         else:
             decision.fail(
                 record, ErrorClass.PERMANENT, "Rejected", _rejection(payload), allow_pause=False
@@ -387,13 +398,33 @@ def _rejection(payload: dict[str, object]) -> str:
     return f"rejected by review: {comment}" if comment else "rejected by review"
 
 
+def recorded_cause(command: Input) -> dict[str, Any]:
+    """``input_to_dict(command)`` for a ``cause``, documents that are not JSON elided.
+
+    Documents keep their text in the log, so one that does not parse must not go in.
+    """
+    cause = input_to_dict(command)
+    bad = [name for name, value in cause.items() if type(value) is Json and not _is_json(value)]
+    if bad:
+        cause.update(dict.fromkeys(bad), elided=bad)
+    return cause
+
+
+def _is_json(document: Json) -> bool:
+    try:
+        document.measure()
+    except ValueError:
+        return False
+    return True
+
+
 def duplicate_start_ignored(command: StartWorkflow, now: int) -> DuplicateStartIgnored:
     """The answer to a StartWorkflow for a workflow id that already exists (a notice, ADR 0011)."""
     return DuplicateStartIgnored(
         workflow_id=command.workflow_id,
         seq=0,
         at=now,
-        cause=input_to_dict(command),
+        cause=recorded_cause(command),
         name=command.name,
         version=command.version,
     )

@@ -14,8 +14,8 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from kflow.core.graph import Graph, graph_from_dict
+from kflow.core.jsondoc import NULL, Json
 
-JsonValue = Any
 WorkflowStatus = Literal["running", "paused", "completed", "failed", "cancelled"]
 StepStatus = Literal[
     "ready",  # may be scheduled (waits only for pause/review to end)
@@ -43,8 +43,8 @@ class StepRecord:
     status: StepStatus = "ready"
     attempt: int = 1
     kind: str | None = None
-    input: JsonValue = None
-    output: JsonValue = None
+    input: Json = NULL
+    output: Json = NULL
     error_class: str | None = None
     error_type: str | None = None
     message: str | None = None
@@ -60,13 +60,16 @@ class StepRecord:
     children_done: int = 0
 
     def to_dict(self) -> dict[str, Any]:
-        """JSON-compatible dict (lossless)."""
+        """Dict of the fields (lossless; documents stay ``Json``)."""
         return {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> StepRecord:
-        """Inverse of ``to_dict``."""
-        return cls(**data)
+        """Inverse of ``to_dict`` (documents may be given as plain data)."""
+        record = cls(**data)
+        object.__setattr__(record, "input", Json.of(record.input))
+        object.__setattr__(record, "output", Json.of(record.output))
+        return record
 
 
 @dataclass(frozen=True, slots=True)
@@ -76,7 +79,7 @@ class WorkflowState:
     workflow_id: str
     name: str
     version: int
-    input: JsonValue
+    input: Json
     seed: int
     tenant: str | None
     actor: str | None
@@ -93,7 +96,7 @@ class WorkflowState:
     """Step keys in status ``review``; while non-empty nothing new is scheduled."""
     unresolved: int
     """Nodes not yet succeeded/skipped/failed-with-continue; 0 means complete."""
-    output: JsonValue = None
+    output: Json = NULL
     reason: str = ""
     graph: Graph = field(compare=False, repr=False, kw_only=True)
 
@@ -103,7 +106,7 @@ class WorkflowState:
         return self.graph.definition_dict
 
     def to_dict(self) -> dict[str, Any]:
-        """JSON-compatible dict with ``"type": "WorkflowState"`` (lossless, sorted)."""
+        """Dict with ``"type": "WorkflowState"`` (lossless, sorted; documents stay ``Json``)."""
         return {
             "type": "WorkflowState",
             "workflow_id": self.workflow_id,
@@ -137,7 +140,7 @@ class WorkflowState:
             workflow_id=data["workflow_id"],
             name=data["name"],
             version=data["version"],
-            input=data["input"],
+            input=Json.of(data["input"]),
             seed=data["seed"],
             tenant=data["tenant"],
             actor=data["actor"],
@@ -150,7 +153,7 @@ class WorkflowState:
             ready=frozenset(data["ready"]),
             reviews=frozenset(data["reviews"]),
             unresolved=data["unresolved"],
-            output=data["output"],
+            output=Json.of(data["output"]),
             reason=data["reason"],
             graph=graph_from_dict(data["definition"]),
         )

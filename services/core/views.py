@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from typing import Any, cast
 
 from kflow.core.events import Event, StepEvent, StepScheduled, WorkflowStarted
+from kflow.core.jsondoc import NULL, Json
 from kflow.core.state import StepRecord, Timer, WorkflowState, is_terminal, step_timers
 from kflow.core.transitions import (
     ATTEMPT_KINDS,
@@ -38,7 +39,7 @@ class Task:
     node_type: str
     queue: str
     attempt: int
-    input: Any
+    input: Json
     timeout_ms: int | None
     heartbeat_timeout_ms: int | None
     idempotency_key: str
@@ -103,8 +104,8 @@ class StepView:
     attempt: int
     node_type: str | None = None
     queue: str | None = None
-    input: Any = None
-    output: Any = None
+    input: Json = NULL
+    output: Json = NULL
     error_class: str | None = None
     error_type: str | None = None
     message: str | None = None
@@ -168,7 +169,7 @@ def step_view(state: WorkflowState, record: StepRecord) -> StepView:
         attempt=record.attempt,
         node_type=node.type if scheduled else None,
         queue=node.task_queue if scheduled else None,
-        input=record.input if scheduled else None,
+        input=record.input if scheduled else NULL,
         output=record.output,
         error_class=record.error_class if "error_class" in shows else None,
         error_type=record.error_type if "error_type" in shows else None,
@@ -192,7 +193,7 @@ class WorkflowSummary:
     started_at: int
     finished_at: int | None = None
     reason: str = ""
-    output: Any = None
+    output: Json = NULL
     tenant: str | None = None
     actor: str | None = None
 

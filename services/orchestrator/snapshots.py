@@ -10,12 +10,12 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import Any
 
-from kflow.bus.contracts import default_contracts, json_text
+from kflow.bus.contracts import default_contracts
 from kflow.bus.errors import DecodeError
 from kflow.bus.reader import read_latest
 from kflow.bus.records import WorkflowSnapshot
+from kflow.core.jsondoc import dumps
 from kflow.core.state import StepRecord, WorkflowState
 
 log = logging.getLogger(__name__)
@@ -30,10 +30,6 @@ def snapshot_of(state: WorkflowState, taken_at: int) -> bytes:
             workflow_id=state.workflow_id, seq=state.seq, state=state.to_dict(), taken_at=taken_at
         )
     )
-
-
-def _dumps(value: Any) -> str:
-    return json_text(value)  # orjson, same document as json.dumps; NaN still refused
 
 
 @dataclass
@@ -61,17 +57,17 @@ class SnapshotEncoder:
         """JSON text equal (as a document) to ``state.to_dict()``."""
         cached = self._cache.get(state.workflow_id)
         if cached is None or cached.graph is not state.graph:
-            cached = _Rendered(state.graph, _dumps(state.definition_dict))
+            cached = _Rendered(state.graph, dumps(state.definition_dict))
             self._cache[state.workflow_id] = cached
         steps: list[str] = []
         for key in sorted(state.steps):
             record = state.steps[key]
             hit = cached.steps.get(key)
             if hit is None or hit[0] is not record:
-                hit = (record, _dumps(record.to_dict()))
+                hit = (record, dumps(record.to_dict()))
                 cached.steps[key] = hit
             steps.append(hit[1])
-        head = _dumps(
+        head = dumps(
             {
                 "type": "WorkflowState",
                 "workflow_id": state.workflow_id,

@@ -14,9 +14,9 @@ from concurrent.futures import Executor
 from dataclasses import dataclass
 from typing import Any
 
-from kflow.bus.contracts import json_text
 from kflow.bus.records import ExecuteStep
 from kflow.core.errors import PermanentError
+from kflow.core.jsondoc import Json
 from kflow.processor.context import StepContext
 from kflow.processor.failures import StepTimeout, UnknownNodeType, classify
 from kflow.processor.ledger import Outcome, RedisLedger
@@ -95,7 +95,11 @@ class StepExecutor:
         )
         keepalive = self._start_keepalive(task)
         try:
-            value = handler.parse_input(task.input)
+            try:
+                document = task.input.value  # the one parse of the input in this process
+            except ValueError as exc:
+                raise PermanentError(f"the task's input is not JSON: {exc}") from exc
+            value = handler.parse_input(document)
             args = handler.call_args(value, ctx)
             if handler.inline and not handler.is_async:
                 return self._finish(task, handler, handler.fn(*args))
@@ -124,10 +128,10 @@ class StepExecutor:
 
     @staticmethod
     def _finish(task: ExecuteStep, handler: NodeHandler, result: Any) -> Outcome:
-        output = handler.dump_output(result)
+        output = Json.of(handler.dump_output(result))
         try:
-            json_text(output)
-        except (TypeError, ValueError) as exc:
+            output.measure()  # the one serialisation: the ledger and the result reuse the text
+        except ValueError as exc:
             raise PermanentError(
                 f"node {task.node_type!r} returned a value that is not JSON: {exc}"
             ) from exc

@@ -13,25 +13,33 @@ import asyncio
 import json
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any, Generic, TypeVar
+from typing import Generic, TypeVar
 
 import redis.asyncio as aioredis
 
 from kflow.core.errors import ErrorClass
+from kflow.core.jsondoc import NULL, Json
 
 DEFAULT_TTL_S = 7 * 24 * 3600
 K = TypeVar("K")
 R = TypeVar("R")
 
 
+_OK_PREFIX = '{"ok":true,"output":'
+"""How a success record starts; the output's text follows verbatim, then ``}``."""
+
+
 @dataclass(frozen=True)
 class Outcome:
     """What one step attempt produced: an output, or a classified error."""
 
-    output: Any = None
+    output: Json = NULL
     error_class: ErrorClass | None = None
     error_type: str = ""
     message: str = ""
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "output", Json.of(self.output))
 
     @property
     def ok(self) -> bool:
@@ -39,9 +47,9 @@ class Outcome:
         return self.error_class is None
 
     def to_json(self) -> str:
-        """Compact JSON form stored in Redis."""
+        """Compact JSON form stored in Redis (a success embeds the output's text as it is)."""
         if self.ok:
-            return json.dumps({"ok": True, "output": self.output}, separators=(",", ":"))
+            return f"{_OK_PREFIX}{self.output.text}}}"
         assert self.error_class is not None
         return json.dumps(
             {
@@ -55,7 +63,11 @@ class Outcome:
 
     @classmethod
     def from_json(cls, text: str | bytes) -> Outcome:
-        """Inverse of :meth:`to_json`."""
+        """Inverse of :meth:`to_json` (a success's output text is taken back unparsed)."""
+        if isinstance(text, bytes):
+            text = text.decode()
+        if text.startswith(_OK_PREFIX) and text.endswith("}"):
+            return cls(output=Json.from_text(text[len(_OK_PREFIX) : -1]))
         data = json.loads(text)
         if data["ok"]:
             return cls(output=data["output"])

@@ -15,6 +15,7 @@ from kflow.bus.contracts import EnvelopeMeta, encode_input
 from kflow.bus.errors import EncodeError
 from kflow.bus.message import trace_headers
 from kflow.core.inputs import StartWorkflow
+from kflow.core.jsondoc import Json
 from kflow.relay.errors import OutboxInputError, RowRejected
 from kflow.relay.outbox import (
     MAX_LABEL_CHARS,
@@ -102,7 +103,7 @@ def encode_row(row: OutboxRow, max_payload_bytes: int) -> EncodedRow:
         workflow_id=row.workflow_id,
         name=row.name,
         version=row.version,
-        input=value,
+        input=Json.of(value),
         tenant=row.tenant,
         actor=row.actor,
     )

@@ -11,6 +11,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from kflow.core import ErrorClass, event_to_dict
+from kflow.core.jsondoc import plain
 from tests.core.driver import Driver, node, workflow
 
 HISTORIES = Path(__file__).parent / "histories"
@@ -89,7 +90,7 @@ SCENARIOS: dict[str, Callable[[], Driver]] = {
 
 def main() -> None:
     for name, scenario in SCENARIOS.items():
-        events = [event_to_dict(e) for e in scenario().log]
+        events = [plain(event_to_dict(e)) for e in scenario().log]
         path = HISTORIES / f"{name}.json"
         path.write_text(json.dumps(events, indent=1, sort_keys=True) + "\n")
         print(f"wrote {path} ({len(events)} events)")

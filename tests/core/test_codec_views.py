@@ -23,6 +23,7 @@ from kflow.core import (
 )
 from kflow.core.events import StepEvent
 from kflow.core.inputs import Input, SignalWorkflow, StartWorkflow, StepError, TimerFired
+from kflow.core.jsondoc import dumps
 from tests.core.driver import Driver, diamond, node, workflow
 
 
@@ -45,7 +46,7 @@ def full_run() -> Driver:
 def test_events_round_trip_through_json_losslessly() -> None:
     d = full_run()
     for event in d.log:
-        data = json.loads(json.dumps(event_to_dict(event)))
+        data = json.loads(dumps(event_to_dict(event)))
         assert data["type"] == type(event).__name__
         assert event_from_dict(data) == event
 
@@ -59,13 +60,13 @@ def test_inputs_round_trip_through_json_losslessly() -> None:
         TimerFired(workflow_id="w", timer_id="retry:w/a#1", due_at=5),
     ]
     for command in commands:
-        data = json.loads(json.dumps(input_to_dict(command)))
+        data = json.loads(dumps(input_to_dict(command)))
         assert input_from_dict(data) == command
 
 
 def test_state_round_trips_through_json_losslessly() -> None:
     state = full_run().s
-    data = json.loads(json.dumps(state.to_dict()))
+    data = json.loads(dumps(state.to_dict()))
     assert WorkflowState.from_dict(data) == state
     assert WorkflowState.from_dict(data).to_dict() == state.to_dict()
 

@@ -36,6 +36,7 @@ from kflow.core.inputs import (
     StepResult,
     TimerFired,
 )
+from kflow.core.jsondoc import dumps
 from kflow.core.state import FINISHED_STEP, WorkflowState
 from tests.core.driver import Driver
 
@@ -161,12 +162,12 @@ def check_log(log: list[Event], final: WorkflowState) -> None:
                 for dep in node.depends_on:
                     dep_record = state.steps.get(f"{state.workflow_id}/{dep}")
                     assert dep_record is not None and dep_record.status in FINISHED_STEP
-        assert event_from_dict(json.loads(json.dumps(event_to_dict(event)))) == event
+        assert event_from_dict(json.loads(dumps(event_to_dict(event)))) == event
         state = evolve(state, event)
     assert state == final
     assert replay(log) == final
     assert verify(log) is None
-    assert type(final).from_dict(json.loads(json.dumps(final.to_dict()))) == final
+    assert type(final).from_dict(json.loads(dumps(final.to_dict()))) == final
 
 
 @SETTINGS

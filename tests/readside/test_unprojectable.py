@@ -1,9 +1,10 @@
 """An event whose values a projection cannot store is dead-lettered; its partition moves on.
 
-The log is written in one transaction, as the orchestrator writes it. Step outputs hold
-values ``json`` reads but orjson cannot write (an integer over 64 bits; a lone surrogate,
-whose JSON text carries the escape ``\\ud800``), and one PostgreSQL's jsonb refuses
-(``\\u0000``, which orjson writes and Redis stores).
+The log is written in one transaction, as the orchestrator writes it. Values ``json`` reads
+but orjson cannot write (an integer over 64 bits; a lone surrogate, whose JSON text carries
+the escape ``\\ud800``) in a step's output are stored as their text (ADR 0026), so they
+project; the same values in an event's recorded ``cause`` (a plain value, re-serialised for
+``events.body``) cannot be written and are dead-lettered.
 """
 
 from __future__ import annotations
@@ -35,16 +36,17 @@ NUL: Bad = ({"text": "a\x00b"}, "unsupported Unicode escape sequence")
 
 
 def poisoned_log(
-    readside: ReadSide, bad: list[Bad]
+    readside: ReadSide, bad: list[Bad], field: str = "cause"
 ) -> tuple[list[WorkflowLog], dict[bytes, str], int]:
-    """Six workflows; the first step output of workflows 1, 2, ... is replaced by a ``bad``
-    one. Produced in one transaction; returns the logs, each poisoned record's value -> what
-    its dead letter must say, and how many records were produced."""
+    """Six workflows; in workflows 1, 2, ... the first step success's ``field`` (its
+    ``output`` or its ``cause``) is replaced by a ``bad`` value. Produced in one transaction;
+    returns the logs, each poisoned record's value -> what its dead letter must say, and how
+    many records were produced."""
     logs = make_logs("uv", 6)
     poisoned: dict[tuple[str, int | None], str] = {}
-    for wlog, (output, message) in zip(logs[1:], bad, strict=False):
+    for wlog, (value, message) in zip(logs[1:], bad, strict=False):
         j, ev = next((j, e) for j, e in enumerate(wlog.events) if isinstance(e, StepSucceeded))
-        wlog.events[j] = dataclasses.replace(ev, output=output)
+        wlog.events[j] = dataclasses.replace(ev, **{field: value})
         poisoned[(wlog.workflow_id, ev.seq)] = message
     records: list[tuple[str, bytes]] = []
     values: dict[bytes, str] = {}
@@ -85,7 +87,7 @@ def test_postgres_dead_letters_an_unwritable_event_and_projects_the_rest(
     readside: ReadSide, start_projector: Callable[[str], RunningProjector], batch: int
 ) -> None:
     readside.settings = readside.settings.model_copy(update={"projector_batch": batch})
-    logs, values, total = poisoned_log(readside, [BIG_INT, LONE_SURROGATE, NUL])
+    logs, values, total = poisoned_log(readside, [BIG_INT, LONE_SURROGATE])
     start_projector("postgres").wait_applied(total - len(values))
     bad_keys = check_dead_letters(readside, values)
     with readside.connect() as conn:
@@ -95,12 +97,25 @@ def test_postgres_dead_letters_an_unwritable_event_and_projects_the_rest(
     assert {w: s for w, s in rows} == {w.workflow_id: replay(w.events).status for w in logs}
 
 
-def test_redis_dead_letters_an_unwritable_event_and_projects_the_rest(
-    readside: ReadSide, start_projector: Callable[[str], RunningProjector]
+@pytest.mark.parametrize("target", ["postgres", "redis"])
+def test_outputs_json_reads_but_orjson_cannot_write_are_projected_as_text(
+    readside: ReadSide, start_projector: Callable[[str], RunningProjector], target: str
 ) -> None:
-    logs, values, total = poisoned_log(readside, [BIG_INT, LONE_SURROGATE])
-    start_projector("redis").wait_applied(total - len(values))
-    check_dead_letters(readside, values)
+    logs, _, total = poisoned_log(readside, [BIG_INT, LONE_SURROGATE, NUL], "output")
+    start_projector(target).wait_applied(total)
+    dlq = f"{readside.settings.topic_prefix}.dlq"
+    assert consume_all(readside.settings.kafka_bootstrap, dlq) == []
+    if target == "postgres":
+        with readside.connect() as conn:
+            assert event_keys(conn) == sorted(logged_keys(logs))
+            outputs = {
+                text
+                for (text,) in conn.execute(
+                    "SELECT output::text FROM steps WHERE output IS NOT NULL"
+                ).fetchall()
+            }
+        assert {'{"big":1180591620717411303424}', '{"text":"\\ud800"}'} <= outputs
+        return
     client = redis.Redis.from_url(readside.settings.redis_url)
     try:
         for w in logs:

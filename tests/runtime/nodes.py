@@ -44,3 +44,34 @@ def fail(value: dict[str, Any]) -> None:
 def review(value: dict[str, Any]) -> None:
     """Always asks for review."""
     raise NeedsReview("please look at this")
+
+
+EDGE_DOCUMENT: dict[str, Any] = {
+    "big": 2**70,
+    "negative_big": -(2**65) - 1,
+    "i64_edge": 2**63,
+    "lone_surrogate": "\ud800",
+    "low_then_high": "\udc00\ud83d",
+    "emoji": "😀",
+    "controls": "\x00\x1f\x85\u2028\u2029",
+    "tiny": 1e-7,
+    "huge": 1.5e300,
+    "negative_zero": -0.0,
+    "unicode_key_ü": None,
+    "": [[], {}, [[[{"deep": True}]]]],
+}
+"""What Python's json writes exactly and orjson does not (ADR 0026): kept end to end."""
+
+
+@node("test.edge_values")
+def edge_values(value: Any) -> dict[str, Any]:
+    """Returns :data:`EDGE_DOCUMENT`."""
+    del value
+    return EDGE_DOCUMENT
+
+
+@node("test.not_finite")
+def not_finite(value: Any) -> dict[str, Any]:
+    """Returns a NaN, which is not JSON (json.dumps with allow_nan=False refuses it)."""
+    del value
+    return {"ratio": float("nan")}

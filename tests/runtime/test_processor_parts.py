@@ -245,7 +245,7 @@ def test_http_node_sends_the_idempotency_key_and_maps_statuses(
             await ledger.close()
 
     ok, busy, missing = asyncio.run(scenario())
-    assert ok.output is not None and ok.output["status"] == 200
-    assert ok.output["body"] == {"key": "w/n#1"}
+    assert ok.output is not None and ok.output.value["status"] == 200
+    assert ok.output.value["body"] == {"key": "w/n#1"}
     assert busy.error_class == ErrorClass.TRANSIENT and "503" in busy.message
     assert missing.error_class == ErrorClass.PERMANENT and "404" in missing.message

@@ -391,8 +391,8 @@ def test_running_workflows_keep_their_definition_version(runtime: Runtime) -> No
     runtime.send(StartWorkflow(workflow_id=new, name="versioned", version=2))
     runtime.send(SignalWorkflow(workflow_id=old, name="gate", payload={"approved": True}))
     finals = runtime.wait_final([old, new])
-    assert set(last(finals[old]).output) == {"v1_step"}  # type: ignore[attr-defined]
-    assert set(last(finals[new]).output) == {"v2_step"}  # type: ignore[attr-defined]
+    assert set(last(finals[old]).output.value) == {"v1_step"}  # type: ignore[attr-defined]
+    assert set(last(finals[new]).output.value) == {"v2_step"}  # type: ignore[attr-defined]
     started = [e for e in finals[new] if type(e).__name__ == "WorkflowStarted"]
     assert started[0].version == 2  # type: ignore[attr-defined]
 

@@ -129,8 +129,16 @@ class TopicReader:
 
     def poll(self, timeout_s: float = 0.2, max_records: int = 1000) -> list[RawRecord]:
         """Records that arrived within ``timeout_s`` (returns as soon as there are some)."""
+        # consume(n, timeout) waits for n messages or the whole timeout; poll() returns at
+        # the first message (or end-of-partition event), then what is already fetched
+        first = self._consumer.poll(timeout_s)
+        if first is None:
+            return []
+        messages = (
+            [first, *self._consumer.consume(max_records - 1, 0)] if max_records > 1 else [first]
+        )
         out: list[RawRecord] = []
-        for message in self._consumer.consume(max_records, timeout_s):
+        for message in messages:
             error = message.error()
             partition = message.partition() or 0
             if error is not None:

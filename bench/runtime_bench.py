@@ -13,6 +13,7 @@ Usage: .venv/bin/python bench/runtime_bench.py [--workflows 5000] [--in-flight 2
 from __future__ import annotations
 
 import argparse
+import asyncio
 import os
 import statistics
 import subprocess
@@ -24,12 +25,13 @@ from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
 
 from kflow.bus.admin import create_topics, delete_topics
 from kflow.bus.contracts import decode
+from kflow.bus.reader import partition_for
 from kflow.bus.topics import topic_names, topic_specs
 from kflow.cli.run import service_command, stop_children
+from kflow.client import AsyncClient
 from kflow.core.definition import parse_definition
-from kflow.core.events import StepScheduled, StepSucceeded, WorkflowCompleted
-from kflow.core.inputs import StartWorkflow, StepResult
-from kflow.orchestrator.client import CommandPublisher, EventReader, is_final, partition_for
+from kflow.core.events import StepScheduled, StepSucceeded
+from kflow.core.inputs import StepResult
 from kflow.registry.topic import publish_definition
 from kflow.settings import get_settings
 
@@ -58,43 +60,33 @@ def percentile(values: list[float], q: float) -> float:
 
 
 class Bench:
-    def __init__(self, prefix: str) -> None:
-        settings = get_settings()
-        self.bootstrap = settings.kafka_bootstrap
-        self.prefix = prefix
-        self.publisher = CommandPublisher(self.bootstrap, prefix, "bench")
-        self.reader = EventReader(self.bootstrap, prefix, from_end=True)
+    """Starts workflows and waits for them with one AsyncClient (one consumer, one producer)."""
+
+    def __init__(self, client: AsyncClient) -> None:
+        self.client = client
         self.last_id = ""
 
-    def run_one(self, name: str) -> float:
-        self.last_id = wid = f"{name}-{uuid.uuid4().hex[:8]}"
+    async def run_one(self, name: str) -> float:
         started = time.monotonic()
-        self.publisher.send(StartWorkflow(workflow_id=wid, name=name, version=0))
-        self.publisher.flush()
-        for logged in self.reader.follow(
-            lambda e: e.event.workflow_id == wid and is_final(e.event), timeout_s=600
-        ):
-            if logged.event.workflow_id == wid and is_final(logged.event):
-                assert isinstance(logged.event, WorkflowCompleted), logged.event
+        handle = await self.client.start(name, id=f"{name}-{uuid.uuid4().hex[:8]}")
+        self.last_id = handle.workflow_id
+        await handle.result(timeout=600)  # raises unless it completed
         return time.monotonic() - started
 
-    def diamonds(self, total: int, in_flight: int) -> tuple[float, list[float]]:
-        sent: dict[str, float] = {}
+    async def diamonds(self, total: int, in_flight: int) -> tuple[float, list[float]]:
         latencies: list[float] = []
-        next_id = 0
+        ids = iter(range(total))
+
+        async def worker() -> None:
+            for n in ids:  # shared: each workflow is started by one worker
+                sent = time.monotonic()
+                wid = f"d-{n}-{uuid.uuid4().hex[:6]}"
+                handle = await self.client.start("bench-diamond", id=wid)
+                await handle.result(timeout=600)
+                latencies.append(time.monotonic() - sent)
+
         started = time.monotonic()
-        while len(latencies) < total:
-            while next_id < total and len(sent) < in_flight:
-                wid = f"d-{next_id}-{uuid.uuid4().hex[:6]}"
-                sent[wid] = time.monotonic()
-                self.publisher.send(StartWorkflow(workflow_id=wid, name="bench-diamond", version=0))
-                next_id += 1
-            self.publisher.flush()
-            for logged in self.reader.poll(0.05, 5000):
-                event = logged.event
-                if event.workflow_id in sent and is_final(event):
-                    assert isinstance(event, WorkflowCompleted), event
-                    latencies.append(time.monotonic() - sent.pop(event.workflow_id))
+        await asyncio.gather(*(worker() for _ in range(in_flight)))
         return time.monotonic() - started, latencies
 
 
@@ -152,6 +144,40 @@ def chain_breakdown(bootstrap: str, prefix: str, workflow_id: str, partitions: i
     )
 
 
+async def measure(args: argparse.Namespace, env: dict[str, str]) -> None:
+    settings = get_settings().model_copy(update={"topic_prefix": env["KFLOW_TOPIC_PREFIX"]})
+    prefix = settings.topic_prefix
+    async with AsyncClient(settings, actor="bench") as client:
+        bench = Bench(client)
+        await bench.run_one("bench-diamond")  # warm-up: group joins, topic metadata
+        print(
+            f"runtime bench on {settings.kafka_bootstrap}, prefix {prefix}, "
+            f"{PARTITIONS} partitions, processor concurrency {args.concurrency}, "
+            f"orchestrator max_batch_ms {args.max_batch_ms}"
+        )
+        if "chain" not in args.skip:
+            print(
+                f"chain of {args.chain} steps:          "
+                f"{await bench.run_one('bench-chain'):7.2f} s (target < 10 s)"
+            )
+            if args.breakdown:
+                print(chain_breakdown(settings.kafka_bootstrap, prefix, bench.last_id, PARTITIONS))
+        if "fanout" not in args.skip:
+            print(
+                f"fan-out 1000 wide + join:     {await bench.run_one('bench-fanout'):7.2f} s "
+                "(target < 5 s)"
+            )
+        if "diamond" not in args.skip:
+            elapsed, latencies = await bench.diamonds(args.workflows, args.in_flight)
+            ms = [x * 1000 for x in latencies]
+            print(
+                f"diamond x{args.workflows} at {args.in_flight} in flight: "
+                f"{args.workflows / elapsed:7.1f} workflows/s (target >= 500), "
+                f"latency p50 {percentile(ms, 0.5):.0f} ms, p95 {percentile(ms, 0.95):.0f} ms, "
+                f"p99 {percentile(ms, 0.99):.0f} ms, mean {statistics.mean(ms):.0f} ms"
+            )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--workflows", type=int, default=5000)
@@ -206,34 +232,7 @@ def main() -> None:
         ),
     ]
     try:
-        bench = Bench(prefix)
-        bench.run_one("bench-diamond")  # warm-up: group joins, topic metadata
-        print(
-            f"runtime bench on {settings.kafka_bootstrap}, prefix {prefix}, "
-            f"{PARTITIONS} partitions, processor concurrency {args.concurrency}, "
-            f"orchestrator max_batch_ms {args.max_batch_ms}"
-        )
-        if "chain" not in args.skip:
-            print(
-                f"chain of {args.chain} steps:          {bench.run_one('bench-chain'):7.2f} s "
-                "(target < 10 s)"
-            )
-            if args.breakdown:
-                print(chain_breakdown(settings.kafka_bootstrap, prefix, bench.last_id, PARTITIONS))
-        if "fanout" not in args.skip:
-            print(
-                f"fan-out 1000 wide + join:     {bench.run_one('bench-fanout'):7.2f} s "
-                "(target < 5 s)"
-            )
-        if "diamond" not in args.skip:
-            elapsed, latencies = bench.diamonds(args.workflows, args.in_flight)
-            ms = [x * 1000 for x in latencies]
-            print(
-                f"diamond x{args.workflows} at {args.in_flight} in flight: "
-                f"{args.workflows / elapsed:7.1f} workflows/s (target >= 500), "
-                f"latency p50 {percentile(ms, 0.5):.0f} ms, p95 {percentile(ms, 0.95):.0f} ms, "
-                f"p99 {percentile(ms, 0.99):.0f} ms, mean {statistics.mean(ms):.0f} ms"
-            )
+        asyncio.run(measure(args, env))
     finally:
         stop_children(children)
         delete_topics(settings.kafka_bootstrap, [s.name for s in specs])

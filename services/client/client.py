@@ -74,7 +74,11 @@ class Client:
         tracker = Tracker(self._core, command.workflow_id, meta.event_id)
         tracker.subscribe()  # before sending: none of the answer can be missed
         handle = WorkflowHandle(self._core, tracker)
-        self._core.publisher().publish(command, meta)
+        try:
+            self._core.publisher().publish(command, meta)
+        except BaseException:
+            tracker.release()
+            raise
         return handle
 
     def get_handle(self, workflow_id: str) -> WorkflowHandle:
@@ -124,7 +128,11 @@ class AsyncClient:
         tracker = Tracker(self._core, command.workflow_id, meta.event_id)
         tracker.subscribe()  # the watcher runs: this does not block
         handle = AsyncWorkflowHandle(self._core, tracker)
-        await self._core.publisher().publish_async(command, meta)
+        try:
+            await self._core.publisher().publish_async(command, meta)
+        except BaseException:
+            tracker.release()
+            raise
         return handle
 
     def get_handle(self, workflow_id: str) -> AsyncWorkflowHandle:

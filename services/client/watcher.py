@@ -76,7 +76,8 @@ class EventWatcher:
     """One ``read_committed`` consumer of ``topic`` shared by every handle of a client."""
 
     def __init__(self, bootstrap: str, topic: str) -> None:
-        self.lock = threading.Lock()
+        # reentrant: a handle's finalizer (unsubscribe) may run in this thread, inside the lock
+        self.lock = threading.RLock()
         self._subs: dict[str, set[Subscription]] = {}
         self._error: KflowError | None = None
         self._stop = threading.Event()

@@ -12,7 +12,9 @@ calling thread, :meth:`CommandPublisher.publish_async` in an event loop (the API
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import threading
+from collections.abc import Callable
 from concurrent.futures import Future
 from concurrent.futures import TimeoutError as FutureTimeout
 
@@ -77,23 +79,16 @@ class CommandPublisher:
         The future fails with :class:`CommandNotDelivered`. Prefer :meth:`publish` or
         :meth:`publish_async`, which also bound the wait.
         """
-        value = encode_input(command, meta)
         done: Future[str] = Future()
         done.set_running_or_notify_cancel()  # a waiter that gives up cannot cancel it
 
-        def on_delivery(err: KafkaError | None, _msg: Message) -> None:
-            if err is None:
-                self._sent.inc()
+        def settle(error: CommandNotDelivered | None) -> None:
+            if error is None:
                 done.set_result(meta.event_id)
             else:
-                done.set_exception(self._not_delivered(command, err.str()))
+                done.set_exception(error)
 
-        try:
-            self._producer.produce(
-                self.topic, key=command.workflow_id, value=value, on_delivery=on_delivery
-            )
-        except BufferError:
-            done.set_exception(self._not_delivered(command, "the producer queue is full"))
+        self._produce(command, meta, settle)
         return done
 
     def publish(self, command: Input, meta: EnvelopeMeta) -> str:
@@ -105,12 +100,49 @@ class CommandPublisher:
 
     async def publish_async(self, command: Input, meta: EnvelopeMeta) -> str:
         """:meth:`publish` for an event loop."""
+        loop = asyncio.get_running_loop()
+        done: asyncio.Future[str] = loop.create_future()
+
+        def resolve(error: CommandNotDelivered | None) -> None:
+            if done.done():  # the waiter gave up
+                return
+            if error is None:
+                done.set_result(meta.event_id)
+            else:
+                done.set_exception(error)
+
+        def settle(error: CommandNotDelivered | None) -> None:  # in the poller thread
+            with contextlib.suppress(RuntimeError):  # the loop closed meanwhile
+                loop.call_soon_threadsafe(resolve, error)
+
+        self._produce(command, meta, settle)
         try:
-            return await asyncio.wait_for(
-                asyncio.wrap_future(self.submit(command, meta)), self.timeout_s
-            )
+            return await asyncio.wait_for(done, self.timeout_s)
         except TimeoutError as e:
             raise self._not_delivered(command, "no acknowledgement") from e
+
+    def _produce(
+        self,
+        command: Input,
+        meta: EnvelopeMeta,
+        settle: Callable[[CommandNotDelivered | None], None],
+    ) -> None:
+        """Produce ``command``; ``settle`` gets ``None`` once acked, else why not (once)."""
+        value = encode_input(command, meta)
+
+        def on_delivery(err: KafkaError | None, _msg: Message) -> None:
+            if err is None:
+                self._sent.inc()
+                settle(None)
+            else:
+                settle(self._not_delivered(command, err.str()))
+
+        try:
+            self._producer.produce(
+                self.topic, key=command.workflow_id, value=value, on_delivery=on_delivery
+            )
+        except BufferError:
+            settle(self._not_delivered(command, "the producer queue is full"))
 
     def _not_delivered(self, command: Input, why: str) -> CommandNotDelivered:
         return CommandNotDelivered(

@@ -132,6 +132,6 @@ class ClientCore:
             self.settings.kafka_bootstrap, self.names.events, workflow_id, HISTORY_TIMEOUT_S
         ):
             logged = logged_event(record)
-            if logged is not None and logged.event.workflow_id == workflow_id:
+            if logged is not None:  # the key is the workflow id
                 found.append(logged)
         return found

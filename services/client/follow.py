@@ -17,37 +17,68 @@ window, ADR 0032), so the follower picks one:
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Sequence
 
 from kflow.core.events import (
+    FINAL_TYPES,
     DuplicateStartIgnored,
     Event,
     WorkflowRejected,
     WorkflowStarted,
-    is_final,
 )
 
-_ANSWERS = (WorkflowStarted, WorkflowRejected, DuplicateStartIgnored)
+STARTED = WorkflowStarted.__name__
+REJECTED = WorkflowRejected.__name__
+DUPLICATE = DuplicateStartIgnored.__name__
+_ANSWERS = frozenset({STARTED, REJECTED, DUPLICATE})
+_FINAL = frozenset(t.__name__ for t in FINAL_TYPES)
 
 
-@dataclass(frozen=True, slots=True)
 class Logged:
-    """One event of the followed workflow id, with its offset and causation id."""
+    """One event of the followed workflow id: its type name, offset and causation id.
 
-    event: Event
-    offset: int
-    causation_id: str | None
+    The event itself is converted from its record only when asked for (:attr:`event`): a
+    handle that only waits for the end never pays for the events in between.
+    """
+
+    __slots__ = ("_convert", "_event", "causation_id", "offset", "type")
+
+    def __init__(
+        self,
+        type: str,
+        offset: int,
+        causation_id: str | None,
+        convert: Callable[[], Event],
+    ) -> None:
+        self.type = type
+        self.offset = offset
+        self.causation_id = causation_id
+        self._convert = convert
+        self._event: Event | None = None
+
+    @classmethod
+    def of(cls, event: Event, offset: int, causation_id: str | None) -> Logged:
+        """An already converted event."""
+        logged = cls(type(event).__name__, offset, causation_id, lambda: event)
+        logged._event = event
+        return logged
+
+    @property
+    def event(self) -> Event:
+        """The core event (converted on first use; may raise ``DecodeError``)."""
+        if self._event is None:
+            self._event = self._convert()
+        return self._event
 
 
 class Follower:
-    """The run of one handle: its events so far (``events``) and its final event (``final``)."""
+    """The run of one handle: its events so far (``run``) and its final event (``final``)."""
 
     def __init__(self, workflow_id: str, command_id: str | None = None) -> None:
         self.workflow_id = workflow_id
         self.command_id = command_id
-        self.events: list[Event] = []
-        self.final: Event | None = None
+        self.run: list[Logged] = []
+        self.final: Logged | None = None
         self.needs_history = command_id is None
         """True while the history must be read before the run can be told."""
         self._history_applied = False
@@ -62,13 +93,13 @@ class Follower:
         return self.final is not None
 
     def live(self, logged: Logged) -> bool:
-        """Apply an event the watcher saw; True when ``events``, ``final`` or ``needs_history``
+        """Apply an event the watcher saw; True when ``run``, ``final`` or ``needs_history``
         changed (a waiter must look again)."""
         if logged.offset <= self._last_offset or self.done:
             return False
         self._last_offset = logged.offset
         if self._placed:
-            return self._append(logged.event)
+            return self._append(logged)
         self._pending.append(logged)
         needed = self.needs_history
         return self._place() or self.needs_history != needed
@@ -103,19 +134,19 @@ class Follower:
         self._history = []
         self._pending = []
         for logged in run:
-            self._append(logged.event)
+            self._append(logged)
         return True
 
     def _latest_run(self) -> list[Logged] | None:
         history = self._history
         for i in range(len(history) - 1, -1, -1):
-            if isinstance(history[i].event, WorkflowStarted):
+            if history[i].type == STARTED:
                 return history[i:] + self._pending
         for i in range(len(history) - 1, -1, -1):
-            if isinstance(history[i].event, WorkflowRejected):
+            if history[i].type == REJECTED:
                 return [history[i]]
         for i, logged in enumerate(self._pending):
-            if isinstance(logged.event, WorkflowStarted | WorkflowRejected):
+            if logged.type in (STARTED, REJECTED):
                 return self._pending[i:]
         self._pending = []  # nothing of a run yet: what came before cannot belong to one
         return None
@@ -126,18 +157,15 @@ class Follower:
             (
                 i
                 for i, logged in enumerate(seen)
-                if logged.causation_id == self.command_id and isinstance(logged.event, _ANSWERS)
+                if logged.causation_id == self.command_id and logged.type in _ANSWERS
             ),
             None,
         )
         if answer is None:
             return None
-        if not isinstance(seen[answer].event, DuplicateStartIgnored):
+        if seen[answer].type != DUPLICATE:
             return seen[answer:]
-        start = next(
-            (i for i in range(answer - 1, -1, -1) if isinstance(seen[i].event, WorkflowStarted)),
-            None,
-        )
+        start = next((i for i in range(answer - 1, -1, -1) if seen[i].type == STARTED), None)
         if start is not None:
             return seen[start:]
         if not self._history_applied:
@@ -145,10 +173,10 @@ class Follower:
             return None
         return seen[answer:]  # its start is no longer in the log (retention): follow from here
 
-    def _append(self, event: Event) -> bool:
+    def _append(self, logged: Logged) -> bool:
         if self.done:
             return False
-        self.events.append(event)
-        if is_final(event):
-            self.final = event
+        self.run.append(logged)
+        if logged.type in _FINAL:
+            self.final = logged
         return True

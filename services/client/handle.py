@@ -3,15 +3,15 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import threading
 import weakref
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
 from kflow.client.core import ClientCore
 from kflow.client.follow import Follower
 from kflow.client.tracker import Ready, Step, Tracker, deadline_of, outcome, remaining
+from kflow.client.watcher import LoopWake
 from kflow.core.events import Event
 from kflow.core.inputs import (
     CancelWorkflow,
@@ -27,7 +27,7 @@ def _ended(follower: Follower) -> bool:
 
 
 def _more_than(count: int) -> Ready:
-    return lambda follower: len(follower.events) > count or follower.done
+    return lambda follower: len(follower.run) > count or follower.done
 
 
 def _history_read(follower: Follower) -> bool:
@@ -180,7 +180,7 @@ class AsyncWorkflowHandle(_Base):
         loop = asyncio.get_running_loop()
         while True:
             woken: asyncio.Future[None] = loop.create_future()
-            wake = _waker(loop, woken)
+            wake = LoopWake(loop, woken)
             step = tracker.step(ready, wake, final_only)
             if step is Step.READY:
                 return
@@ -196,17 +196,3 @@ class AsyncWorkflowHandle(_Base):
             except BaseException:
                 tracker.gave_up(ready, wake)
                 raise
-
-
-def _waker(loop: asyncio.AbstractEventLoop, woken: asyncio.Future[None]) -> Callable[[], None]:
-    """A callable for the watcher thread that resolves ``woken`` in its loop."""
-
-    def resolve() -> None:
-        if not woken.done():
-            woken.set_result(None)
-
-    def wake() -> None:
-        with contextlib.suppress(RuntimeError):  # the loop closed while this wait was pending
-            loop.call_soon_threadsafe(resolve)
-
-    return wake

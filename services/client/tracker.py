@@ -15,7 +15,7 @@ from typing import Any
 from kflow.client.core import ClientCore
 from kflow.client.errors import WaitTimeout, WorkflowCancelled, WorkflowFailed, WorkflowRejected
 from kflow.client.follow import Follower
-from kflow.client.watcher import EventWatcher, Subscription
+from kflow.client.watcher import EventWatcher, Subscription, Wake, ring
 from kflow.core import events as ev
 from kflow.core.errors import KflowError
 
@@ -84,7 +84,7 @@ class Tracker:
         if self._watcher is not None and self._sub is not None:
             self._watcher.unsubscribe(self._sub)
 
-    def step(self, ready: Ready, wake: Callable[[], None], final_only: bool) -> Step:
+    def step(self, ready: Ready, wake: Wake, final_only: bool) -> Step:
         """Under the watcher lock: done waiting, read the history first, or wait for ``wake``."""
         watcher, sub = self.subscribe()
         with watcher.lock:
@@ -97,7 +97,7 @@ class Tracker:
             sub.add_waiter(wake, final_only)
             return Step.WAIT
 
-    def gave_up(self, ready: Ready, wake: Callable[[], None]) -> bool:
+    def gave_up(self, ready: Ready, wake: Wake) -> bool:
         """A wait timed out: forget its waiter; True if it became ready meanwhile."""
         watcher, sub = self.subscribe()
         with watcher.lock:
@@ -113,15 +113,18 @@ class Tracker:
                 if not self.follower.needs_history:
                     return
             records = self.core.history(self.workflow_id)
+            woken: list[Wake] = []
             with lock:
                 if self.follower.history(records):
-                    sub.notify()
+                    sub.notify(woken)
+            ring(woken)
 
     def snapshot(self, start: int) -> tuple[list[ev.Event], bool]:
         """The run's events from index ``start``, and whether the run has ended."""
         watcher, _sub = self.subscribe()
         with watcher.lock:
-            return self.follower.events[start:], self.follower.done
+            run, done = self.follower.run[start:], self.follower.done
+        return [logged.event for logged in run], done
 
     def final(self) -> ev.Event:
         """The final event (only once a wait for it returned)."""
@@ -130,7 +133,7 @@ class Tracker:
             final = self.follower.final
         if final is None:
             raise KflowError(f"workflow {self.workflow_id} has not ended yet")
-        return final
+        return final.event
 
     def timeout(self, what: str, timeout: float | None) -> WaitTimeout:
         """The error of a wait for ``what`` that ran out."""

@@ -22,6 +22,7 @@ from kflow.bus.admin import create_topics, delete_topics
 from kflow.bus.clients import producer_config
 from kflow.bus.codec import AvroCodec
 from kflow.bus.contracts import EnvelopeMeta, decode, encode_input
+from kflow.bus.envelope import envelope_meta
 from kflow.bus.eos import EosConfig, EosLoop, Handler
 from kflow.bus.message import BusMessage, OutRecord
 from kflow.bus.topics import TopicSpec
@@ -56,7 +57,8 @@ def _sample(i: int) -> tuple[StepResult, EnvelopeMeta]:
         attempt=1,
         output=_payload_1kb(i),
     )
-    meta = EnvelopeMeta(
+    meta = envelope_meta(
+        result,
         event_id=str(uuid.UUID(int=i)),
         occurred_at=1_700_000_000_000 + i,
         correlation_id="corr",

@@ -8,6 +8,7 @@ Measures (prints figures, asserts nothing):
 
 Usage: .venv/bin/python bench/runtime_bench.py [--workflows 5000] [--in-flight 200]
 [--breakdown] (median ms of each hop of a chain step, from record times and timestamps)
+[--documents] (diamonds pass a ~1 KB document with nulls along every step)
 
 After each scenario it prints the orchestrator's CPU per input record (commands and step
 results) and the processor's per task, from /proc: steadier than wall time on a shared
@@ -17,30 +18,33 @@ machine.
 from __future__ import annotations
 
 import argparse
+import asyncio
 import os
 import statistics
 import subprocess
 import time
 import uuid
-from collections.abc import Callable
-from typing import Any
+from collections.abc import Awaitable
+from typing import Any, TypeVar
 
 from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
-from json_bench import document
-from readside_bench import process_cpu_s  # bench/ is on sys.path when run as a script
+from json_bench import document  # bench/ is on sys.path when run as a script
+from readside_bench import process_cpu_s
 
 from kflow.bus.admin import create_topics, delete_topics
 from kflow.bus.contracts import decode
+from kflow.bus.reader import partition_for
 from kflow.bus.topics import topic_names, topic_specs
 from kflow.cli.run import service_command, stop_children
+from kflow.client import AsyncClient
 from kflow.core.definition import parse_definition
-from kflow.core.events import StepScheduled, StepSucceeded, WorkflowCompleted
-from kflow.core.inputs import StartWorkflow, StepResult
-from kflow.orchestrator.client import CommandPublisher, EventReader, is_final, partition_for
+from kflow.core.events import StepScheduled, StepSucceeded
+from kflow.core.inputs import StepResult
 from kflow.registry.topic import publish_definition
 from kflow.settings import get_settings
 
 PARTITIONS = 4
+T = TypeVar("T")
 
 
 def noop(node_id: str, depends_on: list[str] | None = None) -> dict[str, Any]:
@@ -50,6 +54,12 @@ def noop(node_id: str, depends_on: list[str] | None = None) -> dict[str, Any]:
 DIAMOND = {
     "name": "bench-diamond",
     "nodes": [noop("a"), noop("b", ["a"]), noop("c", ["a"]), noop("d", ["b", "c"])],
+}
+FANOUT = {
+    "name": "bench-fanout",
+    "nodes": [noop("root")]
+    + [noop(f"w{i}", ["root"]) for i in range(1000)]
+    + [noop("join", [f"w{i}" for i in range(1000)])],
 }
 DOC_DIAMOND = {
     "name": "bench-diamond-doc",
@@ -65,12 +75,6 @@ DOC_DIAMOND = {
     ],
 }  # fmt: skip
 """The diamond with a ~1 KB document (with nulls) passed along every step (``--documents``)."""
-FANOUT = {
-    "name": "bench-fanout",
-    "nodes": [noop("root")]
-    + [noop(f"w{i}", ["root"]) for i in range(1000)]
-    + [noop("join", [f"w{i}" for i in range(1000)])],
-}
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -79,46 +83,36 @@ def percentile(values: list[float], q: float) -> float:
 
 
 class Bench:
-    def __init__(self, prefix: str) -> None:
-        settings = get_settings()
-        self.bootstrap = settings.kafka_bootstrap
-        self.prefix = prefix
-        self.publisher = CommandPublisher(self.bootstrap, prefix, "bench")
-        self.reader = EventReader(self.bootstrap, prefix, from_end=True)
+    """Starts workflows and waits for them with one AsyncClient (one consumer, one producer)."""
+
+    def __init__(self, client: AsyncClient) -> None:
+        self.client = client
         self.last_id = ""
 
-    def run_one(self, name: str) -> float:
-        self.last_id = wid = f"{name}-{uuid.uuid4().hex[:8]}"
+    async def run_one(self, name: str) -> float:
         started = time.monotonic()
-        self.publisher.send(StartWorkflow(workflow_id=wid, name=name, version=0))
-        self.publisher.flush()
-        for logged in self.reader.follow(
-            lambda e: e.event.workflow_id == wid and is_final(e.event), timeout_s=600
-        ):
-            if logged.event.workflow_id == wid and is_final(logged.event):
-                assert isinstance(logged.event, WorkflowCompleted), logged.event
+        handle = await self.client.start(name, id=f"{name}-{uuid.uuid4().hex[:8]}")
+        self.last_id = handle.workflow_id
+        await handle.result(timeout=600)  # raises unless it completed
         return time.monotonic() - started
 
-    def diamonds(
+    async def diamonds(
         self, total: int, in_flight: int, name: str = "bench-diamond", documents: bool = False
     ) -> tuple[float, list[float]]:
-        sent: dict[str, float] = {}
         latencies: list[float] = []
-        next_id = 0
+        ids = iter(range(total))
+
+        async def worker() -> None:
+            for n in ids:  # shared: each workflow is started by one worker
+                sent = time.monotonic()
+                wid = f"d-{n}-{uuid.uuid4().hex[:6]}"
+                doc = document(n, nulls=True) if documents else None
+                handle = await self.client.start(name, doc, id=wid)
+                await handle.result()  # raises unless it completed
+                latencies.append(time.monotonic() - sent)
+
         started = time.monotonic()
-        while len(latencies) < total:
-            while next_id < total and len(sent) < in_flight:
-                wid = f"d-{next_id}-{uuid.uuid4().hex[:6]}"
-                sent[wid] = time.monotonic()
-                doc = document(next_id, nulls=True) if documents else None
-                self.publisher.send(StartWorkflow(workflow_id=wid, name=name, version=0, input=doc))
-                next_id += 1
-            self.publisher.flush()
-            for logged in self.reader.poll(0.05, 5000):
-                event = logged.event
-                if event.workflow_id in sent and is_final(event):
-                    assert isinstance(event, WorkflowCompleted), event
-                    latencies.append(time.monotonic() - sent.pop(event.workflow_id))
+        await asyncio.gather(*(worker() for _ in range(in_flight)))
         return time.monotonic() - started, latencies
 
 
@@ -174,6 +168,55 @@ def chain_breakdown(bootstrap: str, prefix: str, workflow_id: str, partitions: i
         f"task produced -> result encoded {statistics.median(to_result)}, "
         f"result encoded -> applied {statistics.median(to_applied)}"
     )
+
+
+async def measure(args: argparse.Namespace, env: dict[str, str], pids: tuple[int, int]) -> None:
+    async def cpu_report(run: Awaitable[T], inputs: int, tasks: int) -> tuple[T, str]:
+        before = process_cpu_s(pids[0]), process_cpu_s(pids[1])
+        value = await run
+        used = process_cpu_s(pids[0]) - before[0], process_cpu_s(pids[1]) - before[1]
+        return value, (
+            f"  CPU: orchestrator {used[0] / inputs * 1e6:.0f} us per input record, "
+            f"processor {used[1] / tasks * 1e6:.0f} us per task"
+        )
+
+    settings = get_settings().model_copy(update={"topic_prefix": env["KFLOW_TOPIC_PREFIX"]})
+    prefix = settings.topic_prefix
+    async with AsyncClient(settings, actor="bench") as client:
+        bench = Bench(client)
+        await bench.run_one("bench-diamond")  # warm-up: group joins, topic metadata
+        print(
+            f"runtime bench on {settings.kafka_bootstrap}, prefix {prefix}, "
+            f"{PARTITIONS} partitions, processor concurrency {args.concurrency}, "
+            f"orchestrator max_batch_ms {args.max_batch_ms}"
+        )
+        if "chain" not in args.skip:
+            took, cpu = await cpu_report(bench.run_one("bench-chain"), args.chain + 1, args.chain)
+            print(f"chain of {args.chain} steps:          {took:7.2f} s (target < 10 s)")
+            print(cpu)
+            if args.breakdown:
+                print(chain_breakdown(settings.kafka_bootstrap, prefix, bench.last_id, PARTITIONS))
+        if "fanout" not in args.skip:
+            print(
+                f"fan-out 1000 wide + join:     {await bench.run_one('bench-fanout'):7.2f} s "
+                "(target < 5 s)"
+            )
+        if "diamond" not in args.skip:
+            name = "bench-diamond-doc" if args.documents else "bench-diamond"
+            (elapsed, latencies), cpu = await cpu_report(
+                bench.diamonds(args.workflows, args.in_flight, name, args.documents),
+                args.workflows * 5,
+                args.workflows * 4,
+            )
+            ms = [x * 1000 for x in latencies]
+            print(
+                f"diamond{' (1 KB documents)' if args.documents else ''} x{args.workflows} "
+                f"at {args.in_flight} in flight: "
+                f"{args.workflows / elapsed:7.1f} workflows/s (target >= 500), "
+                f"latency p50 {percentile(ms, 0.5):.0f} ms, p95 {percentile(ms, 0.95):.0f} ms, "
+                f"p99 {percentile(ms, 0.99):.0f} ms, mean {statistics.mean(ms):.0f} ms"
+            )
+            print(cpu)
 
 
 def main() -> None:
@@ -234,63 +277,8 @@ def main() -> None:
             env=env,
         ),
     ]
-    orchestrator, processor = children
-
-    def cpu_report(run: Callable[[], object], inputs: int, tasks: int) -> str:
-        before = process_cpu_s(orchestrator.pid), process_cpu_s(processor.pid)
-        run()
-        used = process_cpu_s(orchestrator.pid) - before[0], process_cpu_s(processor.pid) - before[1]
-        return (
-            f"  CPU: orchestrator {used[0] / inputs * 1e6:.0f} us per input record, "
-            f"processor {used[1] / tasks * 1e6:.0f} us per task"
-        )
-
     try:
-        bench = Bench(prefix)
-        bench.run_one("bench-diamond")  # warm-up: group joins, topic metadata
-        print(
-            f"runtime bench on {settings.kafka_bootstrap}, prefix {prefix}, "
-            f"{PARTITIONS} partitions, processor concurrency {args.concurrency}, "
-            f"orchestrator max_batch_ms {args.max_batch_ms}"
-        )
-        if "chain" not in args.skip:
-            timed: list[float] = []
-            cpu = cpu_report(
-                lambda: timed.append(bench.run_one("bench-chain")), args.chain + 1, args.chain
-            )
-            print(f"chain of {args.chain} steps:          {timed[0]:7.2f} s (target < 10 s)")
-            print(cpu)
-            if args.breakdown:
-                print(chain_breakdown(settings.kafka_bootstrap, prefix, bench.last_id, PARTITIONS))
-        if "fanout" not in args.skip:
-            print(
-                f"fan-out 1000 wide + join:     {bench.run_one('bench-fanout'):7.2f} s "
-                "(target < 5 s)"
-            )
-        if "diamond" not in args.skip:
-            measured: list[tuple[float, list[float]]] = []
-            cpu = cpu_report(
-                lambda: measured.append(
-                    bench.diamonds(
-                        args.workflows,
-                        args.in_flight,
-                        "bench-diamond-doc" if args.documents else "bench-diamond",
-                        args.documents,
-                    )
-                ),
-                args.workflows * 5,
-                args.workflows * 4,
-            )
-            elapsed, latencies = measured[0]
-            ms = [x * 1000 for x in latencies]
-            print(
-                f"diamond{' (1 KB documents)' if args.documents else ''} x{args.workflows} "
-                f"at {args.in_flight} in flight: "
-                f"{args.workflows / elapsed:7.1f} workflows/s (target >= 500), "
-                f"latency p50 {percentile(ms, 0.5):.0f} ms, p95 {percentile(ms, 0.95):.0f} ms, "
-                f"p99 {percentile(ms, 0.99):.0f} ms, mean {statistics.mean(ms):.0f} ms"
-            )
-            print(cpu)
+        asyncio.run(measure(args, env, (children[0].pid, children[1].pid)))
     finally:
         stop_children(children)
         delete_topics(settings.kafka_bootstrap, [s.name for s in specs])

@@ -2,41 +2,40 @@
 
 Brings up an orchestrator and a docpipe processor as subprocesses, registers
 the document-pipeline definition, starts a batch of workflows the way another
-service would (a plain confluent-kafka Producer writing Avro StartWorkflow
-records), approves each review step with a signal, shows progress and a
-summary, prints one workflow's events, and stops what it started.
+service would (``kflow.AsyncClient``: Avro StartWorkflow records on the commands
+topic), approves each review step with a signal, shows progress and a summary,
+prints one workflow's events, and stops what it started.
 """
 
 from __future__ import annotations
 
 import argparse
+import asyncio
 import os
 import subprocess
 import sys
 import time
 import uuid
+from dataclasses import dataclass
 from pathlib import Path
 
-from confluent_kafka import Producer
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from kflow.bus.admin import broker_reachable, create_topics
-from kflow.bus.contracts import EnvelopeMeta, encode_input
 from kflow.bus.topics import TopicSpec, topic_names
 from kflow.cli.run import service_command, stop_children
+from kflow.client import AsyncClient, AsyncWorkflowHandle, WaitTimeout
 from kflow.core.definition import load_definition
 from kflow.core.events import (
+    Event,
     StepRetryScheduled,
     StepScheduled,
     WorkflowCompleted,
     WorkflowFailed,
     WorkflowRejected,
 )
-from kflow.core.inputs import SignalWorkflow, StartWorkflow
-from kflow.core.jsondoc import Json
-from kflow.orchestrator.client import EventReader, is_final
 from kflow.registry.topic import publish_definition
 from kflow.settings import get_settings
 from kflow.stack import kflow_home
@@ -45,19 +44,6 @@ HERE = Path(__file__).resolve().parent
 DEFINITION = HERE / "docpipe" / "docpipe.yaml"
 LOG_DIR = kflow_home() / "demo-logs"
 console = Console()
-
-
-def envelope_bytes(command: StartWorkflow | SignalWorkflow, actor: str) -> bytes:
-    """What any service publishes to ``{prefix}.commands``: an Avro envelope (single-object)."""
-    event_id = uuid.uuid4().hex
-    meta = EnvelopeMeta(
-        event_id=event_id,
-        occurred_at=time.time_ns() // 1_000_000,
-        correlation_id=command.workflow_id,
-        actor=actor,
-        idempotency_key=event_id,
-    )
-    return encode_input(command, meta)
 
 
 def start_services(env: dict[str, str], concurrency: int) -> list[subprocess.Popen[bytes]]:
@@ -120,70 +106,78 @@ def main() -> int:
         stop_children(children)
 
 
+@dataclass
+class Tally:
+    """What the demo counts while the batch runs."""
+
+    completed: int = 0
+    failed: int = 0
+    retries: int = 0
+    approvals: int = 0
+
+
 def run_batch(bootstrap: str, prefix: str, args: argparse.Namespace) -> int:
+    return asyncio.run(_run_batch(bootstrap, prefix, args))
+
+
+async def _run_batch(bootstrap: str, prefix: str, args: argparse.Namespace) -> int:
     names = topic_names(prefix)
-    reader = EventReader(bootstrap, prefix, from_end=True)
-    producer = Producer(
-        {"bootstrap.servers": bootstrap, "enable.idempotence": True, "linger.ms": 5}
+    settings = get_settings().model_copy(
+        update={"kafka_bootstrap": bootstrap, "topic_prefix": prefix}
     )
     run_id = uuid.uuid4().hex[:6]
     ids = [f"doc-{run_id}-{i:03d}" for i in range(args.workflows)]
     console.print(
         f"3. publishing {len(ids)} StartWorkflow commands to {names.commands} "
-        "with a plain confluent-kafka Producer"
+        "with kflow.AsyncClient"
     )
+    tally = Tally()
     started = time.monotonic()
-    for i, workflow_id in enumerate(ids):
-        command = StartWorkflow(
-            workflow_id=workflow_id,
-            name="docpipe",
-            version=0,
-            input=Json.of(
-                {"doc_id": workflow_id, "sections": 3 + i % 5, "failure_rate": args.failure_rate}
-            ),
+    # The billing service starts the workflows; the human reviewer, played by the demo,
+    # approves each review step through a signal with its own identity.
+    async with (
+        AsyncClient(settings, actor="billing-service") as client,
+        AsyncClient(settings, actor="demo-reviewer") as reviewer,
+    ):
+        handles = await asyncio.gather(
+            *(
+                client.start(
+                    "docpipe",
+                    {"doc_id": wid, "sections": 3 + i % 5, "failure_rate": args.failure_rate},
+                    id=wid,
+                )
+                for i, wid in enumerate(ids)
+            )
         )
-        producer.produce(names.commands, envelope_bytes(command, "billing-service"), workflow_id)
-    producer.flush(30)
+        with Progress(
+            TextColumn("{task.description}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TimeElapsedColumn(),
+            console=console,
+        ) as progress:
+            bar = progress.add_task("4. workflows finished", total=len(ids))
 
-    completed = failed = retries = approvals = 0
-    pending = set(ids)
-    with Progress(
-        TextColumn("{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeElapsedColumn(),
-        console=console,
-    ) as progress:
-        bar = progress.add_task("4. workflows finished", total=len(ids))
-        deadline = time.monotonic() + 300
-        while pending and time.monotonic() < deadline:
-            for logged in reader.poll(0.1):
-                event = logged.event
-                if event.workflow_id not in pending:
-                    continue
-                if isinstance(event, StepRetryScheduled):
-                    retries += 1
-                elif isinstance(event, StepScheduled) and event.kind == "approval":
-                    # The human reviewer, played by the demo: approve through a signal.
-                    signal = SignalWorkflow(
-                        workflow_id=event.workflow_id,
-                        name=event.node_id,
-                        payload=Json.of({"approved": True, "by": "demo-reviewer"}),
-                    )
-                    producer.produce(
-                        names.commands, envelope_bytes(signal, "demo-reviewer"), event.workflow_id
-                    )
-                    producer.poll(0)
-                    approvals += 1
-                elif is_final(event):
-                    pending.discard(event.workflow_id)
-                    completed += isinstance(event, WorkflowCompleted)
-                    failed += isinstance(event, WorkflowFailed | WorkflowRejected)
-                    progress.advance(bar)
-            producer.poll(0)
-    producer.flush(10)
+            async def drive(handle: AsyncWorkflowHandle) -> None:
+                final: Event | None = None
+                async for event in handle.events(timeout=300):
+                    final = event
+                    if isinstance(event, StepRetryScheduled):
+                        tally.retries += 1
+                    elif isinstance(event, StepScheduled) and event.kind == "approval":
+                        payload = {"approved": True, "by": "demo-reviewer"}
+                        await reviewer.get_handle(handle.workflow_id).signal(event.node_id, payload)
+                        tally.approvals += 1
+                tally.completed += isinstance(final, WorkflowCompleted)
+                tally.failed += isinstance(final, WorkflowFailed | WorkflowRejected)
+                progress.advance(bar)
+
+            outcomes = await asyncio.gather(*(drive(h) for h in handles), return_exceptions=True)
     elapsed = time.monotonic() - started
-    reader.close()
+    for outcome in outcomes:
+        if isinstance(outcome, BaseException) and not isinstance(outcome, WaitTimeout):
+            raise outcome
+    open_ = len(ids) - tally.completed - tally.failed
 
     table = Table(title="5. summary")
     columns = ("started", "completed", "failed", "open", "retries", "approvals", "time", "wf/s")
@@ -191,11 +185,11 @@ def run_batch(bootstrap: str, prefix: str, args: argparse.Namespace) -> int:
         table.add_column(column, justify="right")
     table.add_row(
         str(len(ids)),
-        str(completed),
-        str(failed),
-        str(len(pending)),
-        str(retries),
-        str(approvals),
+        str(tally.completed),
+        str(tally.failed),
+        str(open_),
+        str(tally.retries),
+        str(tally.approvals),
         f"{elapsed:.1f} s",
         f"{len(ids) / elapsed:.1f}",
     )
@@ -203,8 +197,8 @@ def run_batch(bootstrap: str, prefix: str, args: argparse.Namespace) -> int:
     example = ids[0]
     console.print(f"Look at one workflow's events with: [bold]kflow events {example}[/]")
     subprocess.run(service_command("events", example), check=False)
-    if pending:
-        console.print(f"[red]{len(pending)} workflows did not finish; see {LOG_DIR}[/]")
+    if open_:
+        console.print(f"[red]{open_} workflows did not finish; see {LOG_DIR}[/]")
         return 1
     return 0
 

@@ -12,7 +12,6 @@ import redis.asyncio as aioredis
 from psycopg_pool import AsyncConnectionPool, PoolTimeout
 from redis.exceptions import RedisError
 
-from kflow.api.commands import DELIVERY_TIMEOUT_S, CommandPublisher
 from kflow.api.keycache import (
     KeyCache,
     has_unread_input,
@@ -21,6 +20,7 @@ from kflow.api.keycache import (
 )
 from kflow.api.problems import unavailable
 from kflow.bus.admin import broker_reachable
+from kflow.bus.commands import DELIVERY_TIMEOUT_S, CommandPublisher
 from kflow.projections.db import search_path_option
 
 PG_TIMEOUT_S = 3.0
@@ -116,7 +116,10 @@ async def open_resources(config: ApiConfig) -> ApiResources:
         config.redis_url, socket_connect_timeout=2, socket_timeout=5, health_check_interval=10
     )
     commands = CommandPublisher(
-        config.kafka_bootstrap, config.topic_prefix, config.command_timeout_s
+        config.kafka_bootstrap,
+        config.topic_prefix,
+        timeout_s=config.command_timeout_s,
+        component="api",
     )
     keys = KeyCache(config.auth_cache_s)
     listener = asyncio.create_task(
@@ -128,6 +131,6 @@ async def open_resources(config: ApiConfig) -> ApiResources:
 async def close_resources(res: ApiResources) -> None:
     """Flush pending commands and close every connection."""
     await stop_listener(res.listener)
-    await res.commands.close()
+    await asyncio.to_thread(res.commands.close)
     await res.redis.aclose()
     await res.pool.close()

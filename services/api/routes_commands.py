@@ -1,4 +1,10 @@
-"""Command endpoints: each publishes one command to ``{p}.commands`` and answers 202."""
+"""Command endpoints: each publishes one command to ``{p}.commands`` and answers 202.
+
+The API never does the work itself. A request waits for the broker's acknowledgement (so a
+202 means the command is in the log) but for no more than ``ApiConfig.command_timeout_s``:
+Kafka being down is a 503, and a client that retries with the same workflow id or
+Idempotency-Key cannot start a workflow twice (the orchestrator ignores a duplicate start).
+"""
 
 from __future__ import annotations
 
@@ -9,7 +15,6 @@ from fastapi import APIRouter, Depends, Header, Path, Request, Response
 
 from kflow.api.apikeys import Principal, Scope
 from kflow.api.auth import require, resources
-from kflow.api.commands import CommandNotDelivered
 from kflow.api.models import (
     SIGNAL_PATTERN,
     WORKFLOW_ID_PATTERN,
@@ -21,6 +26,8 @@ from kflow.api.models import (
 from kflow.api.problems import Problem, unavailable
 from kflow.api.queries import latest_version, links, workflow_tenant
 from kflow.api.routes_read import _PROBLEMS, not_found
+from kflow.bus.commands import CommandNotDelivered
+from kflow.bus.envelope import envelope_meta, workflow_id_for
 from kflow.bus.topics import topic_names
 from kflow.core.inputs import (
     CancelWorkflow,
@@ -35,18 +42,11 @@ from kflow.core.jsondoc import Json
 router = APIRouter(tags=["commands"])
 Writer = Annotated[Principal, Depends(require(Scope.WRITE))]
 WorkflowId = Annotated[str, Path(pattern=WORKFLOW_ID_PATTERN, max_length=128)]
-# Namespace of ids derived from Idempotency-Key: never change it, or retries start twice.
-IDEMPOTENCY_NAMESPACE = uuid.UUID("6f1d6c4e-2b7a-4d0e-9a51-6b9f3f0c7a11")
 _COMMAND_PROBLEMS: dict[int | str, dict[str, Any]] = {
     **_PROBLEMS,
     409: {"description": "the workflow id belongs to another tenant"},
     413: {"description": "payload too large"},
 }
-
-
-def workflow_id_for(tenant: str, idempotency_key: str) -> str:
-    """The workflow id a tenant's Idempotency-Key always maps to."""
-    return str(uuid.uuid5(IDEMPOTENCY_NAMESPACE, f"{tenant}\n{idempotency_key}"))
 
 
 def _document(request: Request, what: str, value: object) -> Json:
@@ -72,9 +72,10 @@ async def _publish(
 ) -> Accepted:
     publisher = resources(request).commands
     try:
-        await publisher.publish(
+        meta = envelope_meta(
             command, actor=who.actor, tenant=who.tenant, idempotency_key=idempotency_key
         )
+        await publisher.publish_async(command, meta)
     except CommandNotDelivered as e:
         advice = (
             f"no acknowledgement within {publisher.timeout_s:g} s; retry later (a start "

@@ -117,6 +117,81 @@ class AvroCodec:
             raise DecodeError(DecodeFailure.MALFORMED, f"{writer.name} is not a record")
         return writer.name, record
 
+    def read_leading(
+        self, data: bytes, expected: str, names: tuple[str, ...]
+    ) -> dict[str, Any] | None:
+        """The first fields of a record, named ``names``, without decoding the rest.
+
+        ``None`` when that cannot be done safely: the bytes are not a record of ``expected``
+        by a known writer, or that writer's schema does not start with exactly those fields
+        of plain types (string, int, long, or a union of null with one of them). Then decode
+        the record whole, which says what is wrong. A malformed rest is not noticed here.
+        """
+        if len(data) < HEADER_SIZE or data[:2] != SINGLE_OBJECT_MARKER:
+            return None
+        writer = self.registry.by_fingerprint(data[2:HEADER_SIZE])
+        if writer is None or writer.name != expected:
+            return None
+        plan = _leading_plan(writer, names)
+        if plan is None:
+            return None
+        values: dict[str, Any] = {}
+        pos = HEADER_SIZE
+        try:
+            for name, kind in zip(names, plan, strict=True):
+                if kind.nullable:
+                    branch, pos = _read_varint(data, pos)
+                    if branch == 0:
+                        values[name] = None
+                        continue
+                    if branch != 1:
+                        return None
+                value, pos = _read_varint(data, pos)
+                if kind.text:
+                    end = pos + value
+                    if value < 0 or end > len(data):
+                        return None
+                    values[name] = data[pos:end].decode()
+                    pos = end
+                else:
+                    values[name] = value
+        except (IndexError, UnicodeDecodeError, _Mismatch):
+            return None
+        return values
+
+
+class _Leading:
+    """How one leading field is written: text or a varint, and behind a null union or not."""
+
+    __slots__ = ("nullable", "text")
+
+    def __init__(self, text: bool, nullable: bool) -> None:
+        self.text = text
+        self.nullable = nullable
+
+
+_PLANS: dict[tuple[bytes, tuple[str, ...]], list[_Leading] | None] = {}
+_PLAIN = {"string": True, "long": False, "int": False}
+
+
+def _leading_plan(writer: RootSchema, names: tuple[str, ...]) -> list[_Leading] | None:
+    """The layout of ``names`` at the start of ``writer``'s record, if plain (cached)."""
+    key = (writer.fingerprint, names)
+    if key not in _PLANS:
+        fields = writer.schema.get("fields", [])
+        plan: list[_Leading] = []
+        for i, name in enumerate(names):
+            field = fields[i] if i < len(fields) else {}
+            kind: Any = field.get("type")
+            nullable = isinstance(kind, list) and len(kind) == 2 and kind[0] == "null"
+            if nullable:
+                kind = kind[1]
+            if field.get("name") != name or not isinstance(kind, str) or kind not in _PLAIN:
+                break
+            plan.append(_Leading(_PLAIN[kind], nullable))
+        _PLANS[key] = plan if len(plan) == len(names) else None
+    return _PLANS[key]
+
 
 # -- compiled fast path ------------------------------------------------------------------------
 #

@@ -73,6 +73,23 @@ class Envelope:
     body: Body
 
 
+@dataclass(frozen=True, slots=True)
+class EnvelopeHead:
+    """An envelope whose body is not converted yet: what a router needs to pick records."""
+
+    type: str
+    """The envelope's ``type``: the body's type name (``WorkflowStarted``, ``ExecuteStep``...)."""
+    workflow_id: str
+    seq: int | None
+    causation_id: str | None
+    data: bytes
+    record: dict[str, Any] | None = None
+    """The Avro record, when it was decoded already."""
+
+
+_HEAD_FIELDS = ("event_id", "type", "workflow_id", "seq", "occurred_at", "causation_id")
+
+
 @dataclass(frozen=True)
 class _JsonFields:
     """The JSON-text fields of one record: whether each may be null, and which are documents.
@@ -158,11 +175,42 @@ class Contracts:
 
     def decode_envelope(self, data: bytes) -> Envelope:
         """The envelope in ``data``; raises :class:`DecodeError` for anything else."""
+        return self.envelope_of(self.decode_head(data))
+
+    def decode_head(self, data: bytes) -> EnvelopeHead:
+        """The routing fields of the envelope in ``data``; :meth:`envelope_of` decodes the
+        rest. Only the leading fields are read when the writer schema allows it (a small
+        fraction of the work); otherwise this decodes the record and raises
+        :class:`DecodeError` like :meth:`decode_envelope`. A malformed rest is found by
+        ``envelope_of``."""
+        leading = self.codec.read_leading(data, ENVELOPE, _HEAD_FIELDS)
+        if leading is not None:
+            return EnvelopeHead(
+                type=leading["type"],
+                workflow_id=leading["workflow_id"],
+                seq=leading["seq"],
+                causation_id=leading["causation_id"],
+                data=data,
+            )
         _, record = self.codec.decode(data, expected=ENVELOPE)
+        return EnvelopeHead(
+            type=record["body"][0].removeprefix(NAMESPACE),
+            workflow_id=record["workflow_id"],
+            seq=record["seq"],
+            causation_id=record["causation_id"],
+            data=data,
+            record=record,
+        )
+
+    def envelope_of(self, head: EnvelopeHead) -> Envelope:
+        """The whole envelope of ``head`` (converts the body; can be called again)."""
+        record = head.record
+        if record is None:
+            _, record = self.codec.decode(head.data, expected=ENVELOPE)
         record_name, fields = record["body"]
         type_name = record_name.removeprefix(NAMESPACE)
         try:
-            plain = self._from_avro(record_name, fields)
+            plain = self._from_avro(record_name, dict(fields))
             body: Body
             if type_name in EVENT_TYPES:
                 body = event_from_dict({"type": type_name, **plain})

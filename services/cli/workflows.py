@@ -3,29 +3,25 @@
 from __future__ import annotations
 
 import json
-import uuid
-from typing import Annotated, Any
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import Annotated, Any, TypeVar
 
 import typer
 from rich.console import Console
 from rich.live import Live
 from rich.table import Table
 
+from kflow.bus.topics import topic_names
 from kflow.cli.broker import require_broker
-from kflow.core.events import Event, StepEvent, event_to_dict
-from kflow.core.inputs import (
-    CancelWorkflow,
-    Input,
-    PauseWorkflow,
-    ResumeWorkflow,
-    SignalWorkflow,
-    StartWorkflow,
-)
+from kflow.client import Client, WorkflowHandle
+from kflow.core.errors import KflowError
+from kflow.core.events import Event, StepEvent, WorkflowCompleted, event_to_dict
 from kflow.core.jsondoc import dumps
-from kflow.orchestrator.client import ClientError, CommandPublisher, EventReader, is_final
 from kflow.settings import get_settings
 
 _SKIP_FIELDS = {"type", "workflow_id", "seq", "at", "step_key", "attempt", "cause", "definition"}
+T = TypeVar("T")
 
 
 def _json(text: str | None, option: str) -> Any:
@@ -40,16 +36,21 @@ def _json(text: str | None, option: str) -> Any:
         raise typer.Exit(2) from e
 
 
-def _send(command: Input, actor: str | None) -> None:
-    require_broker()
-    settings = get_settings()
+@contextmanager
+def _client(actor: str | None) -> Iterator[Client]:
+    """A Client on the configured broker; any kflow error becomes one line and exit 1."""
+    settings = require_broker()
     try:
-        publisher = CommandPublisher(settings.kafka_bootstrap, settings.topic_prefix, actor)
-        publisher.send(command)
-        publisher.flush()
-    except ClientError as e:
+        with Client(settings, actor=actor) as client:
+            yield client
+    except KflowError as e:
         typer.echo(f"error: {e}", err=True)
         raise typer.Exit(1) from e
+
+
+def _send(workflow_id: str, actor: str | None, send: Callable[[WorkflowHandle], T]) -> T:
+    with _client(actor) as client:
+        return send(client.get_handle(workflow_id))
 
 
 ActorOption = Annotated[str | None, typer.Option(help="who asks (recorded in the envelope)")]
@@ -70,29 +71,17 @@ def start(
     Example: kflow start docpipe --input '{"doc_id": "d-1"}' --id doc-1 --wait
     """
     value = _json(input, "--input")
-    workflow_id = workflow_id or str(uuid.uuid4())
-    reader = _reader(from_end=True, workflow_id=workflow_id) if wait else None
-    _send(StartWorkflow(workflow_id=workflow_id, name=name, version=version, input=value), actor)
-    typer.echo(f"started {workflow_id}")
-    if reader is not None:
-        code = _follow(reader, workflow_id)
-        raise typer.Exit(code)
+    with _client(actor) as client:
+        handle = client.start(name, value, id=workflow_id, version=version)
+        typer.echo(f"started {handle.workflow_id}")
+        if wait:
+            code = _follow(handle)
+            raise typer.Exit(code)
 
 
-def _reader(from_end: bool, workflow_id: str | None = None) -> EventReader:
-    require_broker()
-    settings = get_settings()
-    try:
-        return EventReader(
-            settings.kafka_bootstrap, settings.topic_prefix, from_end, workflow_id=workflow_id
-        )
-    except ClientError as e:
-        typer.echo(f"error: {e}", err=True)
-        raise typer.Exit(1) from e
-
-
-def _follow(reader: EventReader, workflow_id: str) -> int:
+def _follow(handle: WorkflowHandle) -> int:
     """Show step progress live until the workflow ends; exit code 0 only when it completed."""
+    workflow_id = handle.workflow_id
     steps: dict[str, str] = {}
     last: Event | None = None
 
@@ -105,21 +94,15 @@ def _follow(reader: EventReader, workflow_id: str) -> int:
         return table
 
     with Live(render(), console=Console(stderr=True), refresh_per_second=8) as live:
-        for logged in reader.follow(
-            lambda e: e.event.workflow_id == workflow_id and is_final(e.event)
-        ):
-            event = logged.event
-            if event.workflow_id != workflow_id:
-                continue
+        for event in handle.events():
             last = event
             if isinstance(event, StepEvent):
                 steps[event.step_key] = type(event).__name__.removeprefix("Step")
             live.update(render())
-    reader.close()
-    assert last is not None
+    assert last is not None  # events() ends with the final event
     summary = {k: v for k, v in event_to_dict(last).items() if k not in _SKIP_FIELDS}
     typer.echo(f"{type(last).__name__} {dumps(summary)}")
-    return 0 if type(last).__name__ == "WorkflowCompleted" else 1
+    return 0 if isinstance(last, WorkflowCompleted) else 1
 
 
 def signal(
@@ -134,10 +117,8 @@ def signal(
 
     Example: kflow signal doc-1 review --payload '{"approved": true}'
     """
-    _send(
-        SignalWorkflow(workflow_id=workflow_id, name=name, payload=_json(payload, "--payload")),
-        actor,
-    )
+    value = _json(payload, "--payload")
+    _send(workflow_id, actor, lambda handle: handle.signal(name, value))
     typer.echo(f"signalled {workflow_id}/{name}")
 
 
@@ -150,7 +131,7 @@ def pause(
 
     Example: kflow pause doc-1 --reason "waiting for the vendor"
     """
-    _send(PauseWorkflow(workflow_id=workflow_id, reason=reason), actor)
+    _send(workflow_id, actor, lambda handle: handle.pause(reason))
     typer.echo(f"pause requested for {workflow_id}")
 
 
@@ -162,7 +143,7 @@ def resume(
 
     Example: kflow resume doc-1
     """
-    _send(ResumeWorkflow(workflow_id=workflow_id), actor)
+    _send(workflow_id, actor, lambda handle: handle.resume())
     typer.echo(f"resume requested for {workflow_id}")
 
 
@@ -175,33 +156,31 @@ def cancel(
 
     Example: kflow cancel doc-1 --reason "duplicate upload"
     """
-    _send(CancelWorkflow(workflow_id=workflow_id, reason=reason), actor)
+    _send(workflow_id, actor, lambda handle: handle.cancel(reason))
     typer.echo(f"cancel requested for {workflow_id}")
 
 
 def events(
     workflow_id: Annotated[str, typer.Argument(help="workflow id")],
     as_json: Annotated[bool, typer.Option("--json", help="one JSON object per line")] = False,
+    follow: Annotated[
+        bool, typer.Option("--follow", help="print events as they happen, until it ends")
+    ] = False,
 ) -> None:
     """Print one workflow's events from the event log.
 
     Example: kflow events doc-1
     """
-    reader = _reader(from_end=False, workflow_id=workflow_id)
-    try:
-        found = [
-            logged.event
-            for logged in reader.read_to_end()
-            if logged.event.workflow_id == workflow_id
-        ]
-    except ClientError as e:
-        typer.echo(f"error: {e}", err=True)
-        raise typer.Exit(1) from e
-    finally:
-        reader.close()
+    topic = topic_names(get_settings().topic_prefix).events
+    if follow:
+        found = _send(workflow_id, None, lambda handle: _print_live(handle, as_json))
+    else:
+        found = _send(workflow_id, None, lambda handle: list(handle.events(follow=False)))
     if not found:
-        typer.echo(f"error: no events for workflow {workflow_id!r} in {reader.topic}", err=True)
+        typer.echo(f"error: no events for workflow {workflow_id!r} in {topic}", err=True)
         raise typer.Exit(1)
+    if follow:
+        return
     if as_json:
         for event in found:
             typer.echo(dumps(event_to_dict(event)))
@@ -210,18 +189,34 @@ def events(
     for column in ("seq", "type", "step", "attempt", "details"):
         table.add_column(column, overflow="fold")
     for event in found:
-        data = event_to_dict(event)
-        step = data.get("step_key", "")
-        details = {k: v for k, v in data.items() if k not in _SKIP_FIELDS}
-        text = dumps(details)
-        table.add_row(
-            str(event.seq),
-            type(event).__name__,
-            step.removeprefix(workflow_id + "/") if step else "",
-            str(data.get("attempt", "")),
-            text if len(text) < 120 else text[:117] + "...",
-        )
+        step, attempt, text = _columns(event)
+        table.add_row(str(event.seq), type(event).__name__, step, attempt, text)
     Console(width=180).print(table)
+
+
+def _columns(event: Event) -> tuple[str, str, str]:
+    """The step (without the workflow id), attempt and details of one event's row."""
+    data = event_to_dict(event)
+    step = data.get("step_key", "")
+    details = dumps({k: v for k, v in data.items() if k not in _SKIP_FIELDS})
+    return (
+        step.removeprefix(event.workflow_id + "/") if step else "",
+        str(data.get("attempt", "")),
+        details if len(details) < 120 else details[:117] + "...",
+    )
+
+
+def _print_live(handle: WorkflowHandle, as_json: bool) -> list[Event]:
+    """Print each event as it happens (one line each) until the final one."""
+    found: list[Event] = []
+    for event in handle.events():
+        found.append(event)
+        if as_json:
+            typer.echo(dumps(event_to_dict(event)))
+        else:
+            step, attempt, text = _columns(event)
+            typer.echo(f"{event.seq:>4} {type(event).__name__:<24} {step} {attempt} {text}")
+    return found
 
 
 def register(app: typer.Typer) -> None:

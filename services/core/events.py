@@ -243,6 +243,8 @@ class InputRejected(Event):
 
 NOTICE_TYPES: tuple[type[Event], ...] = (WorkflowRejected, DuplicateStartIgnored, InputRejected)
 TERMINAL_TYPES: tuple[type[Event], ...] = (WorkflowCompleted, WorkflowFailed, WorkflowCancelled)
+FINAL_TYPES: tuple[type[Event], ...] = (*TERMINAL_TYPES, WorkflowRejected)
+"""Types after which a workflow id's run never changes (see :func:`is_final`)."""
 
 EVENT_TYPES: dict[str, type[Event]] = {
     cls.__name__: cls
@@ -282,6 +284,11 @@ _DOCUMENTS: dict[type[Event], tuple[tuple[str, bool], ...]] = {
 def is_notice(event: Event) -> bool:
     """True for seq-0 answers that never change state."""
     return isinstance(event, NOTICE_TYPES)
+
+
+def is_final(event: Event) -> bool:
+    """True for events after which a workflow never changes (terminal, or its start rejected)."""
+    return isinstance(event, FINAL_TYPES)
 
 
 def event_to_dict(event: Event) -> dict[str, Any]:

@@ -12,7 +12,8 @@ import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 
-from kflow.bus.contracts import Envelope, EnvelopeMeta, default_contracts
+from kflow.bus.contracts import Envelope, default_contracts
+from kflow.bus.envelope import envelope_meta
 from kflow.bus.eos import Handler, PartitionId
 from kflow.bus.message import BusMessage, OutRecord
 from kflow.bus.records import ExecuteStep
@@ -256,7 +257,8 @@ class OrchestratorHandler(Handler[Envelope]):
             event_id = (
                 f"{event.workflow_id}/{event.seq}" if event.seq else f"{cause_id}/notice{index}"
             )
-            meta = EnvelopeMeta(
+            meta = envelope_meta(
+                event,
                 event_id=event_id,
                 causation_id=cause_id or None,
                 correlation_id=correlation,
@@ -292,7 +294,8 @@ class OrchestratorHandler(Handler[Envelope]):
             idempotency_key=event.idempotency_key,
             scheduled_at=event.at,
         )
-        meta = EnvelopeMeta(
+        meta = envelope_meta(
+            task,
             event_id=event.idempotency_key,
             causation_id=f"{event.workflow_id}/{event.seq}",
             correlation_id=correlation,

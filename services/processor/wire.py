@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-import time
-
-from kflow.bus.contracts import EnvelopeMeta, decode, encode_input
+from kflow.bus.contracts import decode, encode_input
+from kflow.bus.envelope import envelope_meta
+from kflow.bus.eos_handler import system_clock_ms
 from kflow.bus.errors import DecodeError, DecodeFailure
 from kflow.bus.records import ExecuteStep
 from kflow.core.inputs import StepError, StepHeartbeat, StepResult
@@ -24,14 +24,14 @@ def decode_task(data: bytes) -> ExecuteStep:
 
 def encode_result(value: StepResult | StepError | StepHeartbeat) -> bytes:
     """Envelope bytes of a result, error or heartbeat for ``{prefix}.results``."""
-    now = time.time_ns() // 1_000_000
+    now = system_clock_ms()
     key = f"{value.step_key}#{value.attempt}"
     kind = type(value).__name__
-    meta = EnvelopeMeta(
+    meta = envelope_meta(
+        value,
         event_id=f"{key}/{kind}/{now}" if isinstance(value, StepHeartbeat) else f"{key}/{kind}",
         occurred_at=now,
         causation_id=key,
-        correlation_id=value.workflow_id,
         idempotency_key=key,
     )
     return encode_input(value, meta)

@@ -11,7 +11,8 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from kflow.bus.contracts import EnvelopeMeta, encode_input
+from kflow.bus.contracts import encode_input
+from kflow.bus.envelope import envelope_meta
 from kflow.bus.errors import EncodeError
 from kflow.bus.message import trace_headers
 from kflow.core.inputs import StartWorkflow
@@ -108,7 +109,8 @@ def encode_row(row: OutboxRow, max_payload_bytes: int) -> EncodedRow:
         actor=row.actor,
     )
     correlation_id = row.correlation_id or row.workflow_id
-    meta = EnvelopeMeta(
+    meta = envelope_meta(
+        command,
         event_id=row.event_id,
         occurred_at=int(row.created_at.timestamp() * 1000),
         correlation_id=correlation_id,

@@ -72,6 +72,37 @@ def test_envelope_round_trip(body: Body) -> None:
         assert envelope.seq is None
 
 
+@pytest.mark.parametrize("body", SAMPLES, ids=lambda b: type(b).__name__)
+def test_a_head_has_the_routing_fields_and_converts_to_the_same_envelope(body: Body) -> None:
+    contracts = default_contracts()
+    data = contracts.encode_body(body, META)
+    head = contracts.decode_head(data)
+    assert (head.type, head.workflow_id, head.causation_id) == (
+        type(body).__name__,
+        body.workflow_id,
+        "cause-1",
+    )
+    assert head.seq == (body.seq if isinstance(body, Event) else None)
+    assert contracts.envelope_of(head) == contracts.envelope_of(head) == decode(data)
+
+
+def test_leading_fields_are_read_only_when_safe() -> None:
+    contracts = default_contracts()
+    data = contracts.encode_body(SAMPLES[0], META)
+    names = ("event_id", "type", "workflow_id")
+    assert contracts.codec.read_leading(data, ENVELOPE, names) == {
+        "event_id": META.event_id,
+        "type": type(SAMPLES[0]).__name__,
+        "workflow_id": SAMPLES[0].workflow_id,
+    }
+    assert contracts.codec.read_leading(data, ENVELOPE, ("type",)) is None  # not the 1st field
+    assert contracts.codec.read_leading(data, "kflow.WorkflowSnapshot", names) is None
+    assert contracts.codec.read_leading(data[:12], ENVELOPE, names) is None  # truncated
+    with pytest.raises(DecodeError) as truncated:
+        contracts.decode_head(data[:12])
+    assert truncated.value.reason in (DecodeFailure.TRUNCATED, DecodeFailure.MALFORMED)
+
+
 def test_event_takes_seq_and_time_from_the_event() -> None:
     event = StepSucceeded(
         workflow_id="w", step_key="w/a", attempt=1, seq=7, at=1234, output={"k": 1}

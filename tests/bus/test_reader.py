@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 import uuid
 from collections.abc import Sequence
 
@@ -10,6 +11,7 @@ from confluent_kafka import Producer
 
 from kflow.bus.admin import create_topics, delete_topics
 from kflow.bus.reader import (
+    RawRecord,
     ReaderError,
     TopicReader,
     partition_for,
@@ -20,6 +22,8 @@ from kflow.bus.reader import (
 from kflow.bus.topics import TopicSpec
 
 pytestmark = pytest.mark.integration
+
+HANG_S = 60.0  # a safety net against hangs, not a speed assertion
 
 
 @pytest.fixture
@@ -78,6 +82,27 @@ def test_follow_from_the_end_sees_only_new_records(kafka_bootstrap: str, topic: 
         transactional_write(kafka_bootstrap, topic, [("new", b"new")])
         seen = next(r for r in reader.follow(timeout_s=30))
     assert (seen.key, seen.value) == ("new", b"new")
+
+
+def test_poll_returns_at_the_first_record_not_at_the_timeout(
+    kafka_bootstrap: str, topic: str
+) -> None:
+    reader = TopicReader(kafka_bootstrap, topic, start="end")
+    assert list(reader.read_to_end(timeout_s=30)) == []
+    got: list[RawRecord] = []
+
+    def wait() -> None:
+        while not got:  # a poll may return only an end-of-partition event
+            got.extend(reader.poll(timeout_s=3600))
+
+    waiter = threading.Thread(target=wait, daemon=True)
+    waiter.start()
+    transactional_write(kafka_bootstrap, topic, [("one", b"1")])
+    waiter.join(HANG_S)
+    # consume(1000, timeout) would wait for 1000 records or the whole hour
+    assert not waiter.is_alive(), f"poll(timeout_s=3600) still waiting {HANG_S}s after a record"
+    reader.close()  # not while the waiter is inside the consumer
+    assert [(r.key, r.value) for r in got] == [("one", b"1")]
 
 
 def test_a_missing_topic_is_named_with_the_fix(kafka_bootstrap: str) -> None:

@@ -12,7 +12,7 @@ import pytest
 from kflow.api.apikeys import Principal, Scope, hash_token, matches, parse_key_id
 from kflow.api.problems import Problem
 from kflow.api.queries import decode_cursor, encode_cursor
-from kflow.api.routes_commands import workflow_id_for
+from kflow.bus.envelope import workflow_id_for
 from kflow.core.events import StepEvent, event_to_dict
 from kflow.core.views import StepView, apply_step_event, apply_workflow_event
 from kflow.projections import fold
@@ -44,6 +44,8 @@ def test_scopes_include_the_lower_ones() -> None:
 def test_idempotency_keys_map_to_stable_per_tenant_ids() -> None:
     assert workflow_id_for("acme", "k1") == workflow_id_for("acme", "k1")
     assert workflow_id_for("acme", "k1") != workflow_id_for("globex", "k1")
+    # the mapping must never change, or a retry after an upgrade starts a second workflow
+    assert workflow_id_for("acme", "k1") == "945c2e4c-996f-50f6-93e1-36adda4dfcd9"
 
 
 def test_rows_round_trip_to_the_cores_views() -> None:

@@ -10,7 +10,8 @@ import uuid
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
-from kflow.bus.contracts import EnvelopeMeta, encode_event
+from kflow.bus.contracts import encode_event
+from kflow.bus.envelope import envelope_meta
 from kflow.core.definition import NodeSpec, RetryPolicy, WorkflowDefinition
 from kflow.core.errors import ErrorClass
 from kflow.core.events import Event, StepScheduled
@@ -93,7 +94,8 @@ def run_workflow(
 
 def encode(wlog: WorkflowLog, event: Event) -> bytes:
     """Envelope bytes of one event, with a deterministic event id."""
-    meta = EnvelopeMeta(
+    meta = envelope_meta(
+        event,
         event_id=str(
             uuid.uuid5(_EVENT_NS, f"{event.workflow_id}/{event.seq}/{type(event).__name__}")
         ),

@@ -12,10 +12,14 @@ from typing import Any
 import pytest
 
 import tests.runtime.nodes  # noqa: F401  (registers the test node types)
+from kflow.bus.commands import CommandPublisher
+from kflow.bus.contracts import decode
+from kflow.bus.envelope import envelope_meta
+from kflow.bus.reader import TopicReader
+from kflow.bus.topics import topic_names
 from kflow.core.definition import WorkflowDefinition, parse_definition
-from kflow.core.events import Event
+from kflow.core.events import Event, is_final
 from kflow.core.inputs import Input, StartWorkflow
-from kflow.orchestrator.client import CommandPublisher, EventReader, is_final
 from kflow.orchestrator.service import OrchestratorConfig, OrchestratorService
 from kflow.processor.registry import load_node_modules, registry
 from kflow.processor.service import ProcessorConfig, ProcessorService
@@ -36,7 +40,7 @@ class Runtime:
     processors: list[tuple[ProcessorService, threading.Thread]] = field(default_factory=list)
     publisher: CommandPublisher | None = None
     events: dict[str, list[Event]] = field(default_factory=dict)
-    _reader: EventReader | None = None
+    _reader: TopicReader | None = None
 
     @property
     def prefix(self) -> str:
@@ -85,9 +89,10 @@ class Runtime:
 
     def send(self, command: Input) -> None:
         if self.publisher is None:
-            self.publisher = CommandPublisher(self.settings.kafka_bootstrap, self.prefix, "test")
-        self.publisher.send(command)
-        self.publisher.flush()
+            self.publisher = CommandPublisher(
+                self.settings.kafka_bootstrap, self.prefix, timeout_s=30, component="test"
+            )
+        self.publisher.publish(command, envelope_meta(command, actor="test"))
 
     def start(self, name: str, input: Any = None, workflow_id: str | None = None) -> str:
         workflow_id = workflow_id or f"wf-{uuid.uuid4().hex[:10]}"
@@ -96,9 +101,13 @@ class Runtime:
 
     def _read(self) -> None:
         if self._reader is None:
-            self._reader = EventReader(self.settings.kafka_bootstrap, self.prefix)
-        for logged in self._reader.poll(0.1):
-            self.events.setdefault(logged.event.workflow_id, []).append(logged.event)
+            self._reader = TopicReader(
+                self.settings.kafka_bootstrap, topic_names(self.prefix).events
+            )
+        for record in self._reader.poll(0.1):
+            body = decode(record.value).body if record.value else None
+            if isinstance(body, Event):
+                self.events.setdefault(body.workflow_id, []).append(body)
 
     def wait_for(self, workflow_id: str, type_name: str) -> list[Event]:
         """Events of ``workflow_id`` once one of type ``type_name`` arrived."""
@@ -134,6 +143,8 @@ class Runtime:
             thread.join(30)
         if self._reader is not None:
             self._reader.close()
+        if self.publisher is not None:
+            self.publisher.close()
 
 
 @pytest.fixture

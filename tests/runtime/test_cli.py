@@ -2,17 +2,25 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from typer.testing import CliRunner
 
 from kflow.cli.main import _register, app
+from kflow.core.events import event_to_dict
 from kflow.settings import Settings, get_settings
+from tests.runtime.conftest import Runtime
 
 _register()
 runner = CliRunner()
+
+
+def echo(node_id: str, type: str = "echo", **extra: Any) -> dict[str, Any]:
+    return {"id": node_id, "type": type, "queue": "default", **extra}
 
 
 @pytest.fixture
@@ -88,3 +96,27 @@ def test_apply_start_and_read_events_of_an_unknown_workflow(cli_env: Settings) -
     missing = runner.invoke(app, ["events", "never-started"])
     assert missing.exit_code == 1
     assert "no events for workflow 'never-started'" in missing.output
+
+
+@pytest.mark.integration
+def test_start_wait_follows_to_the_end_and_events_prints_the_log(
+    runtime: Runtime, cli_env: Settings
+) -> None:
+    runtime.apply({"name": "pair", "nodes": [echo("a"), echo("b", depends_on=["a"])]})
+    runtime.apply({"name": "bad", "nodes": [echo("x", type="test.fail")]})
+    done = runner.invoke(app, ["start", "pair", "--id", "cli-pair", "--wait"])
+    assert done.exit_code == 0, done.output
+    assert "started cli-pair" in done.output
+    assert done.stdout.strip().splitlines()[-1].startswith("WorkflowCompleted {")
+    printed = runner.invoke(app, ["events", "cli-pair", "--json"])
+    assert printed.exit_code == 0, printed.output
+    logged = runtime.wait_final(["cli-pair"])["cli-pair"]
+    assert [json.loads(line) for line in printed.output.splitlines()] == [
+        event_to_dict(e) for e in logged
+    ]
+    followed = runner.invoke(app, ["events", "cli-pair", "--json", "--follow"])
+    assert followed.output == printed.output
+    for name, ending in (("bad", "WorkflowFailed"), ("nope", "WorkflowRejected")):
+        ended = runner.invoke(app, ["start", name, "--wait"])
+        assert ended.exit_code == 1, ended.output
+        assert ended.stdout.strip().splitlines()[-1].startswith(ending + " {")

@@ -9,7 +9,9 @@ import pytest
 from confluent_kafka import Consumer, TopicPartition
 
 from kflow.bus.codec import AvroCodec
+from kflow.bus.contracts import decode
 from kflow.bus.dead_letter import decode_dead_letter
+from kflow.bus.reader import read_key
 from kflow.bus.topics import topic_names
 from kflow.core.events import (
     DuplicateStartIgnored,
@@ -28,7 +30,6 @@ from kflow.core.inputs import (
     StartWorkflow,
 )
 from kflow.observability.lag import LagRow, consumer_lag
-from kflow.orchestrator.client import EventReader
 from tests.kafka_helpers import consume_all, produce
 from tests.runtime.conftest import TEST_QUEUES, Runtime, types_of
 
@@ -414,14 +415,10 @@ def test_reading_one_workflows_partition_finds_all_its_events(runtime: Runtime) 
     runtime.apply({"name": "small", "nodes": [task("a"), task("b", depends_on=["a"])]})
     ids = [runtime.start("small") for _ in range(6)]
     finals = runtime.wait_final(ids)
+    events_topic = topic_names(runtime.prefix).events
     for workflow_id in ids:
-        reader = EventReader(
-            runtime.settings.kafka_bootstrap, runtime.prefix, workflow_id=workflow_id
-        )
-        try:
-            found = [e.event for e in reader.read_to_end() if e.event.workflow_id == workflow_id]
-        finally:
-            reader.close()
+        records = read_key(runtime.settings.kafka_bootstrap, events_topic, workflow_id)
+        found = [decode(r.value).body for r in records if r.value]
         assert found == finals[workflow_id]
 
 

@@ -1,0 +1,159 @@
+"""The one command publisher: commands to ``{prefix}.commands``, keyed by workflow id.
+
+Used by the API, the CLI and :class:`kflow.Client`. A command counts as sent once the
+broker acknowledged it; the wait for that is bounded by ``timeout_s``, which is also the
+producer's ``message.timeout.ms``, so a command reported as not delivered is not written
+minutes later. Retrying is always safe: a repeated StartWorkflow for the same workflow id
+is ignored by the orchestrator (ADR 0011). :meth:`CommandPublisher.publish` waits in the
+calling thread, :meth:`CommandPublisher.publish_async` in an event loop (the API answers
+503 when it raises, ADR 0045).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import threading
+from collections.abc import Callable
+from concurrent.futures import Future
+from concurrent.futures import TimeoutError as FutureTimeout
+
+from confluent_kafka import KafkaError, Message
+
+from kflow.bus.clients import make_producer
+from kflow.bus.contracts import EnvelopeMeta, encode_input
+from kflow.bus.errors import BusError
+from kflow.bus.topics import topic_names
+from kflow.core.inputs import Input
+from kflow.observability.metrics import EVENTS_OUT
+
+DELIVERY_TIMEOUT_S = 2.5
+"""The API's wait for the broker's ack: a healthy broker acks in milliseconds, an HTTP client
+is better served by a quick 503 with Retry-After than by a request that hangs."""
+
+
+class CommandNotDelivered(BusError):
+    """The broker did not acknowledge a command in time (Kafka down, overloaded or unknown
+    topic); the message names the command and the fix. Sending it again is safe."""
+
+
+class CommandPublisher:
+    """An idempotent producer polled by a daemon thread; each command's ack is awaited."""
+
+    def __init__(
+        self,
+        bootstrap: str,
+        topic_prefix: str,
+        *,
+        timeout_s: float = DELIVERY_TIMEOUT_S,
+        component: str = "client",
+    ) -> None:
+        self.topic = topic_names(topic_prefix).commands
+        self.timeout_s = timeout_s
+        self._bootstrap = bootstrap
+        self._sent = EVENTS_OUT.labels(component, self.topic)
+        timeout_ms = max(1, int(timeout_s * 1000))
+        self._producer = make_producer(
+            bootstrap,
+            overrides={
+                "linger.ms": 1,
+                # librdkafka gives up on the record when the caller does, so a command
+                # reported as not delivered is not written later (a retry is safe either way)
+                "message.timeout.ms": timeout_ms,
+                "socket.connection.setup.timeout.ms": max(1000, timeout_ms),
+                # reconnect within 1 s of the broker coming back (the default backs off to 10 s)
+                "reconnect.backoff.max.ms": 1000,
+            },
+        )
+        self._stop = threading.Event()
+        self._poller = threading.Thread(target=self._poll, name="command-producer", daemon=True)
+        self._poller.start()
+
+    def _poll(self) -> None:
+        while not self._stop.is_set():
+            self._producer.poll(0.05)
+
+    def submit(self, command: Input, meta: EnvelopeMeta) -> Future[str]:
+        """Produce ``command`` in its envelope; the future gives ``meta.event_id`` once acked.
+
+        The future fails with :class:`CommandNotDelivered`. Prefer :meth:`publish` or
+        :meth:`publish_async`, which also bound the wait.
+        """
+        done: Future[str] = Future()
+        done.set_running_or_notify_cancel()  # a waiter that gives up cannot cancel it
+
+        def settle(error: CommandNotDelivered | None) -> None:
+            if error is None:
+                done.set_result(meta.event_id)
+            else:
+                done.set_exception(error)
+
+        self._produce(command, meta, settle)
+        return done
+
+    def publish(self, command: Input, meta: EnvelopeMeta) -> str:
+        """Send ``command`` and wait (at most ``timeout_s``) for the ack; returns its event id."""
+        try:
+            return self.submit(command, meta).result(self.timeout_s)
+        except FutureTimeout as e:
+            raise self._not_delivered(command, "no acknowledgement") from e
+
+    async def publish_async(self, command: Input, meta: EnvelopeMeta) -> str:
+        """:meth:`publish` for an event loop."""
+        loop = asyncio.get_running_loop()
+        done: asyncio.Future[str] = loop.create_future()
+
+        def resolve(error: CommandNotDelivered | None) -> None:
+            if done.done():  # the waiter gave up
+                return
+            if error is None:
+                done.set_result(meta.event_id)
+            else:
+                done.set_exception(error)
+
+        def settle(error: CommandNotDelivered | None) -> None:  # in the poller thread
+            with contextlib.suppress(RuntimeError):  # the loop closed meanwhile
+                loop.call_soon_threadsafe(resolve, error)
+
+        self._produce(command, meta, settle)
+        try:
+            return await asyncio.wait_for(done, self.timeout_s)
+        except TimeoutError as e:
+            raise self._not_delivered(command, "no acknowledgement") from e
+
+    def _produce(
+        self,
+        command: Input,
+        meta: EnvelopeMeta,
+        settle: Callable[[CommandNotDelivered | None], None],
+    ) -> None:
+        """Produce ``command``; ``settle`` gets ``None`` once acked, else why not (once)."""
+        value = encode_input(command, meta)
+
+        def on_delivery(err: KafkaError | None, _msg: Message) -> None:
+            if err is None:
+                self._sent.inc()
+                settle(None)
+            else:
+                settle(self._not_delivered(command, err.str()))
+
+        try:
+            self._producer.produce(
+                self.topic, key=command.workflow_id, value=value, on_delivery=on_delivery
+            )
+        except BufferError:
+            settle(self._not_delivered(command, "the producer queue is full"))
+
+    def _not_delivered(self, command: Input, why: str) -> CommandNotDelivered:
+        return CommandNotDelivered(
+            f"{type(command).__name__} for workflow {command.workflow_id!r} was not written "
+            f"to {self.topic} at {self._bootstrap} within {self.timeout_s:g} s ({why}); is "
+            "Kafka up (`kflow dev status`) and the topic created (`kflow topics create`)? "
+            "Sending it again is safe"
+        )
+
+    def close(self, timeout_s: float = 5.0) -> None:
+        """Deliver what is queued (bounded by ``timeout_s``), then stop the poller."""
+        self._producer.flush(timeout_s)
+        self._stop.set()
+        self._poller.join(2)

@@ -1,0 +1,198 @@
+"""Handles on one workflow: wait for its result, follow its events, send it commands."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import weakref
+from collections.abc import AsyncIterator, Iterator
+from typing import Any
+
+from kflow.client.core import ClientCore
+from kflow.client.follow import Follower
+from kflow.client.tracker import Ready, Step, Tracker, deadline_of, outcome, remaining
+from kflow.client.watcher import LoopWake
+from kflow.core.events import Event
+from kflow.core.inputs import (
+    CancelWorkflow,
+    Input,
+    PauseWorkflow,
+    ResumeWorkflow,
+    SignalWorkflow,
+)
+
+
+def _ended(follower: Follower) -> bool:
+    return follower.done
+
+
+def _more_than(count: int) -> Ready:
+    return lambda follower: len(follower.run) > count or follower.done
+
+
+def _history_read(follower: Follower) -> bool:
+    return not follower.needs_history
+
+
+class _Base:
+    def __init__(self, core: ClientCore, tracker: Tracker) -> None:
+        self._core = core
+        self._tracker = tracker
+        self.workflow_id = tracker.workflow_id
+        weakref.finalize(self, tracker.release)
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.workflow_id!r})"
+
+    def _signal(self, name: str, payload: Any) -> Input:
+        return SignalWorkflow(workflow_id=self.workflow_id, name=name, payload=payload)
+
+
+class WorkflowHandle(_Base):
+    """One workflow, seen from a :class:`~kflow.client.client.Client`.
+
+    Waiting never polls on a timer: the client's one watcher wakes the handle as soon as
+    the event is readable. A handle from ``get_handle`` reads its workflow's partition from
+    the start the first time it waits, then follows it live.
+    """
+
+    def result(self, timeout: float | None = None) -> Any:
+        """Wait for the workflow to end; its output if it completed.
+
+        Raises :class:`~kflow.client.errors.WorkflowFailed`, ``WorkflowCancelled`` or
+        ``WorkflowRejected`` for the other endings, ``WaitTimeout`` after ``timeout`` s.
+        """
+        self._wait(_ended, deadline_of(timeout), final_only=True, what=("no end", timeout))
+        return outcome(self._tracker.final())
+
+    def events(self, *, follow: bool = True, timeout: float | None = None) -> Iterator[Event]:
+        """The workflow's events in log order, from its first (``WorkflowStarted``).
+
+        With ``follow`` it yields each event as it happens and stops after the final one;
+        without, it stops after the events in the log now. ``timeout`` bounds the whole
+        iteration (then ``WaitTimeout``).
+        """
+        deadline = deadline_of(timeout)
+        seen = 0
+        while True:
+            ready = _more_than(seen) if follow else _history_read
+            self._wait(ready, deadline, final_only=False, what=("no further event", timeout))
+            batch, done = self._tracker.snapshot(seen)
+            yield from batch
+            seen += len(batch)
+            if done or not follow:
+                return
+
+    def signal(self, name: str, payload: Any = None) -> None:
+        """Send a signal to the waiting step ``name`` (e.g. ``{"approved": True}``)."""
+        self._send(self._signal(name, payload))
+
+    def pause(self, reason: str = "") -> None:
+        """Ask the orchestrator to schedule no new steps until :meth:`resume`."""
+        self._send(PauseWorkflow(workflow_id=self.workflow_id, reason=reason))
+
+    def resume(self) -> None:
+        """Resume a paused workflow."""
+        self._send(ResumeWorkflow(workflow_id=self.workflow_id))
+
+    def cancel(self, reason: str = "") -> None:
+        """Cancel the workflow (running steps are marked cancelled)."""
+        self._send(CancelWorkflow(workflow_id=self.workflow_id, reason=reason))
+
+    def _send(self, command: Input) -> None:
+        self._core.publisher().publish(command, self._core.meta(command))
+
+    def _wait(
+        self,
+        ready: Ready,
+        deadline: float | None,
+        final_only: bool,
+        what: tuple[str, float | None],
+    ) -> None:
+        tracker = self._tracker
+        while True:
+            woken = threading.Event()
+            step = tracker.step(ready, woken.set, final_only)
+            if step is Step.READY:
+                return
+            if step is Step.READ_HISTORY:
+                tracker.read_history()
+                continue
+            if not woken.wait(remaining(deadline)):
+                if tracker.gave_up(ready, woken.set):
+                    return
+                raise tracker.timeout(*what)
+
+
+class AsyncWorkflowHandle(_Base):
+    """:class:`WorkflowHandle` for asyncio, from an :class:`~kflow.client.client.AsyncClient`."""
+
+    async def result(self, timeout: float | None = None) -> Any:
+        """Wait for the workflow to end; see :meth:`WorkflowHandle.result`."""
+        await self._wait(_ended, deadline_of(timeout), final_only=True, what=("no end", timeout))
+        return outcome(self._tracker.final())
+
+    async def events(
+        self, *, follow: bool = True, timeout: float | None = None
+    ) -> AsyncIterator[Event]:
+        """The workflow's events; see :meth:`WorkflowHandle.events`."""
+        deadline = deadline_of(timeout)
+        seen = 0
+        while True:
+            ready = _more_than(seen) if follow else _history_read
+            await self._wait(ready, deadline, final_only=False, what=("no further event", timeout))
+            batch, done = self._tracker.snapshot(seen)
+            for event in batch:
+                yield event
+            seen += len(batch)
+            if done or not follow:
+                return
+
+    async def signal(self, name: str, payload: Any = None) -> None:
+        """Send a signal to the waiting step ``name``."""
+        await self._send(self._signal(name, payload))
+
+    async def pause(self, reason: str = "") -> None:
+        """Ask the orchestrator to schedule no new steps until :meth:`resume`."""
+        await self._send(PauseWorkflow(workflow_id=self.workflow_id, reason=reason))
+
+    async def resume(self) -> None:
+        """Resume a paused workflow."""
+        await self._send(ResumeWorkflow(workflow_id=self.workflow_id))
+
+    async def cancel(self, reason: str = "") -> None:
+        """Cancel the workflow (running steps are marked cancelled)."""
+        await self._send(CancelWorkflow(workflow_id=self.workflow_id, reason=reason))
+
+    async def _send(self, command: Input) -> None:
+        await self._core.publisher().publish_async(command, self._core.meta(command))
+
+    async def _wait(
+        self,
+        ready: Ready,
+        deadline: float | None,
+        final_only: bool,
+        what: tuple[str, float | None],
+    ) -> None:
+        tracker = self._tracker
+        if not tracker.subscribed:
+            await asyncio.to_thread(tracker.subscribe)  # may start the watcher: blocks
+        loop = asyncio.get_running_loop()
+        while True:
+            woken: asyncio.Future[None] = loop.create_future()
+            wake = LoopWake(loop, woken)
+            step = tracker.step(ready, wake, final_only)
+            if step is Step.READY:
+                return
+            if step is Step.READ_HISTORY:
+                await asyncio.to_thread(tracker.read_history)
+                continue
+            try:
+                await asyncio.wait_for(woken, remaining(deadline))
+            except TimeoutError:
+                if tracker.gave_up(ready, wake):
+                    return
+                raise tracker.timeout(*what) from None
+            except BaseException:
+                tracker.gave_up(ready, wake)
+                raise

@@ -273,6 +273,15 @@ def stop(process: subprocess.Popen[str]) -> None:
             process.wait()
 
 
+CLIENT_SCRIPT = """
+import kflow
+
+with kflow.Client(actor="outside-test") as client:
+    handle = client.start("outside-shout", {"text": "from the client"})
+    print(handle.result(timeout=90))
+"""
+
+
 def test_a_workflow_runs_from_the_install_outside_the_checkout(
     installed: Installed, stack: Settings, outside_prefix: str, pg_dsn: str
 ) -> None:
@@ -314,6 +323,18 @@ def test_a_workflow_runs_from_the_install_outside_the_checkout(
             )
         )
         assert "WorkflowCompleted" in shout and '"HI"' in shout
+        # another service's code: only `import kflow`, a Client started and awaited
+        client = subprocess.run(
+            [str(installed.venv / "bin" / "python"), "-c", CLIENT_SCRIPT],
+            cwd=installed.elsewhere,
+            env=env,
+            capture_output=True,
+            text=True,
+            check=False,
+            timeout=120,
+        )
+        assert client.returncode == 0, client.stderr
+        assert client.stdout.strip() == "{'shout': {'text': 'FROM THE CLIENT'}}"
 
         doc = f"doc-{uuid.uuid4().hex[:6]}"
         document = json.dumps({"doc_id": doc, "sections": 2, "failure_rate": 0})

@@ -353,7 +353,7 @@ def test_a_workflow_runs_from_the_install_outside_the_checkout(
         )
         assert signalled.returncode == 0, signalled.stderr
         out = services.finish(waiting)
-        assert "WorkflowCompleted" in out and '"approved_by": "t"' in out
+        assert "WorkflowCompleted" in out and '"approved_by":"t"' in out
         services.check()
     finally:
         services.stop()

@@ -27,13 +27,12 @@ import uuid
 from collections.abc import Awaitable
 from typing import Any, TypeVar
 
-from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
 from json_bench import document  # bench/ is on sys.path when run as a script
 from readside_bench import process_cpu_s
 
 from kflow.bus.admin import create_topics, delete_topics
 from kflow.bus.contracts import decode
-from kflow.bus.reader import partition_for
+from kflow.bus.reader import TopicReader, partition_for
 from kflow.bus.topics import topic_names, topic_specs
 from kflow.cli.run import service_command, stop_children
 from kflow.client import AsyncClient
@@ -118,23 +117,8 @@ class Bench:
 
 def _records(bootstrap: str, topic: str, partition: int) -> list[Any]:
     """Every committed record of one partition, decoded, with its Kafka timestamp."""
-    consumer = Consumer(
-        {
-            "bootstrap.servers": bootstrap,
-            "group.id": f"bench-breakdown-{uuid.uuid4().hex}",
-            "isolation.level": "read_committed",
-            "enable.auto.commit": False,
-            "log_level": 3,
-        }
-    )
-    consumer.assign([TopicPartition(topic, partition, OFFSET_BEGINNING)])
-    found: list[Any] = []
-    while batch := consumer.consume(1000, 2.0):  # the workflow is done: read until idle
-        for message in batch:
-            if message.error() is None and message.value():
-                found.append((decode(message.value()), message.timestamp()[1]))
-    consumer.close()
-    return found
+    with TopicReader(bootstrap, topic, partitions=[partition]) as reader:
+        return [(decode(r.value), r.timestamp_ms) for r in reader.read_to_end() if r.value]
 
 
 def chain_breakdown(bootstrap: str, prefix: str, workflow_id: str, partitions: int) -> str:

@@ -1,16 +1,18 @@
 """The kflow demo (``kflow demo``, ``make demo`` or ``python -m kflow.examples.demo``).
 
-Brings up an orchestrator and a docpipe processor as subprocesses, registers
-the document-pipeline definition, starts a batch of workflows the way another
-service would (``kflow.AsyncClient``: Avro StartWorkflow records on the commands
-topic), approves each review step with a signal, shows progress and a summary,
-prints one workflow's events, and stops what it started.
+Brings up an orchestrator, a docpipe processor, both projectors and the API (with the
+console) as subprocesses, registers the document-pipeline definition, starts a batch of
+workflows the way another service would (``kflow.AsyncClient``: Avro StartWorkflow records
+on the commands topic), approves each review step with a signal, shows progress and a
+summary, one workflow's events and its read-model row, and where to open the console with
+a fresh admin key; from a terminal it keeps the services running until Ctrl-C.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import os
 import subprocess
 import sys
@@ -19,10 +21,12 @@ import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
+import httpx
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from kflow.api.apikeys import Scope, create_key
 from kflow.bus.admin import broker_reachable, create_topics
 from kflow.bus.topics import TopicSpec, topic_names
 from kflow.cli.run import service_command, stop_children
@@ -36,8 +40,10 @@ from kflow.core.events import (
     WorkflowFailed,
     WorkflowRejected,
 )
+from kflow.projections.db import connect
+from kflow.projections.migrate import migrate
 from kflow.registry.topic import publish_definition
-from kflow.settings import get_settings
+from kflow.settings import Settings, get_settings
 from kflow.stack import kflow_home
 
 HERE = Path(__file__).resolve().parent
@@ -46,7 +52,10 @@ LOG_DIR = kflow_home() / "demo-logs"
 console = Console()
 
 
-def start_services(env: dict[str, str], concurrency: int) -> list[subprocess.Popen[bytes]]:
+def start_services(
+    env: dict[str, str], concurrency: int, settings: Settings
+) -> list[subprocess.Popen[bytes]]:
+    """The orchestrator, a docpipe processor, both projectors and the API (with the console)."""
     LOG_DIR.mkdir(parents=True, exist_ok=True)
     commands = {
         "orchestrator": service_command("run", "orchestrator", "--log-level", "info"),
@@ -62,6 +71,11 @@ def start_services(env: dict[str, str], concurrency: int) -> list[subprocess.Pop
             "--log-level",
             "info",
         ),
+        "projector-postgres": service_command("run", "projector", "--target", "postgres"),
+        "projector-redis": service_command("run", "projector", "--target", "redis"),
+        "api": service_command(
+            "run", "api", "--host", settings.api_host, "--port", str(settings.api_port)
+        ),
     }
     children = []
     for name, command in commands.items():
@@ -71,11 +85,55 @@ def start_services(env: dict[str, str], concurrency: int) -> list[subprocess.Pop
     return children
 
 
+def console_key(settings: Settings) -> str:
+    """The read-model schema migrated, and a fresh admin API key for the console."""
+    with connect(settings.database_url, settings.db_schema) as conn:
+        migrate(conn, settings.db_schema)
+        return create_key(conn, "demo", "default", [Scope.ADMIN]).token
+
+
+def wait_for_api(base: str, timeout_s: float = 60.0) -> bool:
+    """True once the API answers ``/readyz`` (PostgreSQL, Redis and Kafka reachable)."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        try:
+            if httpx.get(f"{base}/readyz", timeout=2).status_code == 200:
+                return True
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.5)
+    return False
+
+
+def show_read_model(base: str, token: str, workflow_id: str) -> None:
+    """What the read-model API says about one workflow once its projection caught up."""
+    headers = {"Authorization": f"Bearer {token}"}
+    deadline = time.monotonic() + 30
+    while True:
+        row = httpx.get(f"{base}/workflows/{workflow_id}", headers=headers, timeout=5)
+        body = row.json() if row.status_code == 200 else {}
+        if body.get("status") in ("completed", "failed") or time.monotonic() > deadline:
+            break
+        time.sleep(0.3)
+    steps = body.get("steps", [])
+    console.print(
+        f"Read model (GET {base}/workflows/{workflow_id}): status "
+        f"[bold]{body.get('status', row.status_code)}[/], {len(steps)} steps"
+    )
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description="kflow document-pipeline demo")
     parser.add_argument("--workflows", type=int, default=50, help="workflows to start")
     parser.add_argument("--failure-rate", type=float, default=0.3, help="classifier flakiness")
     parser.add_argument("--concurrency", type=int, default=32, help="processor concurrency")
+    parser.add_argument(
+        "--stay",
+        action=argparse.BooleanOptionalAction,
+        default=sys.stdin.isatty(),
+        help="keep the services (and the console) running until Ctrl-C "
+        "[default: when run from a terminal]",
+    )
     args = parser.parse_args()
 
     settings = get_settings()
@@ -98,9 +156,26 @@ def main() -> int:
     )
 
     console.print("2. starting services")
-    children = start_services({**os.environ}, args.concurrency)
+    token = console_key(settings)
+    children = start_services({**os.environ}, args.concurrency, settings)
+    base = f"http://{settings.api_host}:{settings.api_port}"
     try:
-        return run_batch(settings.kafka_bootstrap, settings.topic_prefix, args)
+        if not wait_for_api(base):
+            console.print(f"[red]the API did not become ready; see {LOG_DIR / 'api.log'}[/]")
+            return 1
+        code, example = run_batch(settings.kafka_bootstrap, settings.topic_prefix, args)
+        show_read_model(base, token, example)
+        console.rule("the console")
+        console.print(
+            f"Open [bold]{base}/ui[/] and sign in with the API key\n  [bold]{token}[/]\n"
+            f"(admin scope, tenant default; JSON API docs at {base}/docs)"
+        )
+        if args.stay and code == 0:
+            console.print("The services keep running; press Ctrl-C to stop them.")
+            with contextlib.suppress(KeyboardInterrupt):
+                while all(child.poll() is None for child in children):
+                    time.sleep(1)
+        return code
     finally:
         console.print("6. stopping the services the demo started")
         stop_children(children)
@@ -116,11 +191,12 @@ class Tally:
     approvals: int = 0
 
 
-def run_batch(bootstrap: str, prefix: str, args: argparse.Namespace) -> int:
+def run_batch(bootstrap: str, prefix: str, args: argparse.Namespace) -> tuple[int, str]:
+    """Run the batch; the exit code and one workflow's id."""
     return asyncio.run(_run_batch(bootstrap, prefix, args))
 
 
-async def _run_batch(bootstrap: str, prefix: str, args: argparse.Namespace) -> int:
+async def _run_batch(bootstrap: str, prefix: str, args: argparse.Namespace) -> tuple[int, str]:
     names = topic_names(prefix)
     settings = get_settings().model_copy(
         update={"kafka_bootstrap": bootstrap, "topic_prefix": prefix}
@@ -199,8 +275,8 @@ async def _run_batch(bootstrap: str, prefix: str, args: argparse.Namespace) -> i
     subprocess.run(service_command("events", example), check=False)
     if open_:
         console.print(f"[red]{open_} workflows did not finish; see {LOG_DIR}[/]")
-        return 1
-    return 0
+        return 1, example
+    return 0, example
 
 
 if __name__ == "__main__":

@@ -22,6 +22,7 @@ import redis
 
 from kflow.bus.admin import delete_topics, list_topics
 from kflow.settings import Settings
+from tests.readside.conftest import free_port
 
 pytestmark = pytest.mark.integration
 
@@ -360,14 +361,17 @@ def test_a_workflow_runs_from_the_install_outside_the_checkout(
 
 
 def test_the_demo_runs_from_the_install(
-    installed: Installed, stack: Settings, outside_prefix: str
+    installed: Installed, stack: Settings, outside_prefix: str, pg_dsn: str
 ) -> None:
     home = installed.elsewhere / "demo-home"
+    port = free_port()
     env = installed.env(
         KFLOW_HOME=str(home),
         KFLOW_TOPIC_PREFIX=outside_prefix,
         KFLOW_KAFKA_BOOTSTRAP=stack.kafka_bootstrap,
         KFLOW_REDIS_URL=stack.redis_url,
+        KFLOW_DATABASE_URL=pg_dsn,
+        KFLOW_API_PORT=str(port),
         KFLOW_PARTITIONS="2",
     )
     created = installed.kflow("topics", "create", env=env)
@@ -377,6 +381,9 @@ def test_the_demo_runs_from_the_install(
 
     assert demo.returncode == 0, demo.stdout + demo.stderr
     assert "registered definition docpipe@1" in demo.stdout
+    # the read side ran too, and the demo says where the console is and how to sign in
+    assert "status completed" in " ".join(demo.stdout.split())
+    assert f"Open http://127.0.0.1:{port}/ui and sign in with the API key" in demo.stdout
     assert (home / "demo-logs" / "orchestrator.log").is_file()
     assert not (installed.site_packages / ".kflow").exists()
     assert not (installed.site_packages / "kflow" / ".kflow").exists()

@@ -31,10 +31,9 @@ import pytest
 import yaml
 from prometheus_client.parser import text_string_to_metric_families
 
+from kflow.client import Client
 from kflow.core.definition import parse_definition
 from kflow.core.events import StepScheduled
-from kflow.core.inputs import SignalWorkflow, StartWorkflow
-from kflow.orchestrator.client import CommandPublisher, EventReader, is_final
 from kflow.registry.topic import publish_definition
 from kflow.settings import Settings
 from tests.deploy.files import (
@@ -225,46 +224,20 @@ def _run_workflows(system: System) -> None:
         {"name": "deploy-fail", "nodes": [{"id": "bad", "type": "test.fail", "queue": "docpipe"}]}
     )
     publish_definition(bootstrap, prefix, failing)
-    publisher = CommandPublisher(bootstrap, prefix, "deploy-test")
-    reader = EventReader(bootstrap, prefix)
-    ids = [f"doc-{uuid.uuid4().hex[:8]}" for _ in range(3)]
-    for wid in ids:
-        publisher.send(
-            StartWorkflow(
-                workflow_id=wid,
-                name="docpipe",
-                version=0,
-                input={"doc_id": wid, "sections": 2, "failure_rate": 0.7},
-            )
-        )
-    bad = f"bad-{uuid.uuid4().hex[:8]}"
-    publisher.send(StartWorkflow(workflow_id=bad, name="deploy-fail", version=0, input={}))
-    publisher.flush()
-    names = [f"{prefix}.commands", f"{prefix}.tasks.docpipe", f"{prefix}.events"]
-    produce(bootstrap, names[0], [(b"poison", b"not avro")])
-    produce(bootstrap, names[1], [(b"poison", b"not avro")])
-    produce(bootstrap, names[2], [(b"poison", b"not avro")])
-    pending = {*ids, bad}
-    deadline = time.monotonic() + WAIT_S
-    try:
-        while pending:
-            assert time.monotonic() < deadline, f"workflows did not end: {sorted(pending)}"
-            system.check_alive()
-            for logged in reader.poll(0.2):
-                event = logged.event
+    with Client(settings, actor="deploy-test") as client:
+        handles = [
+            client.start("docpipe", {"doc_id": wid, "sections": 2, "failure_rate": 0.7}, id=wid)
+            for wid in (f"doc-{uuid.uuid4().hex[:8]}" for _ in range(3))
+        ]
+        handles.append(client.start("deploy-fail", {}, id=f"bad-{uuid.uuid4().hex[:8]}"))
+        names = [f"{prefix}.commands", f"{prefix}.tasks.docpipe", f"{prefix}.events"]
+        for name in names:
+            produce(bootstrap, name, [(b"poison", b"not avro")])
+        for handle in handles:
+            for event in handle.events(follow=True, timeout=WAIT_S):
+                system.check_alive()
                 if isinstance(event, StepScheduled) and event.kind == "approval":
-                    publisher.send(
-                        SignalWorkflow(
-                            workflow_id=event.workflow_id,
-                            name=event.node_id,
-                            payload={"approved": True, "by": "test"},
-                        )
-                    )
-                    publisher.flush()
-                elif is_final(event):
-                    pending.discard(event.workflow_id)
-    finally:
-        reader.close()
+                    handle.signal(event.node_id, {"approved": True, "by": "test"})
 
 
 def _break_projector_connection(system: System) -> None:
@@ -294,16 +267,15 @@ def _labels_of(samples: dict[str, list[dict[str, str]]], name: str, label: str) 
     return {s[label] for s in samples.get(name, []) if label in s}
 
 
+@pytest.mark.xfail(
+    strict=True,
+    reason="issue 14: /healthz, /readyz and the stuck-workflow gauge are not built yet",
+)
 def test_every_metric_in_an_alert_or_a_panel_is_exported(running: System, tmp_path: Path) -> None:
     _run_workflows(running)
     _break_projector_connection(running)
-    publisher = CommandPublisher(running.settings.kafka_bootstrap, running.settings.topic_prefix)
-    publisher.send(
-        StartWorkflow(
-            workflow_id=f"after-{uuid.uuid4().hex[:6]}", name="deploy-fail", version=0, input={}
-        )
-    )
-    publisher.flush()
+    with Client(running.settings, actor="deploy-test") as client:
+        client.start("deploy-fail", {}, id=f"after-{uuid.uuid4().hex[:6]}")
     status, _ = http_get(f"http://127.0.0.1:{running.ports['api']}/healthz")
     assert status == 200
     prefix = running.settings.topic_prefix

@@ -36,7 +36,13 @@ from kflow.bus.clients import consumer_config, producer_config
 from kflow.bus.codec import AvroCodec
 from kflow.bus.dead_letter import HANDLER_ERROR, dead_letter_for, dead_letter_record
 from kflow.bus.eos_handler import EosConfig, Handler, LoopStats, PartitionId, system_clock_ms
-from kflow.bus.errors import DecodeError, RetryableError, TransactionError
+from kflow.bus.errors import (
+    DecodeError,
+    FatalClientError,
+    RetryableError,
+    TransactionError,
+    is_fatal,
+)
 from kflow.bus.message import BusMessage, OutRecord, header_map, key_text
 from kflow.observability.tally import BatchTally
 
@@ -193,8 +199,8 @@ class EosLoop(Generic[T]):
                 error = message.error()
                 if error is None:
                     self._pending.append(message)
-                elif error.fatal():
-                    raise TransactionError(f"consumer failed: {error.str()}")
+                elif is_fatal(error):
+                    raise FatalClientError(f"{self.config.component} consumer: {error.str()}")
                 else:
                     log.warning("consumer error (librdkafka retries): %s", error.str())
         # A revoke served inside consume() may come with records of the revoked partitions

@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
+from kflow.cli.run import MetricsHostOption, start_health_server
 from kflow.settings import get_settings
 
 if TYPE_CHECKING:
@@ -66,8 +67,10 @@ def api_cmd(
 def projector_cmd(
     target: Annotated[Target, typer.Option("--target", help="postgres or redis")],
     metrics_port: Annotated[
-        int | None, typer.Option("--metrics-port", help="serve /metrics on this port")
+        int | None,
+        typer.Option("--metrics-port", help="serve /metrics, /healthz and /readyz on this port"),
     ] = None,
+    metrics_host: MetricsHostOption = None,
     processes: Annotated[
         int,
         typer.Option(
@@ -76,14 +79,12 @@ def projector_cmd(
     ] = 1,
 ) -> None:
     """Project the event log into PostgreSQL or Redis until interrupted."""
-    from kflow.observability.metrics import serve_metrics
     from kflow.projections.service import run_projector, run_projector_processes
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
     if processes > 1:
         raise typer.Exit(run_projector_processes(target.value, processes))
-    if metrics_port is not None:
-        serve_metrics(metrics_port)
+    start_health_server(metrics_port, metrics_host, f"projector-{target.value}")
     run_projector(target.value)
 
 

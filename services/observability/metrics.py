@@ -6,9 +6,12 @@ outcomes, topics), never from ids, so the series count stays bounded.
 
 from __future__ import annotations
 
-from wsgiref.simple_server import WSGIServer
+from typing import TYPE_CHECKING
 
-from prometheus_client import Counter, Gauge, Histogram, start_http_server
+from prometheus_client import Counter, Gauge, Histogram
+
+if TYPE_CHECKING:
+    from wsgiref.simple_server import WSGIServer
 
 _LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300)
 _DURATION_BUCKETS = (0.05, 0.1, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 900, 3600, 86400)
@@ -83,10 +86,27 @@ API_LATENCY = Histogram(
     buckets=_LATENCY_BUCKETS,
 )
 SSE_CLIENTS = Gauge("kflow_sse_clients", "Open live event streams.")
+DEPENDENCY_UP = Gauge(
+    "kflow_dependency_up",
+    "1 while the dependency (kafka, redis, postgres) answers this component, else 0.",
+    ["component", "dependency"],
+)
+DEPENDENCY_WAITS = Counter(
+    "kflow_dependency_waits_total",
+    "Backoff waits for an unavailable dependency (the work waits; no retry budget is spent).",
+    ["component", "dependency"],
+)
+CLIENT_FATAL = Counter(
+    "kflow_kafka_client_fatal_total",
+    "Fatal Kafka client errors (the client was recreated or the process exited non-zero).",
+    ["component", "client"],
+)
 
 
 def serve_metrics(port: int, addr: str = "127.0.0.1") -> WSGIServer:
-    """Expose ``/metrics`` on ``addr:port`` from a daemon thread (for non-HTTP services);
-    ``shutdown()`` on the returned server stops it."""
-    server, _ = start_http_server(port, addr=addr)
-    return server
+    """Expose ``/metrics``, ``/healthz`` and ``/readyz`` on ``addr:port`` from a daemon thread
+    (for non-HTTP services; see :mod:`kflow.observability.health`); ``shutdown()`` on the
+    returned server stops it."""
+    from kflow.observability.health import serve_health
+
+    return serve_health(port, addr)

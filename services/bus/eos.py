@@ -44,6 +44,7 @@ from kflow.bus.errors import (
     is_fatal,
 )
 from kflow.bus.message import BusMessage, OutRecord, header_map, key_text
+from kflow.observability.health import HEALTH, Health
 from kflow.observability.tally import BatchTally
 
 __all__ = ["EosConfig", "EosLoop", "Handler", "LoopStats", "PartitionId", "system_clock_ms"]
@@ -64,8 +65,11 @@ class EosLoop(Generic[T]):
         *,
         codec: AvroCodec | None = None,
         clock_ms: Callable[[], int] = system_clock_ms,
+        health: Health = HEALTH,
     ) -> None:
         self.config = config
+        self._health = health
+        self._kafka_down = False
         self.handler = handler
         self.decode = decode
         self.codec = codec or AvroCodec()
@@ -103,6 +107,7 @@ class EosLoop(Generic[T]):
             on_revoke=self._on_revoke,
             on_lost=self._on_lost,
         )
+        health.report("kafka", True)
 
     # -- lifecycle -------------------------------------------------------------------------
 
@@ -172,6 +177,10 @@ class EosLoop(Generic[T]):
         self.stats.commits += 1
         self.stats.records_in += processed
         self._backoff_s = 0.0
+        if self._kafka_down:
+            self._kafka_down = False
+            self._health.report("kafka", True)
+            log.warning("transactions commit again")
         self._tally.publish()
         self.handler.committed()
         return processed
@@ -288,6 +297,8 @@ class EosLoop(Generic[T]):
         """Abort (or fence by recreating the producer), rewind, tell the owner."""
         self.stats.aborts += 1
         log.warning("transaction failed, rewinding to committed offsets: %s", error)
+        self._kafka_down = True
+        self._health.report("kafka", False, f"transaction failed: {error}")
         if isinstance(error, KafkaException):
             kafka_error = error.args[0] if error.args else None
             unknown_outcome = not isinstance(kafka_error, KafkaError) or (

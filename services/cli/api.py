@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from kflow.cli.run import MetricsHostOption, start_health_server
+from kflow.cli.run import MetricsHostOption, exit_on_fatal, start_health_server
 from kflow.settings import get_settings
 
 if TYPE_CHECKING:
@@ -85,7 +85,7 @@ def projector_cmd(
     if processes > 1:
         raise typer.Exit(run_projector_processes(target.value, processes))
     start_health_server(metrics_port, metrics_host, f"projector-{target.value}")
-    run_projector(target.value)
+    exit_on_fatal(lambda: run_projector(target.value))
 
 
 def register_run(run_app: typer.Typer) -> None:

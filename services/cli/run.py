@@ -8,6 +8,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from types import FrameType
 from typing import Annotated
 
@@ -18,7 +19,7 @@ from kflow.cli.broker import require_broker
 from kflow.cli.definitions import publish
 from kflow.core.definition import load_definition
 from kflow.examples import Example, example_names, find_example
-from kflow.observability.health import HEALTH, serve_health
+from kflow.observability.health import HEALTH, STARTUP, serve_health
 from kflow.observability.lag import LagRefresher
 from kflow.observability.logging import configure_logging, default_format
 from kflow.processor.registry import NodeRegistryError, load_node_modules, registry
@@ -88,7 +89,7 @@ def start_health_server(port: int | None, host: str | None, component: str) -> N
     until the service reports its dependencies.
     """
     HEALTH.component = component
-    HEALTH.report("startup", False, "starting")
+    HEALTH.report(STARTUP, False, "starting")
     if port is None:
         return
     from kflow.settings import get_settings
@@ -107,7 +108,7 @@ def start_health_server(port: int | None, host: str | None, component: str) -> N
 
 def _started(port: int | None, settings: Settings, group_prefix: str) -> None:
     """The service is built: clear ``startup`` and keep its consumer group's lag fresh."""
-    HEALTH.report("startup", True)
+    HEALTH.report(STARTUP, True)
     if port is not None:
         LagRefresher(settings.kafka_bootstrap, group_prefix).start()
 
@@ -127,8 +128,13 @@ def _run_service(service: object, profile: str | None) -> None:
     A fatal Kafka client error ends the process with :data:`FATAL_EXIT` (never a silent
     idle process): a new process gets new clients.
     """
+    exit_on_fatal(lambda: _profiled(service, profile))
+
+
+def exit_on_fatal(run: Callable[[], object]) -> None:
+    """``run()``; a :class:`FatalClientError` fails /healthz and exits with FATAL_EXIT."""
     try:
-        _profiled(service, profile)
+        run()
     except FatalClientError as e:
         HEALTH.fail(str(e))
         typer.echo(f"error: {e}", err=True)

@@ -86,6 +86,9 @@ class Health:
         return body
 
 
+STARTUP = "startup"
+"""The check a service clears once it is connected and running (set while it starts)."""
+
 HEALTH = Health()
 """This process's health (one service per process, like the Prometheus registry)."""
 

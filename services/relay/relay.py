@@ -25,7 +25,7 @@ from confluent_kafka import KafkaError, KafkaException, Message, Producer
 from kflow.bus.clients import ConfigValue, make_producer
 from kflow.bus.topics import topic_names
 from kflow.core.limits import DEFAULT_LIMITS
-from kflow.observability.health import HEALTH
+from kflow.observability.health import HEALTH, STARTUP
 from kflow.observability.metrics import DEPENDENCY_WAITS, EVENTS_OUT
 from kflow.relay.errors import RowRejected
 from kflow.relay.metrics import (
@@ -281,6 +281,7 @@ class Relay:
     def run(self) -> None:
         """Publish until :meth:`stop`; survives broker and database outages by retrying."""
         log.info("relay publishing %s to %s", TABLE, self.topic)
+        HEALTH.report(STARTUP, True)
         while not self._stop.is_set():
             try:
                 outcome = self.relay_batch()

@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
-import logging
 from enum import StrEnum
 from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from kflow.cli.run import MetricsHostOption, exit_on_fatal, start_health_server
+from kflow.cli.run import (
+    LogFormatOption,
+    MetricsHostOption,
+    configure_cli_logging,
+    exit_on_fatal,
+    start_health_server,
+)
 from kflow.settings import get_settings
 
 if TYPE_CHECKING:
@@ -41,7 +46,12 @@ def api_config() -> ApiConfig:
 
 
 def serve_api(host: str | None = None, port: int | None = None) -> None:
-    """Serve the read-model API with uvicorn until interrupted."""
+    """Serve the read-model API with uvicorn until interrupted.
+
+    Logging is the caller's (:func:`kflow.observability.logging.configure_logging`):
+    uvicorn's own loggers go through the same handler, its access log is replaced by the
+    app's (``kflow.api.access``, with route, status and duration fields).
+    """
     import uvicorn
 
     from kflow.api.app import create_app
@@ -51,7 +61,7 @@ def serve_api(host: str | None = None, port: int | None = None) -> None:
         create_app(api_config()),
         host=host or s.api_host,
         port=port or s.api_port,
-        log_level="info",
+        log_config=None,  # keep kflow's handler: JSON lines like every other service
         access_log=False,
     )
 
@@ -59,8 +69,11 @@ def serve_api(host: str | None = None, port: int | None = None) -> None:
 def api_cmd(
     host: Annotated[str | None, typer.Option(help="bind address [default: KFLOW_API_HOST]")] = None,
     port: Annotated[int | None, typer.Option(help="port [default: KFLOW_API_PORT]")] = None,
+    log_level: Annotated[str, typer.Option(help="logging level")] = "info",
+    log_format: LogFormatOption = None,
 ) -> None:
-    """Run the read-model HTTP API (JSON, SSE, /metrics)."""
+    """Run the read-model HTTP API (JSON, SSE, /metrics, /healthz, /readyz on its port)."""
+    configure_cli_logging(log_level, log_format)
     serve_api(host, port)
 
 
@@ -77,11 +90,13 @@ def projector_cmd(
             "--processes", min=1, max=64, help="projector processes sharing the partitions"
         ),
     ] = 1,
+    log_level: Annotated[str, typer.Option(help="logging level")] = "info",
+    log_format: LogFormatOption = None,
 ) -> None:
     """Project the event log into PostgreSQL or Redis until interrupted."""
     from kflow.projections.service import run_projector, run_projector_processes
 
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    configure_cli_logging(log_level, log_format)
     if processes > 1:
         raise typer.Exit(run_projector_processes(target.value, processes))
     start_health_server(metrics_port, metrics_host, f"projector-{target.value}")

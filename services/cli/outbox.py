@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import logging
 import signal
-import sys
 from types import FrameType
 from typing import Annotated, Any, NoReturn
 
@@ -134,19 +132,21 @@ def relay_cmd(
         ),
     ] = None,
     log_level: Annotated[str, typer.Option(help="logging level")] = "info",
+    log_format: Annotated[
+        str | None,
+        typer.Option(
+            "--log-format", help="json or text (default: text on a terminal, json otherwise)"
+        ),
+    ] = None,
 ) -> None:
     """Publish committed outbox rows to {prefix}.commands as StartWorkflow (runs until Ctrl-C).
 
     Several relays may run against one table. Example: kflow run relay --dsn postgresql://...
     """
-    from kflow.cli.run import start_health_server
+    from kflow.cli.run import configure_cli_logging, start_health_server
     from kflow.relay.relay import Relay, RelayConfig
 
-    logging.basicConfig(
-        level=log_level.upper(),
-        format="%(asctime)s %(levelname)s %(name)s %(message)s",
-        stream=sys.stderr,
-    )
+    configure_cli_logging(log_level, log_format)
     settings = get_settings()
     target = _dsn(dsn)
     with _connect(target) as conn:

@@ -69,7 +69,8 @@ LogFormatOption = Annotated[
 ]
 
 
-def _setup(level: str, log_format: str | None = None) -> Settings:
+def configure_cli_logging(level: str, log_format: str | None = None) -> None:
+    """``--log-level``/``--log-format`` of a service command (exit 2 naming a bad value)."""
     chosen = log_format or default_format(sys.stderr)
     if chosen not in ("json", "text"):
         typer.echo(f"error: --log-format must be json or text, got {chosen!r}", err=True)
@@ -79,6 +80,10 @@ def _setup(level: str, log_format: str | None = None) -> Settings:
     except ValueError as e:
         typer.echo(f"error: {e}", err=True)
         raise typer.Exit(2) from e
+
+
+def _setup(level: str, log_format: str | None = None) -> Settings:
+    configure_cli_logging(level, log_format)
     return require_broker(timeout_s=5.0)
 
 

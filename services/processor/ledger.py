@@ -164,6 +164,10 @@ class RedisLedger:
         earlier = dict(zip(lost, await self.lookup_many(lost), strict=True)) if lost else {}
         return [earlier.get(key) or outcome for key, outcome in items]
 
+    async def ping(self) -> None:
+        """One round trip to Redis (raises one of :data:`LEDGER_UNAVAILABLE` when down)."""
+        await self._redis.ping()
+
     async def close(self) -> None:
         """Release the connection pool."""
         await self._redis.aclose()

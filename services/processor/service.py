@@ -37,7 +37,7 @@ from kflow.observability.metrics import (
     STEP_LATENCY,
 )
 from kflow.processor.executor import StepExecutor
-from kflow.processor.ledger import Outcome, RedisLedger
+from kflow.processor.ledger import LEDGER_UNAVAILABLE, Outcome, RedisLedger
 from kflow.processor.offsets import PartitionProgress
 from kflow.processor.registry import NodeRegistry
 from kflow.processor.wire import ExecuteStep, decode_task, encode_result
@@ -61,6 +61,8 @@ COMPONENT = "processor"
 """``component`` label of this service's metrics."""
 MAX_FETCH = 200
 """Most tasks taken from the consumer at once (bounded by free slots)."""
+LEDGER_PING_S = 1.0
+"""How often the ledger's Redis is pinged for readiness (steps report outages at once)."""
 
 
 @dataclass
@@ -192,10 +194,12 @@ class ProcessorService:
             target=self._kafka_loop, args=(loop, executor), name="kafka", daemon=True
         )
         kafka_thread.start()
+        watch = loop.create_task(self._watch_ledger(ledger, outage))
         try:
             while kafka_thread.is_alive():
                 await asyncio.sleep(0.1)
         finally:
+            watch.cancel()
             self._stop.set()
             await loop.run_in_executor(None, kafka_thread.join)
             # Steps still running are abandoned: their offsets were not committed, so the
@@ -205,6 +209,17 @@ class ProcessorService:
             await asyncio.gather(*self._running, return_exceptions=True)
             await ledger.close()
             pool.shutdown(wait=False, cancel_futures=True)
+
+    async def _watch_ledger(self, ledger: RedisLedger, outage: Outage) -> None:
+        """Ping the ledger's Redis so readiness shows an outage even while no step runs."""
+        while not self._stop.is_set():
+            try:
+                await ledger.ping()
+            except LEDGER_UNAVAILABLE as e:
+                await asyncio.sleep(outage.failed(e))
+                continue
+            outage.ok()
+            await asyncio.sleep(LEDGER_PING_S)
 
     # -- Kafka thread ----------------------------------------------------------------------
 

@@ -19,7 +19,7 @@ import pytest
 
 from kflow.cli.run import FATAL_EXIT, service_command
 from kflow.settings import Settings
-from tests.runtime.own_servers import free_port
+from tests.readside.conftest import free_port
 from tests.runtime.services import REPO
 
 pytestmark = [pytest.mark.integration, pytest.mark.topics(partitions=2, queues=("default",))]

@@ -9,7 +9,7 @@ from fastapi import APIRouter, Depends, Header, Path, Query, Request
 from fastapi.responses import StreamingResponse
 
 from kflow.api.apikeys import Principal, Scope
-from kflow.api.auth import require, resources
+from kflow.api.auth import bearer_token, require, resources
 from kflow.api.models import (
     NAME_PATTERN,
     WORKFLOW_ID_PATTERN,
@@ -27,6 +27,7 @@ from kflow.api.queries import (
     workflow_tenant,
 )
 from kflow.api.stream import event_stream, open_subscription
+from kflow.api.streamauth import StreamAuth
 
 router = APIRouter(tags=["workflows"])
 Reader = Annotated[Principal, Depends(require(Scope.READ))]
@@ -120,7 +121,10 @@ async def stream(
     workflow_id: WorkflowId,
     last_event_id: Annotated[str | None, Header(max_length=20)] = None,
 ) -> StreamingResponse:
-    """Server-sent events: each event once, in order, with its seq as the SSE id."""
+    """Server-sent events: each event once, in order, with its seq as the SSE id.
+
+    The stream ends after the workflow's terminal event, or with an ``unauthorized``
+    message (a problem JSON as its data) once the API key is revoked."""
     after = 0
     if last_event_id:
         if not last_event_id.isdigit():
@@ -135,7 +139,14 @@ async def stream(
             raise not_found(workflow_id)
     pubsub = await open_subscription(res, workflow_id)
     return StreamingResponse(
-        event_stream(res, pubsub, workflow_id, after),
+        event_stream(
+            res,
+            pubsub,
+            workflow_id,
+            after,
+            StreamAuth(bearer_token(request), who),
+            request.url.path,
+        ),
         media_type="text/event-stream",
         headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
     )

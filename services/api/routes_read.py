@@ -26,7 +26,13 @@ from kflow.api.queries import (
     list_workflows,
     workflow_tenant,
 )
-from kflow.api.stream import event_stream, open_subscription
+from kflow.api.stream import (
+    LAST_EVENT_ID_PATTERN,
+    MAX_SEQ,
+    event_stream,
+    open_subscription,
+    parse_last_event_id,
+)
 from kflow.api.streamauth import StreamAuth
 
 router = APIRouter(tags=["workflows"])
@@ -119,7 +125,14 @@ async def stream(
     request: Request,
     who: Reader,
     workflow_id: WorkflowId,
-    last_event_id: Annotated[str | None, Header(max_length=20)] = None,
+    last_event_id: Annotated[
+        str | None,
+        Header(
+            max_length=20,
+            description="resume after this seq (the id of the last event received)",
+            json_schema_extra={"pattern": LAST_EVENT_ID_PATTERN},
+        ),
+    ] = None,
 ) -> StreamingResponse:
     """Server-sent events: each event once, in order, with its seq as the SSE id.
 
@@ -127,12 +140,14 @@ async def stream(
     message (a problem JSON as its data) once the API key is revoked."""
     after = 0
     if last_event_id:
-        if not last_event_id.isdigit():
+        parsed = parse_last_event_id(last_event_id)
+        if parsed is None:
             raise Problem(
                 400, "invalid-request", "Invalid request",
-                "Last-Event-ID: send the id of the last event received (a whole number)",
+                "Last-Event-ID: send the id of the last event received (a whole number, "
+                f"at most {MAX_SEQ})",
             )  # fmt: skip
-        after = int(last_event_id)
+        after = parsed
     res = resources(request)
     async with res.db() as conn:
         if await workflow_tenant(conn, workflow_id) != who.tenant:

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import re
 import time
 from collections.abc import AsyncIterator
 
@@ -31,6 +32,8 @@ from kflow.observability.metrics import SSE_CLIENTS
 from kflow.projections.redis_keys import events_channel
 
 TERMINAL = frozenset(t.__name__ for t in TERMINAL_TYPES)
+LAST_EVENT_ID_PATTERN = r"^[0-9]{1,19}$"
+MAX_SEQ = 2**62
 _POLL_S = 0.5
 _PAGE = 500
 
@@ -46,6 +49,16 @@ def sse_frame(ev: EventView) -> bytes:
     if not data.isascii():
         data = data.translate(_LINE_BREAKS)
     return f"id: {ev.seq}\nevent: {ev.type}\ndata: {data}\n\n".encode()
+
+
+def parse_last_event_id(value: str) -> int | None:
+    """The seq in a ``Last-Event-ID`` header (ASCII digits, at most ``MAX_SEQ``), else None.
+
+    ``str.isdigit`` is not the test: it is true for ``'²'``, which ``int`` refuses."""
+    if not re.fullmatch(LAST_EVENT_ID_PATTERN, value):
+        return None
+    seq = int(value)
+    return seq if seq <= MAX_SEQ else None
 
 
 async def open_subscription(res: ApiResources, workflow_id: str) -> PubSub:

@@ -35,7 +35,7 @@ from kflow.api.models import NAME_PATTERN, WorkflowSummary
 from kflow.api.queries import ListFilter, get_workflow, list_workflows, workflow_tenant
 from kflow.api.resources import ApiResources
 from kflow.api.routes_read import STATUS_PATTERN, WorkflowId, not_found
-from kflow.api.stream import event_stream, open_subscription
+from kflow.api.stream import event_stream, open_subscription, parse_last_event_id
 from kflow.api.streamauth import (
     StreamAuth,
     StreamGuard,
@@ -291,7 +291,8 @@ async def workflow_stream(
         if await workflow_tenant(conn, workflow_id) != who.tenant:
             raise Refused(404, not_found(workflow_id).detail)
     last = request.headers.get("last-event-id", "")
-    start = int(last) if last.isdigit() else after
+    resumed = parse_last_event_id(last) if last else None
+    start = after if resumed is None else resumed
     pubsub = await open_subscription(res, workflow_id)
     return StreamingResponse(
         event_stream(

@@ -44,15 +44,17 @@ def serve_api(host: str | None = None, port: int | None = None) -> None:
     import uvicorn
 
     from kflow.api.app import create_app
+    from kflow.api.server import uvicorn_config
 
     s = get_settings()
-    uvicorn.run(
+    config = uvicorn_config(
         create_app(api_config()),
-        host=host or s.api_host,
-        port=port or s.api_port,
+        host or s.api_host,
+        port or s.api_port,
         log_level="info",
         access_log=False,
     )
+    uvicorn.Server(config).run()
 
 
 def api_cmd(

@@ -13,6 +13,7 @@ from pydantic import Field, ValidationError
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from kflow.core.errors import KflowError
+from kflow.core.limits import MAX_PAYLOAD_CEILING
 
 ENV_PREFIX = "KFLOW_"
 SCHEMA_PATTERN = r"^[a-z_][a-z0-9_]{0,50}$"
@@ -62,7 +63,10 @@ class Settings(BaseSettings):
     # -- limits -----------------------------------------------------------------------------
 
     max_payload_bytes: int = Field(
-        1_000_000, ge=1024, description="largest workflow input or step output accepted"
+        1_000_000,
+        ge=1024,
+        le=MAX_PAYLOAD_CEILING,
+        description="largest workflow input or step output accepted",
     )
     """Checked by the API and the outbox relay on the way in, and by the orchestrator (too
     large an input rejects the workflow, too large an output fails the step), so a record

@@ -55,3 +55,16 @@ class RetryableError(BusError):
 
 class TransactionError(BusError):
     """The exactly-once loop could not initialise or complete a Kafka transaction."""
+
+
+class RecordTooLarge(BusError):
+    """An output record is over the record limit; refused before ``produce`` (ADR 0027)."""
+
+    def __init__(self, topic: str, size: int, limit: int, detail: str = "") -> None:
+        super().__init__(
+            f"a {size}-byte record for {topic} is over the {limit}-byte record limit"
+            f" (topic max.message.bytes less framing){detail}"
+        )
+        self.topic = topic
+        self.size = size
+        self.limit = limit

@@ -184,6 +184,7 @@ def processor(
                 concurrency=concurrency,
                 instance_id=instance,
                 redis_key_prefix=settings.topic_prefix,
+                max_payload_bytes=settings.max_payload_bytes,
             ),
             registry,
         )

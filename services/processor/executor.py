@@ -17,8 +17,9 @@ from typing import Any
 from kflow.bus.records import ExecuteStep
 from kflow.core.errors import PermanentError
 from kflow.core.jsondoc import Json
+from kflow.core.limits import DEFAULT_LIMITS
 from kflow.processor.context import StepContext
-from kflow.processor.failures import StepTimeout, UnknownNodeType, classify
+from kflow.processor.failures import PayloadTooLarge, StepTimeout, UnknownNodeType, classify
 from kflow.processor.ledger import Outcome, RedisLedger
 from kflow.processor.registry import NodeHandler, NodeRegistry
 
@@ -52,8 +53,10 @@ class StepExecutor:
         ledger: RedisLedger,
         thread_pool: Executor,
         heartbeat: HeartbeatSink,
+        max_payload_bytes: int = DEFAULT_LIMITS.max_payload_bytes,
     ) -> None:
         self._nodes = nodes
+        self._max_payload_bytes = max_payload_bytes
         self._ledger = ledger
         self._pool = thread_pool
         self._heartbeat = heartbeat
@@ -126,15 +129,22 @@ class StepExecutor:
             if keepalive is not None:
                 keepalive.cancel()
 
-    @staticmethod
-    def _finish(task: ExecuteStep, handler: NodeHandler, result: Any) -> Outcome:
+    def _finish(self, task: ExecuteStep, handler: NodeHandler, result: Any) -> Outcome:
         output = Json.of(handler.dump_output(result))
         try:
-            output.measure()  # the one serialisation: the ledger and the result reuse the text
+            size = output.measure()  # the one serialisation: ledger and result reuse the text
         except ValueError as exc:
             raise PermanentError(
                 f"node {task.node_type!r} returned a value that is not JSON: {exc}"
             ) from exc
+        if size > self._max_payload_bytes:
+            # Checked here, not at the broker: the step fails once, clearly, and the
+            # result record stays small (ADR 0027).
+            raise PayloadTooLarge(
+                f"node {task.node_type!r} returned {size} bytes of JSON; the limit is "
+                f"{self._max_payload_bytes} (KFLOW_MAX_PAYLOAD_BYTES): return a reference "
+                "to the data (a URL or a key) instead of the data"
+            )
         return Outcome(output=output)
 
     def _start_keepalive(self, task: ExecuteStep) -> asyncio.Task[None] | None:

@@ -23,13 +23,16 @@ from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Produ
 from kflow.bus.clients import ConfigValue, make_consumer, make_producer
 from kflow.bus.codec import AvroCodec
 from kflow.bus.dead_letter import dead_letter_for, dead_letter_record
-from kflow.bus.errors import DecodeError
-from kflow.bus.message import OutRecord
+from kflow.bus.errors import DecodeError, RecordTooLarge
+from kflow.bus.message import OutRecord, record_size
 from kflow.bus.topics import topic_names
 from kflow.core.errors import ErrorClass
 from kflow.core.inputs import StepError, StepHeartbeat, StepResult
+from kflow.core.jsondoc import Json
+from kflow.core.limits import DEFAULT_LIMITS, MAX_OUTPUT_RECORD_BYTES
 from kflow.observability.metrics import DLQ_RECORDS, EVENTS_IN, EVENTS_OUT, STEP_LATENCY
 from kflow.processor.executor import StepExecutor
+from kflow.processor.failures import PayloadTooLarge
 from kflow.processor.ledger import Outcome, RedisLedger
 from kflow.processor.offsets import PartitionProgress
 from kflow.processor.registry import NodeRegistry
@@ -70,6 +73,8 @@ class ProcessorConfig:
     ledger_ttl_s: int = 7 * 24 * 3600
     redis_key_prefix: str = "kflow"
     commit_interval_s: float = 0.2
+    max_payload_bytes: int = DEFAULT_LIMITS.max_payload_bytes
+    """Largest output (JSON bytes) a node may return; a larger one fails the step at once."""
     consumer_overrides: dict[str, ConfigValue] = field(default_factory=dict)
     producer_overrides: dict[str, ConfigValue] = field(default_factory=dict)
 
@@ -134,7 +139,9 @@ class ProcessorService:
         ledger = RedisLedger.from_url(
             self.config.redis_url, self.config.redis_key_prefix, self.config.ledger_ttl_s
         )
-        executor = StepExecutor(self._nodes, ledger, pool, self._send_heartbeat)
+        executor = StepExecutor(
+            self._nodes, ledger, pool, self._send_heartbeat, self.config.max_payload_bytes
+        )
         kafka_thread = threading.Thread(
             target=self._kafka_loop, args=(loop, executor), name="kafka", daemon=True
         )
@@ -351,6 +358,12 @@ class ProcessorService:
             self._slots.release()
 
     def _send_heartbeat(self, task: Any, details: Any) -> None:
+        size = Json.of(details).measure()
+        if size > self.config.max_payload_bytes:
+            raise PayloadTooLarge(
+                f"heartbeat details are {size} bytes of JSON; the limit is "
+                f"{self.config.max_payload_bytes} (KFLOW_MAX_PAYLOAD_BYTES)"
+            )
         beat = StepHeartbeat(
             workflow_id=task.workflow_id,
             step_key=task.step_key,
@@ -362,6 +375,9 @@ class ProcessorService:
     def _produce(self, record: OutRecord, on_done: _Completion | None = None) -> None:
         completions = self._completions
         produced = EVENTS_OUT.labels(COMPONENT, record.topic)
+        size = record_size(record)
+        if size > MAX_OUTPUT_RECORD_BYTES:  # never hand librdkafka a record it must refuse
+            raise RecordTooLarge(record.topic, size, MAX_OUTPUT_RECORD_BYTES)
 
         def callback(err: KafkaError | None, msg: Message) -> None:
             if err is None:

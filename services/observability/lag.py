@@ -95,7 +95,7 @@ def consumer_lag(bootstrap: str, group_prefix: str, timeout_s: float = 10.0) -> 
         for r in rows
         if r.committed is not None and r.committed < r.end
     }
-    drained = behind - _with_records(bootstrap, behind, timeout_s)
+    drained = behind - with_records(bootstrap, behind, timeout_s)
     rows = [
         replace(r, drained=True) if (r.topic, r.partition, r.committed) in drained else r
         for r in rows
@@ -105,7 +105,7 @@ def consumer_lag(bootstrap: str, group_prefix: str, timeout_s: float = 10.0) -> 
     return rows
 
 
-def _with_records(
+def with_records(
     bootstrap: str, starts: set[tuple[str, int, int | None]], timeout_s: float
 ) -> set[tuple[str, int, int | None]]:
     """Of ``(topic, partition, offset)``, those with a record to consume from ``offset`` on.

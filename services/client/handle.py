@@ -106,32 +106,51 @@ class WorkflowHandle(_Base):
             if done or not follow:
                 return
 
-    def signal(self, name: str, payload: Any = None, *, wait: float | None = None) -> Event | None:
+    def signal(
+        self,
+        name: str,
+        payload: Any = None,
+        *,
+        wait: float | None = None,
+        idempotency_key: str | None = None,
+    ) -> Event | None:
         """Send a signal to the waiting step ``name`` (e.g. ``{"approved": True}``).
 
         Every command returns once Kafka has it. With ``wait`` (seconds) it also waits for
         the orchestrator's answer: the event that applied it (``WorkflowSignalled`` ...) is
         returned, a refusal raises :class:`~kflow.client.errors.CommandRejected` (code and
-        reason), no answer in time ``WaitTimeout``.
+        reason), no answer in time ``WaitTimeout``. A command repeating the
+        ``idempotency_key`` of one the workflow applied is not applied again; its answer is
+        an ``InputRejected`` notice with code ``duplicate_command`` (returned; ADR 0018).
         """
-        return self._send(self._signal(name, payload), wait)
+        return self._send(self._signal(name, payload), wait, idempotency_key)
 
-    def pause(self, reason: str = "", *, wait: float | None = None) -> Event | None:
-        """Ask the orchestrator to schedule no new steps until :meth:`resume` (``wait``: see
-        :meth:`signal`)."""
-        return self._send(PauseWorkflow(workflow_id=self.workflow_id, reason=reason), wait)
+    def pause(
+        self, reason: str = "", *, wait: float | None = None, idempotency_key: str | None = None
+    ) -> Event | None:
+        """Ask the orchestrator to schedule no new steps until :meth:`resume` (``wait`` and
+        ``idempotency_key``: see :meth:`signal`)."""
+        command = PauseWorkflow(workflow_id=self.workflow_id, reason=reason)
+        return self._send(command, wait, idempotency_key)
 
-    def resume(self, *, wait: float | None = None) -> Event | None:
-        """Resume a paused workflow (``wait``: see :meth:`signal`)."""
-        return self._send(ResumeWorkflow(workflow_id=self.workflow_id), wait)
+    def resume(
+        self, *, wait: float | None = None, idempotency_key: str | None = None
+    ) -> Event | None:
+        """Resume a paused workflow (``wait`` and ``idempotency_key``: see :meth:`signal`)."""
+        return self._send(ResumeWorkflow(workflow_id=self.workflow_id), wait, idempotency_key)
 
-    def cancel(self, reason: str = "", *, wait: float | None = None) -> Event | None:
-        """Cancel the workflow; running steps are marked cancelled (``wait``: see
-        :meth:`signal`)."""
-        return self._send(CancelWorkflow(workflow_id=self.workflow_id, reason=reason), wait)
+    def cancel(
+        self, reason: str = "", *, wait: float | None = None, idempotency_key: str | None = None
+    ) -> Event | None:
+        """Cancel the workflow; running steps are marked cancelled (``wait`` and
+        ``idempotency_key``: see :meth:`signal`)."""
+        command = CancelWorkflow(workflow_id=self.workflow_id, reason=reason)
+        return self._send(command, wait, idempotency_key)
 
-    def _send(self, command: Input, wait: float | None) -> Event | None:
-        meta = self._core.meta(command)
+    def _send(
+        self, command: Input, wait: float | None, idempotency_key: str | None = None
+    ) -> Event | None:
+        meta = self._core.meta(command, idempotency_key)
         publisher = self._core.publisher()
         if wait is None:
             publisher.publish(command, meta)
@@ -211,25 +230,41 @@ class AsyncWorkflowHandle(_Base):
                 return
 
     async def signal(
-        self, name: str, payload: Any = None, *, wait: float | None = None
+        self,
+        name: str,
+        payload: Any = None,
+        *,
+        wait: float | None = None,
+        idempotency_key: str | None = None,
     ) -> Event | None:
         """Send a signal to the waiting step ``name``; see :meth:`WorkflowHandle.signal`."""
-        return await self._send(self._signal(name, payload), wait)
+        return await self._send(self._signal(name, payload), wait, idempotency_key)
 
-    async def pause(self, reason: str = "", *, wait: float | None = None) -> Event | None:
+    async def pause(
+        self, reason: str = "", *, wait: float | None = None, idempotency_key: str | None = None
+    ) -> Event | None:
         """Ask the orchestrator to schedule no new steps until :meth:`resume`."""
-        return await self._send(PauseWorkflow(workflow_id=self.workflow_id, reason=reason), wait)
+        command = PauseWorkflow(workflow_id=self.workflow_id, reason=reason)
+        return await self._send(command, wait, idempotency_key)
 
-    async def resume(self, *, wait: float | None = None) -> Event | None:
+    async def resume(
+        self, *, wait: float | None = None, idempotency_key: str | None = None
+    ) -> Event | None:
         """Resume a paused workflow."""
-        return await self._send(ResumeWorkflow(workflow_id=self.workflow_id), wait)
+        command = ResumeWorkflow(workflow_id=self.workflow_id)
+        return await self._send(command, wait, idempotency_key)
 
-    async def cancel(self, reason: str = "", *, wait: float | None = None) -> Event | None:
+    async def cancel(
+        self, reason: str = "", *, wait: float | None = None, idempotency_key: str | None = None
+    ) -> Event | None:
         """Cancel the workflow (running steps are marked cancelled)."""
-        return await self._send(CancelWorkflow(workflow_id=self.workflow_id, reason=reason), wait)
+        command = CancelWorkflow(workflow_id=self.workflow_id, reason=reason)
+        return await self._send(command, wait, idempotency_key)
 
-    async def _send(self, command: Input, wait: float | None) -> Event | None:
-        meta = self._core.meta(command)
+    async def _send(
+        self, command: Input, wait: float | None, idempotency_key: str | None = None
+    ) -> Event | None:
+        meta = self._core.meta(command, idempotency_key)
         publisher = self._core.publisher()
         if wait is None:
             await publisher.publish_async(command, meta)

@@ -59,8 +59,13 @@ def outcome(final: ev.Event) -> Any:
     raise KflowError(f"{type(final).__name__} is not a final event")
 
 
+DUPLICATE_COMMAND = "duplicate_command"
+"""The code of the answer to a command whose idempotency key was applied already."""
+
+
 def answered(workflow_id: str, command: str, answer: Logged | None, timeout: float) -> ev.Event:
-    """The event that applied ``command``; raises ``CommandRejected`` for a refusal and
+    """The event that applied ``command`` (or the ``duplicate_command`` notice: an earlier one
+    with its idempotency key was applied); raises ``CommandRejected`` for a refusal and
     ``WaitTimeout`` when no answer came within ``timeout`` s."""
     if answer is None:
         raise WaitTimeout(
@@ -69,7 +74,7 @@ def answered(workflow_id: str, command: str, answer: Logged | None, timeout: flo
             "(is `kflow run orchestrator` running?)"
         )
     event = answer.event
-    if isinstance(event, ev.InputRejected):
+    if isinstance(event, ev.InputRejected) and event.code != DUPLICATE_COMMAND:
         raise CommandRejected(workflow_id, command, event.code, event.reason)
     return event
 

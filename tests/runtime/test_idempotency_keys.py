@@ -79,9 +79,7 @@ def test_repeated_keyed_commands_are_applied_once_even_after_a_restart(runtime: 
     _publish(runtime, SignalWorkflow(workflow_id=wid, name="gate", payload=signal), "sig-1")
     runtime.wait_final([wid])
     with kflow.Client(runtime.settings, actor="test") as client:
-        answer = client.get_handle(wid).signal(
-            "gate", signal, wait=WAIT_S, idempotency_key="sig-1"
-        )
+        answer = client.get_handle(wid).signal("gate", signal, wait=WAIT_S, idempotency_key="sig-1")
         assert isinstance(answer, InputRejected) and answer.code == "duplicate_command"
         with pytest.raises(kflow.CommandRejected, match="workflow_finished"):
             client.get_handle(wid).signal("gate", signal, wait=WAIT_S, idempotency_key="sig-2")

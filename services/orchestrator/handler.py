@@ -235,9 +235,16 @@ class OrchestratorHandler(Handler[Envelope]):
             and self.table.is_closed(partition, command.workflow_id)
         ):
             # Finished and its state gone (restart, rebalance, capacity): still a duplicate.
-            return self._records([duplicate_of_closed(command, now)], envelope, command)
+            key = envelope.idempotency_key if envelope is not None else None
+            return self._records([duplicate_of_closed(command, now, key)], envelope, command)
         # decide_and_evolve returns the state decide built; evolving again would redo the work.
-        events, after = decide_and_evolve(state, command, now, self._limits)
+        events, after = decide_and_evolve(
+            state,
+            command,
+            now,
+            self._limits,
+            envelope.idempotency_key if envelope is not None else None,
+        )
         changes = [e for e in events if not is_notice(e)]
         new_state = after if changes else None
         records = self._records(events, envelope, command)  # may raise: stage nothing before

@@ -19,6 +19,7 @@ from confluent_kafka.admin import (  # type: ignore[attr-defined]
     ResourceType,
 )
 
+from kflow.bus.clients import make_admin
 from kflow.bus.errors import BusError
 from kflow.bus.topics import TopicSpec
 
@@ -46,12 +47,9 @@ def admin_client(bootstrap: str, timeout_s: float = 10.0, quiet: bool = False) -
 
     ``quiet`` silences librdkafka's own connection errors, for probes whose caller reports.
     """
-    return AdminClient(
-        {
-            "bootstrap.servers": bootstrap,
-            "socket.timeout.ms": int(timeout_s * 1000),
-            "log_level": 0 if quiet else 3,
-        }
+    return make_admin(
+        bootstrap,
+        overrides={"socket.timeout.ms": int(timeout_s * 1000), "log_level": 0 if quiet else 3},
     )
 
 

@@ -60,6 +60,17 @@ def api_cmd(
     port: Annotated[int | None, typer.Option(help="port [default: KFLOW_API_PORT]")] = None,
 ) -> None:
     """Run the read-model HTTP API (JSON, SSE, /metrics)."""
+    from kflow.bus.errors import BusError
+    from kflow.bus.layout import check_layout
+    from kflow.bus.topics import topic_names
+
+    s = get_settings()
+    names = topic_names(s.topic_prefix)
+    try:
+        check_layout(s.kafka_bootstrap, s.topic_prefix, [names.commands, names.events])
+    except BusError as e:
+        typer.echo(f"error: {e}", err=True)
+        raise typer.Exit(1) from e
     serve_api(host, port)
 
 
@@ -80,11 +91,17 @@ def projector_cmd(
     from kflow.projections.service import run_projector, run_projector_processes
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    from kflow.bus.errors import BusError
+
     if processes > 1:
         raise typer.Exit(run_projector_processes(target.value, processes))
     if metrics_port is not None:
         serve_metrics(metrics_port)
-    run_projector(target.value)
+    try:
+        run_projector(target.value)
+    except BusError as e:
+        typer.echo(f"error: {e}", err=True)
+        raise typer.Exit(1) from e
 
 
 def register_run(run_app: typer.Typer) -> None:

@@ -12,6 +12,7 @@ from collections.abc import Iterable
 
 from kflow.bus.admin import describe_topics
 from kflow.bus.errors import BusError
+from kflow.bus.probe import check_connection
 from kflow.bus.topics import TopicNames, TopicSpec, topic_names, topic_problems
 
 
@@ -35,6 +36,7 @@ def check_layout(
     """Raise :class:`TopicLayoutError` unless every topic in ``need`` exists and the
     co-partitioned topics present share one partition count (``partitions`` when given,
     else the count of ``<prefix>.commands`` or the first one found)."""
+    check_connection(bootstrap, timeout_s=timeout_s)  # one clear line for auth / TLS errors
     names = topic_names(prefix)
     core = co_partitioned(names)
     needed = list(dict.fromkeys(need))

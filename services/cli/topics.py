@@ -16,6 +16,7 @@ from kflow.bus.admin import (
     list_topics,
 )
 from kflow.bus.topics import BUILTIN_QUEUES, topic_problems, topic_specs, validate_prefix
+from kflow.cli.broker import require_broker
 from kflow.settings import get_settings
 
 topics_app = typer.Typer(help="Create and inspect kflow topics.", no_args_is_help=True)
@@ -62,6 +63,7 @@ def create(
         )
     except ValueError as e:
         raise typer.BadParameter(str(e), param_hint="--queue") from e
+    require_broker(timeout_s=10.0)
     bootstrap = settings.kafka_bootstrap
     try:
         policy = cluster_policy(bootstrap, settings)
@@ -101,7 +103,7 @@ def create(
 @topics_app.command("list")
 def list_(prefix: PrefixOption = None) -> None:
     """List the topics under the prefix with partition count and end offsets."""
-    settings = get_settings()
+    settings = require_broker(timeout_s=10.0)
     try:
         infos = list_topics(settings.kafka_bootstrap, f"{_prefix(prefix)}.")
     except TopicAdminError as e:

@@ -255,6 +255,9 @@ def processor(
     except (NodeRegistryError, ValueError) as e:
         typer.echo(f"error: {e}", err=True)
         raise typer.Exit(2) from e
+    except BusError as e:
+        typer.echo(f"error: {e}", err=True)
+        raise typer.Exit(1) from e
     logging.getLogger(__name__).info("queue %s, node types: %s", queue, ", ".join(names))
     _started(metrics_port, settings, service.config.group_id)
     _on_stop_signals(service)

@@ -13,7 +13,11 @@ from kflow.api import console, routes_commands, routes_ops, routes_read
 from kflow.api.problems import install_problem_handlers
 from kflow.api.resources import ApiConfig, close_resources, open_resources
 from kflow.api.responses import DocumentResponse
+from kflow.observability import tracing
 from kflow.observability.metrics import API_LATENCY, API_REQUESTS
+
+UNTRACED_PATHS = "/metrics,/healthz,/readyz,/static"
+"""Paths that get no server span (scrapes, probes, console assets): regexes, comma-separated."""
 
 
 class MetricsMiddleware:
@@ -69,4 +73,12 @@ def create_app(config: ApiConfig) -> FastAPI:
     app.include_router(routes_commands.router)
     app.include_router(routes_ops.router)
     console.install(app)
+    if tracing.on():
+        # A server span per request, continuing the caller's traceparent; commands sent
+        # while it is current carry it on to the workflow (ADR 0037).
+        from opentelemetry.instrumentation.fastapi import FastAPIInstrumentor
+
+        FastAPIInstrumentor.instrument_app(
+            app, tracer_provider=tracing.provider(), excluded_urls=UNTRACED_PATHS
+        )
     return app

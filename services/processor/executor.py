@@ -62,19 +62,22 @@ class StepExecutor:
         """The ledger's outcome for each task (None: never finished), in one round trip."""
         return await self._ledger.lookup_many([t.idempotency_key for t in tasks])
 
-    async def execute(self, task: ExecuteStep, recorded: Outcome | None = None) -> Execution:
+    async def execute(
+        self, task: ExecuteStep, recorded: Outcome | None = None, traceparent: str | None = None
+    ) -> Execution:
         """Outcome of ``task``: the recorded one if this attempt already finished.
 
-        ``recorded`` is a ledger lookup the caller already made (see :meth:`recorded`).
+        ``recorded`` is a ledger lookup the caller already made (see :meth:`recorded`);
+        ``traceparent`` is the attempt's trace context, for :attr:`StepContext.traceparent`.
         """
         if recorded is None:
             recorded = await self._ledger.lookup(task.idempotency_key)
         if recorded is not None:
             return Execution(recorded, replayed=True)
-        outcome = await self._run(task)
+        outcome = await self._run(task, traceparent)
         return Execution(await self._ledger.record(task.idempotency_key, outcome), replayed=False)
 
-    async def _run(self, task: ExecuteStep) -> Outcome:
+    async def _run(self, task: ExecuteStep, traceparent: str | None = None) -> Outcome:
         handler = self._nodes.get(task.node_type)
         if handler is None:
             return _failure_outcome(
@@ -91,6 +94,7 @@ class StepExecutor:
             attempt=task.attempt,
             idempotency_key=task.idempotency_key,
             timeout_ms=task.timeout_ms,
+            traceparent=traceparent,
             _heartbeat=functools.partial(self._heartbeat, task),
         )
         keepalive = self._start_keepalive(task)

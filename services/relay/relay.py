@@ -36,8 +36,8 @@ from kflow.relay.metrics import (
     OUTBOX_PUBLISH_ERRORS,
     OUTBOX_PUBLISHED,
 )
-from kflow.relay.outbox import CHANNEL, TABLE, pending_backlog
-from kflow.relay.rows import CLAIM_SQL, EncodedRow, OutboxRow, encode_row
+from kflow.relay.outbox import CHANNEL, TABLE, has_trace_column, pending_backlog
+from kflow.relay.rows import CLAIM_SQL, UNTRACED_CLAIM_SQL, EncodedRow, OutboxRow, encode_row
 
 log = logging.getLogger(__name__)
 
@@ -116,6 +116,7 @@ class Relay:
         self._producer: Producer | None = None
         self._producer_or_new()  # bad Kafka settings fail here, not in the loop
         self._conn: psycopg.Connection[Any] | None = None
+        self._claim_sql = CLAIM_SQL
         self._listen: psycopg.Connection[Any] | None = None
         self._backoff = _Backoff(config.max_backoff_s)
         self._next_cleanup = 0.0
@@ -134,7 +135,7 @@ class Relay:
         with conn.transaction():
             rows = [
                 OutboxRow.from_tuple(r)
-                for r in conn.execute(CLAIM_SQL, (self.config.batch_size,)).fetchall()
+                for r in conn.execute(self._claim_sql, (self.config.batch_size,)).fetchall()
             ]
             if not rows:
                 return BatchOutcome()
@@ -346,6 +347,8 @@ class Relay:
             self._conn = psycopg.connect(
                 self.config.dsn, autocommit=True, application_name="kflow-relay", connect_timeout=10
             )
+            # a table installed before tracing has no traceparent column (ADR 0037)
+            self._claim_sql = CLAIM_SQL if has_trace_column(self._conn) else UNTRACED_CLAIM_SQL
         return self._conn
 
     def _listener(self) -> psycopg.Connection[Any]:

@@ -101,9 +101,9 @@ class OrchestratorHandler(Handler[Envelope]):
         self._batch_events: dict[str, list[Event]] = {}
         self._owned: set[PartitionId] = set()
         self._loaded: set[int] = set()
-        # traceparent of each workflow's last decision, while tracing is on: the parent of
-        # decisions no record caused (timers), and the header of its snapshot
-        self._traces: dict[str, str] = {}
+        self.traces: dict[str, str] = {}
+        """traceparent of each workflow's last decision (while tracing is on, or restored from
+        its snapshot): the parent of decisions no record caused (timers), its snapshot's header"""
 
     # -- Handler hooks ---------------------------------------------------------------------
 
@@ -157,7 +157,7 @@ class OrchestratorHandler(Handler[Envelope]):
                 out.append(OutRecord(self.names.closed, state.workflow_id, marker))
             else:
                 encoded = self._snapshots.encode(state, now)
-                headers = trace_headers(traceparent=self._traces.get(state.workflow_id))
+                headers = trace_headers(traceparent=self.traces.get(state.workflow_id))
                 out.append(OutRecord(self.names.snapshots, state.workflow_id, encoded, headers))
         return out
 
@@ -165,7 +165,7 @@ class OrchestratorHandler(Handler[Envelope]):
         for state in self.table.commit():
             if is_terminal(state):
                 self._snapshots.forget([state.workflow_id])
-                self._traces.pop(state.workflow_id, None)
+                self.traces.pop(state.workflow_id, None)
             else:
                 events = self._batch_events.get(state.workflow_id, ())
                 self.timers.schedule(
@@ -218,7 +218,7 @@ class OrchestratorHandler(Handler[Envelope]):
             self.timers.drop_workflows(dropped)
             self._snapshots.forget(dropped)
             for workflow_id in dropped:
-                self._traces.pop(workflow_id, None)
+                self.traces.pop(workflow_id, None)
             self._loaded -= gone
             log.info("dropped %d workflows of revoked partitions %s", len(dropped), sorted(gone))
 
@@ -245,7 +245,7 @@ class OrchestratorHandler(Handler[Envelope]):
         """
         workflow_id = command.workflow_id
         if parent is None:
-            parent = tracing.context_of(self._traces.get(workflow_id))
+            parent = tracing.context_of(self.traces.get(workflow_id))
         attributes: dict[str, str | int] = {"kflow.workflow_id": workflow_id}
         if message is not None:
             attributes |= {
@@ -268,7 +268,7 @@ class OrchestratorHandler(Handler[Envelope]):
             headers = trace_headers(traceparent=traceparent)
             records = self._apply(command, partition, envelope, now, headers, span)
             if traceparent is not None and self.table.get(workflow_id) is not None:
-                self._traces[workflow_id] = traceparent
+                self.traces[workflow_id] = traceparent
             return records
         except Exception as e:
             span.record_exception(e)

@@ -126,7 +126,10 @@ class OrchestratorService:
 
     def _restore(self, partitions: Sequence[int]) -> dict[int, dict[str, WorkflowState]]:
         return restore_partitions(
-            self.config.bootstrap, topic_names(self.config.topic_prefix).snapshots, partitions
+            self.config.bootstrap,
+            topic_names(self.config.topic_prefix).snapshots,
+            partitions,
+            traces=self.handler.traces,
         )
 
     def _restore_closed(self, partitions: Sequence[int]) -> dict[int, list[ClosedMarker]]:

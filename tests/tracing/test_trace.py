@@ -231,3 +231,41 @@ def test_tracing_off_writes_no_trace_headers_and_no_spans(runtime: Runtime) -> N
     for topic in (names.tasks("default"), names.results):
         records = consume_all(runtime.settings.kafka_bootstrap, topic, min_records=3)
         assert records and not [r for r in records if dict(r.headers() or {}).get(TRACE_HEADER)]
+
+
+def test_a_restarted_orchestrator_continues_the_trace_from_the_snapshot(
+    spans: Spans, runtime_factory: Runtime
+) -> None:
+    rt = runtime_factory
+    first = rt.start_orchestrator()
+    rt.start_processor("default")
+    slow_retry = {**FAST_RETRY, "initial_delay_ms": 1500}
+    rt.apply(
+        {
+            "name": "restarted",
+            "nodes": [
+                {
+                    "id": "f",
+                    "type": "flaky",
+                    "queue": "default",
+                    "input": {"fail_attempts": 1},
+                    "retry": slow_retry,
+                }
+            ],
+        }
+    )
+    workflow_id = rt.start("restarted")
+    rt.wait_for(workflow_id, "StepRetryScheduled")
+    first.stop()  # the retry timer is pending: the next orchestrator knows it from the snapshot
+    for service, thread in rt.orchestrators:
+        thread.join(30)
+        assert not thread.is_alive(), service
+    rt.orchestrators.clear()
+    restarted = rt.start_orchestrator()
+    assert types_of(rt.wait_final([workflow_id])[workflow_id])[-1] == "WorkflowCompleted"
+    assert restarted.handler.stats.restored >= 1
+    ours = sorted(spans.of_workflow(workflow_id), key=lambda s: s.start_time or 0)
+    (error,) = [s for s in ours if s.name == "decide StepError"]
+    (timer,) = [s for s in ours if s.name == "decide TimerFired"]
+    assert _parent(timer) == _id(error)
+    assert {_trace(s) for s in ours} == {_trace(error)}

@@ -20,6 +20,7 @@ from kflow.bus.reader import read_key
 from kflow.bus.topics import topic_names
 from kflow.client import Client
 from kflow.observability import tracing
+from kflow.relay.errors import OutboxInputError
 from kflow.relay.outbox import enqueue_start, install
 from kflow.relay.relay import Relay, RelayConfig
 from tests.kafka_helpers import consume_all
@@ -269,3 +270,39 @@ def test_a_restarted_orchestrator_continues_the_trace_from_the_snapshot(
     (timer,) = [s for s in ours if s.name == "decide TimerFired"]
     assert _parent(timer) == _id(error)
     assert {_trace(s) for s in ours} == {_trace(error)}
+
+
+def test_an_outbox_table_from_before_tracing_still_works_and_says_how_to_upgrade(
+    spans: Spans, runtime: Runtime, pg_dsn: str
+) -> None:
+    schema = f"outbox_{uuid.uuid4().hex[:10]}"
+    dsn = psycopg.conninfo.make_conninfo(pg_dsn, options=f"-c search_path={schema}")
+    with psycopg.connect(pg_dsn, autocommit=True) as conn:
+        conn.execute(f"CREATE SCHEMA {schema}".encode())
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        install(conn)
+        conn.execute(b"ALTER TABLE kflow_outbox DROP COLUMN traceparent")  # as installed before
+    with (
+        tracing.tracer().start_as_current_span("place order"),
+        psycopg.connect(dsn) as conn,
+        pytest.raises(OutboxInputError, match="kflow outbox install"),
+    ):
+        enqueue_start(conn, name="traced", input={"x": 5})
+    with psycopg.connect(dsn) as conn, conn.transaction():
+        workflow_id = enqueue_start(conn, name="traced", input={"x": 5})  # no span: no column
+    relay = Relay(
+        RelayConfig(
+            dsn=dsn, bootstrap=runtime.settings.kafka_bootstrap, topic_prefix=runtime.prefix
+        )
+    )
+    try:
+        assert relay.relay_batch().published == 1
+    finally:
+        relay.close()
+    assert types_of(runtime.wait_final([workflow_id])[workflow_id])[-1] == "WorkflowCompleted"
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        install(conn)  # the upgrade: the column is back
+        with tracing.tracer().start_as_current_span("place order"), conn.transaction():
+            enqueue_start(conn, name="traced", input={"x": 6})
+        row = conn.execute(b"SELECT count(traceparent) FROM kflow_outbox").fetchone()
+        assert row == (1,)

@@ -23,8 +23,10 @@ import psycopg
 from confluent_kafka import KafkaError, KafkaException, Message, Producer
 
 from kflow.bus.clients import ConfigValue, make_producer
+from kflow.bus.message import TRACE_HEADER
 from kflow.bus.topics import topic_names
 from kflow.core.limits import DEFAULT_LIMITS
+from kflow.observability import tracing
 from kflow.observability.metrics import EVENTS_OUT
 from kflow.relay.errors import RowRejected
 from kflow.relay.metrics import (
@@ -168,6 +170,24 @@ class Relay:
             OUTBOX_PUBLISH_ERRORS.inc()
         return outcome
 
+    def _relay_spans(self, encoded: list[EncodedRow]) -> dict[int, tracing.Span]:
+        """A producer span per row, child of the span that wrote it, until the broker's ack."""
+        return {
+            item.row.id: tracing.tracer().start_span(
+                "relay StartWorkflow",
+                context=tracing.context_of(item.row.traceparent),
+                kind=tracing.SpanKind.PRODUCER,
+                attributes={
+                    "messaging.system": "kafka",
+                    "messaging.operation.type": "send",
+                    "messaging.destination.name": self.topic,
+                    "kflow.workflow_id": item.row.workflow_id,
+                    "kflow.outbox_row_id": item.row.id,
+                },
+            )
+            for item in encoded
+        }
+
     def _publish(
         self, producer: Producer, encoded: list[EncodedRow], rejected: dict[int, str]
     ) -> tuple[list[int], dict[int, str]]:
@@ -180,14 +200,19 @@ class Relay:
 
             return record
 
+        spans = self._relay_spans(encoded) if tracing.on() else {}
         for item in encoded:
+            headers = dict[str, str | bytes | None](item.headers)
+            span = spans.get(item.row.id)
+            if span is not None:
+                headers[TRACE_HEADER] = tracing.traceparent_of(span)
             while True:
                 try:
                     producer.produce(
                         self.topic,
                         value=item.value,
                         key=item.key,
-                        headers=dict[str, str | bytes | None](item.headers),
+                        headers=headers,
                         on_delivery=on_delivery(item.row.id),
                     )
                     break
@@ -197,6 +222,10 @@ class Relay:
                     results[item.row.id] = e.args[0]
                     break
         producer.flush(self.config.delivery_timeout_s + 5)
+        for row_id, span in spans.items():
+            if results.get(row_id, True) is not None:
+                span.set_status(tracing.StatusCode.ERROR, "not delivered")
+            span.end()
         delivered: list[int] = []
         deferred: dict[int, str] = {}
         for item in encoded:

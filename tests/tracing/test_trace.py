@@ -217,7 +217,10 @@ def test_outbox_row_carries_its_writers_trace_through_the_relay(
     decisions = [s for s in spans.of_workflow(workflow_id) if s.name.startswith("decide ")]
     start = min(decisions, key=lambda s: s.start_time or 0)
     assert start.name == "decide StartWorkflow"
-    assert _parent(start) == writer.get_span_context().span_id
+    (relayed,) = spans.named("relay StartWorkflow")
+    assert relayed.kind is SpanKind.PRODUCER
+    assert _parent(relayed) == writer.get_span_context().span_id
+    _check_workflow_trace(spans, workflow_id, relayed)
     assert {_trace(s) for s in spans.of_workflow(workflow_id)} == {
         writer.get_span_context().trace_id
     }

@@ -136,7 +136,10 @@ class OrchestratorService:
         # not ready while the state of newly assigned partitions is read back
         HEALTH.report("state", False, f"restoring partitions {sorted(partitions)}")
         restored = restore_partitions(
-            self.config.bootstrap, topic_names(self.config.topic_prefix).snapshots, partitions
+            self.config.bootstrap,
+            topic_names(self.config.topic_prefix).snapshots,
+            partitions,
+            traces=self.handler.traces,
         )
         HEALTH.report("state", True)
         return restored

@@ -59,6 +59,19 @@ class TransactionError(BusError):
     """The exactly-once loop could not initialise or complete a Kafka transaction."""
 
 
+class RecordTooLarge(BusError):
+    """An output record is over the record limit; refused before ``produce`` (ADR 0027)."""
+
+    def __init__(self, topic: str, size: int, limit: int, detail: str = "") -> None:
+        super().__init__(
+            f"a {size}-byte record for {topic} is over the {limit}-byte record limit"
+            f" (topic max.message.bytes less framing){detail}"
+        )
+        self.topic = topic
+        self.size = size
+        self.limit = limit
+
+
 class FatalClientError(BusError):
     """A Kafka client hit a fatal error (e.g. a static member fenced by another process with
     the same ``group.instance.id``, or a fenced producer): it can do nothing more. The owner

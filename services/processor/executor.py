@@ -17,9 +17,10 @@ from typing import Any, TypeVar
 from kflow.bus.records import ExecuteStep
 from kflow.core.errors import PermanentError
 from kflow.core.jsondoc import Json
+from kflow.core.limits import DEFAULT_LIMITS
 from kflow.observability.health import Outage
 from kflow.processor.context import StepContext
-from kflow.processor.failures import StepTimeout, UnknownNodeType, classify
+from kflow.processor.failures import PayloadTooLarge, StepTimeout, UnknownNodeType, classify
 from kflow.processor.ledger import LEDGER_UNAVAILABLE, Outcome, RedisLedger
 from kflow.processor.registry import NodeHandler, NodeRegistry
 
@@ -59,9 +60,11 @@ class StepExecutor:
         ledger: RedisLedger,
         thread_pool: Executor,
         heartbeat: HeartbeatSink,
+        max_payload_bytes: int = DEFAULT_LIMITS.max_payload_bytes,
         outage: Outage | None = None,
     ) -> None:
         self._nodes = nodes
+        self._max_payload_bytes = max_payload_bytes
         self._ledger = ledger
         self._pool = thread_pool
         self._heartbeat = heartbeat
@@ -72,17 +75,20 @@ class StepExecutor:
         keys = [t.idempotency_key for t in tasks]
         return await self._patiently(lambda: self._ledger.lookup_many(keys))
 
-    async def execute(self, task: ExecuteStep, recorded: Outcome | None = None) -> Execution:
+    async def execute(
+        self, task: ExecuteStep, recorded: Outcome | None = None, traceparent: str | None = None
+    ) -> Execution:
         """Outcome of ``task``: the recorded one if this attempt already finished.
 
-        ``recorded`` is a ledger lookup the caller already made (see :meth:`recorded`).
+        ``recorded`` is a ledger lookup the caller already made (see :meth:`recorded`);
+        ``traceparent`` is the attempt's trace context, for :attr:`StepContext.traceparent`.
         """
         key = task.idempotency_key
         if recorded is None:
             recorded = await self._patiently(lambda: self._ledger.lookup(key))
         if recorded is not None:
             return Execution(recorded, replayed=True)
-        outcome = await self._run(task)
+        outcome = await self._run(task, traceparent)
         stored = await self._patiently(lambda: self._ledger.record(key, outcome))
         return Execution(stored, replayed=False)
 
@@ -97,7 +103,7 @@ class StepExecutor:
             self._outage.ok()
             return result
 
-    async def _run(self, task: ExecuteStep) -> Outcome:
+    async def _run(self, task: ExecuteStep, traceparent: str | None = None) -> Outcome:
         handler = self._nodes.get(task.node_type)
         if handler is None:
             return _failure_outcome(
@@ -114,6 +120,7 @@ class StepExecutor:
             attempt=task.attempt,
             idempotency_key=task.idempotency_key,
             timeout_ms=task.timeout_ms,
+            traceparent=traceparent,
             _heartbeat=functools.partial(self._heartbeat, task),
         )
         keepalive = self._start_keepalive(task)
@@ -149,15 +156,22 @@ class StepExecutor:
             if keepalive is not None:
                 keepalive.cancel()
 
-    @staticmethod
-    def _finish(task: ExecuteStep, handler: NodeHandler, result: Any) -> Outcome:
+    def _finish(self, task: ExecuteStep, handler: NodeHandler, result: Any) -> Outcome:
         output = Json.of(handler.dump_output(result))
         try:
-            output.measure()  # the one serialisation: the ledger and the result reuse the text
+            size = output.measure()  # the one serialisation: ledger and result reuse the text
         except ValueError as exc:
             raise PermanentError(
                 f"node {task.node_type!r} returned a value that is not JSON: {exc}"
             ) from exc
+        if size > self._max_payload_bytes:
+            # Checked here, not at the broker: the step fails once, clearly, and the
+            # result record stays small (ADR 0027).
+            raise PayloadTooLarge(
+                f"node {task.node_type!r} returned {size} bytes of JSON; the limit is "
+                f"{self._max_payload_bytes} (KFLOW_MAX_PAYLOAD_BYTES): return a reference "
+                "to the data (a URL or a key) instead of the data"
+            )
         return Outcome(output=output)
 
     def _start_keepalive(self, task: ExecuteStep) -> asyncio.Task[None] | None:

@@ -23,11 +23,15 @@ from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Produ
 from kflow.bus.clients import ConfigValue, consumer_config, producer_config
 from kflow.bus.codec import AvroCodec
 from kflow.bus.dead_letter import dead_letter_for, dead_letter_record
-from kflow.bus.errors import DecodeError, FatalClientError, is_fatal
-from kflow.bus.message import OutRecord
+from kflow.bus.errors import DecodeError, FatalClientError, RecordTooLarge, is_fatal
+from kflow.bus.layout import check_layout
+from kflow.bus.message import TRACE_HEADER, OutRecord, header_map, record_size, trace_headers
 from kflow.bus.topics import topic_names
 from kflow.core.errors import ErrorClass
 from kflow.core.inputs import StepError, StepHeartbeat, StepResult
+from kflow.core.jsondoc import Json
+from kflow.core.limits import DEFAULT_LIMITS, MAX_OUTPUT_RECORD_BYTES
+from kflow.observability import tracing
 from kflow.observability.health import HEALTH, Health, Outage
 from kflow.observability.metrics import (
     CLIENT_FATAL,
@@ -37,6 +41,7 @@ from kflow.observability.metrics import (
     STEP_LATENCY,
 )
 from kflow.processor.executor import StepExecutor
+from kflow.processor.failures import PayloadTooLarge
 from kflow.processor.ledger import LEDGER_UNAVAILABLE, Outcome, RedisLedger
 from kflow.processor.offsets import PartitionProgress
 from kflow.processor.registry import NodeRegistry
@@ -79,6 +84,8 @@ class ProcessorConfig:
     ledger_ttl_s: int = 7 * 24 * 3600
     redis_key_prefix: str = "kflow"
     commit_interval_s: float = 0.2
+    max_payload_bytes: int = DEFAULT_LIMITS.max_payload_bytes
+    """Largest output (JSON bytes) a node may return; a larger one fails the step at once."""
     consumer_overrides: dict[str, ConfigValue] = field(default_factory=dict)
     producer_overrides: dict[str, ConfigValue] = field(default_factory=dict)
 
@@ -99,6 +106,7 @@ class ProcessorStats:
 
 
 _Completion = tuple[TopicPartition, int, PartitionProgress]  # the progress it belongs to
+_Accepted = tuple[ExecuteStep, _Completion, str | None]  # task, its offset, its traceparent
 
 
 class ProcessorService:
@@ -113,6 +121,7 @@ class ProcessorService:
         self.stats = ProcessorStats()
         self._names = topic_names(config.topic_prefix)
         self._task_topic = self._names.tasks(config.queue)
+        check_layout(config.bootstrap, config.topic_prefix, [self._task_topic, self._names.results])
         self._tasks_in = EVENTS_IN.labels(COMPONENT, self._task_topic)
         self._codec = AvroCodec()
         self._nodes = nodes
@@ -189,7 +198,14 @@ class ProcessorService:
             self.config.redis_url, self.config.redis_key_prefix, self.config.ledger_ttl_s
         )
         outage = Outage("redis", health=self._health)
-        executor = StepExecutor(self._nodes, ledger, pool, self._send_heartbeat, outage)
+        executor = StepExecutor(
+            self._nodes,
+            ledger,
+            pool,
+            self._send_heartbeat,
+            self.config.max_payload_bytes,
+            outage=outage,
+        )
         kafka_thread = threading.Thread(
             target=self._kafka_loop, args=(loop, executor), name="kafka", daemon=True
         )
@@ -268,7 +284,7 @@ class ProcessorService:
             except KafkaException as e:  # a fatal consumer reports its error again on close
                 log.info("closing the consumer: %s", e)
 
-    def _accept(self, message: Message) -> tuple[ExecuteStep, _Completion] | None:
+    def _accept(self, message: Message) -> _Accepted | None:
         """Track a consumed task's offset and decode it (poison goes to the DLQ: None)."""
         error = message.error()
         if error is not None:
@@ -288,11 +304,16 @@ class ProcessorService:
         raw = message.value() or b""
         raw_bytes = raw.encode() if isinstance(raw, str) else raw
         try:
-            return decode_task(raw_bytes), done
+            task = decode_task(raw_bytes)
         except DecodeError as e:
             self._dead_letter(message, raw_bytes, e.reason.value, e, done)
             self._slots.release()
             return None
+        parent = None
+        if tracing.on():
+            value = header_map(message).get(TRACE_HEADER)
+            parent = value.decode("ascii", "replace") if value else None
+        return task, done, parent
 
     def _drain_completions(self) -> None:
         while True:
@@ -343,16 +364,48 @@ class ProcessorService:
 
     # -- asyncio side ----------------------------------------------------------------------
 
-    async def _run_batch(
-        self, batch: list[tuple[ExecuteStep, _Completion]], executor: StepExecutor
-    ) -> None:
+    async def _run_batch(self, batch: list[_Accepted], executor: StepExecutor) -> None:
         """Look the whole batch up in the ledger at once, then run each task concurrently."""
-        recorded = await executor.recorded([task for task, _ in batch])  # waits out outages
+        recorded = await executor.recorded([task for task, _, _ in batch])  # waits out outages
         loop = asyncio.get_running_loop()
-        for (task, done), outcome in zip(batch, recorded, strict=True):
-            running = loop.create_task(self._run_task(task, executor, done, outcome))
+        for (task, done, parent), outcome in zip(batch, recorded, strict=True):
+            if tracing.on():
+                work = self._run_traced(task, executor, done, outcome, parent)
+            else:
+                work = self._run_task(task, executor, done, outcome)
+            running = loop.create_task(work)
             self._running.add(running)  # keep a reference until it finishes
             running.add_done_callback(self._running.discard)
+
+    async def _run_traced(
+        self,
+        task: ExecuteStep,
+        executor: StepExecutor,
+        done: _Completion,
+        recorded: Outcome | None,
+        parent: str | None,
+    ) -> None:
+        """:meth:`_run_task` inside a ``step`` span (one per attempt, current while the node
+        runs); the result carries the span's context back to the orchestrator."""
+        span = tracing.tracer().start_span(
+            f"step {task.node_id}",
+            context=tracing.context_of(parent),
+            kind=tracing.SpanKind.CONSUMER,
+            attributes={
+                "messaging.system": "kafka",
+                "messaging.operation.type": "process",
+                "messaging.destination.name": self._task_topic,
+                "kflow.workflow_id": task.workflow_id,
+                "kflow.step_key": task.step_key,
+                "kflow.node_id": task.node_id,
+                "kflow.node_type": task.node_type,
+                "kflow.attempt": task.attempt,
+                "kflow.idempotency_key": task.idempotency_key,
+            },
+        )
+        # this coroutine runs as its own asyncio task: the context set here is its own
+        with tracing.use_span(span, end_on_exit=True):
+            await self._run_task(task, executor, done, recorded, span)
 
     async def _run_task(
         self,
@@ -360,11 +413,14 @@ class ProcessorService:
         executor: StepExecutor,
         done: _Completion,
         recorded: Outcome | None = None,
+        span: tracing.Span | None = None,
     ) -> None:
         started = time.monotonic()
         measured = False
+        traceparent = tracing.traceparent_of(span) if span is not None else None
+        headers = trace_headers(traceparent=traceparent)
         try:
-            execution = await executor.execute(task, recorded)
+            execution = await executor.execute(task, recorded, traceparent)
             measured = True
             outcome = execution.outcome
             if execution.replayed:
@@ -391,8 +447,10 @@ class ProcessorService:
                     error_type=outcome.error_type,
                     message=outcome.message,
                 )
+            if span is not None:
+                _describe(span, execution.replayed, result)
             self._produce(
-                OutRecord(self._names.results, task.workflow_id, encode_result(result)),
+                OutRecord(self._names.results, task.workflow_id, encode_result(result), headers),
                 on_done=done,
             )
         except Exception as e:
@@ -414,14 +472,23 @@ class ProcessorService:
                 error_type="ProcessorError",
                 message=f"processor could not run the step: {e!r}"[:2000],
             )
+            if span is not None:
+                span.record_exception(e)
+                _describe(span, False, failure)
             self._produce(
-                OutRecord(self._names.results, task.workflow_id, encode_result(failure)),
+                OutRecord(self._names.results, task.workflow_id, encode_result(failure), headers),
                 on_done=done,
             )
         finally:
             self._slots.release()
 
     def _send_heartbeat(self, task: Any, details: Any) -> None:
+        size = Json.of(details).measure()
+        if size > self.config.max_payload_bytes:
+            raise PayloadTooLarge(
+                f"heartbeat details are {size} bytes of JSON; the limit is "
+                f"{self.config.max_payload_bytes} (KFLOW_MAX_PAYLOAD_BYTES)"
+            )
         beat = StepHeartbeat(
             workflow_id=task.workflow_id,
             step_key=task.step_key,
@@ -433,6 +500,9 @@ class ProcessorService:
     def _produce(self, record: OutRecord, on_done: _Completion | None = None) -> None:
         completions = self._completions
         produced = EVENTS_OUT.labels(COMPONENT, record.topic)
+        size = record_size(record)
+        if size > MAX_OUTPUT_RECORD_BYTES:  # never hand librdkafka a record it must refuse
+            raise RecordTooLarge(record.topic, size, MAX_OUTPUT_RECORD_BYTES)
 
         def callback(err: KafkaError | None, msg: Message) -> None:
             if err is None:
@@ -444,9 +514,14 @@ class ProcessorService:
             elif on_done is not None:  # not committed: redelivered, the ledger re-reports it
                 log.error("result for %s not delivered: %s", record.key, err.str())
 
+        headers: list[tuple[str, str | bytes | None]] | None = (
+            list(record.headers.items()) if record.headers else None
+        )
         while True:
             try:
-                self._producer.produce(record.topic, record.value, record.key, on_delivery=callback)
+                self._producer.produce(
+                    record.topic, record.value, record.key, headers=headers, on_delivery=callback
+                )
                 return
             except BufferError:
                 time.sleep(0.01)
@@ -461,3 +536,12 @@ class ProcessorService:
             "task %s[%s]@%s to the DLQ: %s", letter.topic, letter.partition, letter.offset, error
         )
         self._produce(dead_letter_record(letter, self._names.dlq, self._codec), on_done=done)
+
+
+def _describe(span: tracing.Span, replayed: bool, result: StepResult | StepError) -> None:
+    """Record a step attempt's outcome on its span (a failed attempt is an error span)."""
+    span.set_attribute("kflow.replayed", replayed)
+    if isinstance(result, StepError):
+        span.set_attribute("kflow.error_class", result.error_class.value)
+        span.set_attribute("error.type", result.error_type)
+        span.set_status(tracing.StatusCode.ERROR, result.message[:200])

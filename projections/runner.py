@@ -16,9 +16,17 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from typing import Protocol
 
-from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaException, Message, TopicPartition
+from confluent_kafka import (
+    OFFSET_BEGINNING,
+    Consumer,
+    KafkaError,
+    KafkaException,
+    Message,
+    Producer,
+    TopicPartition,
+)
 
-from kflow.bus.clients import make_consumer, make_producer
+from kflow.bus.clients import make_consumer, producer_config
 from kflow.bus.contracts import default_contracts
 from kflow.bus.dead_letter import UNPROJECTABLE, dead_letter_for, dead_letter_record
 from kflow.bus.errors import FatalClientError, is_fatal
@@ -137,7 +145,8 @@ class Projector:
             instance_id=instance_id,
             overrides={"partition.assignment.strategy": "range"},
         )
-        self.dlq = make_producer(bootstrap)
+        self._dlq_fatal: KafkaError | None = None
+        self.dlq = Producer({**producer_config(bootstrap), "error_cb": self._on_dlq_error})
         store = "postgresql" if sink.projection == "postgres" else sink.projection
         self.outage = Outage(store, base_s=0.2)
         """The store's outages (``kflow_dependency_up{dependency="postgresql"|"redis"}``)."""
@@ -163,6 +172,10 @@ class Projector:
             with contextlib.suppress(KafkaException):
                 consumer.commit(offsets=known, asynchronous=True)
         log.info("assigned %s", [(tp.topic, tp.partition, tp.offset) for tp in partitions])
+
+    def _on_dlq_error(self, error: KafkaError) -> None:
+        if is_fatal(error):
+            self._dlq_fatal = error  # raised by the loop: a dead letter must never be lost
 
     def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         self.sink.forget()
@@ -196,6 +209,12 @@ class Projector:
             self.sink.close()
 
     def _handle(self, msgs: list[Message], on_batch: Callable[[BatchResult], None] | None) -> None:
+        if self._dlq_fatal is not None:
+            CLIENT_FATAL.labels(f"projector-{self.sink.projection}", "producer").inc()
+            raise FatalClientError(
+                f"{self.sink.projection} projector's dead-letter producer failed for good: "
+                f"{self._dlq_fatal.str()}; exiting so that a new process starts with new clients"
+            )
         records: list[Record] = []
         positions: dict[Partition, int] = {}
         dead = 0

@@ -132,6 +132,7 @@ class ProcessorService:
         self._running: set[asyncio.Task[None]] = set()
         self._health = health
         self._fatal: FatalClientError | None = None
+        self._kafka_down = threading.Event()
         # Fatal errors come through poll() (consumer) or error_cb (either client); both stop
         # the service, which then raises from run() so that the process exits non-zero.
         self._producer: Producer = Producer(
@@ -170,11 +171,15 @@ class ProcessorService:
             raise self._fatal
 
     def _client_error(self, client: str, error: KafkaError) -> None:
-        """librdkafka's error callback: a fatal error stops the service, others are logged."""
+        """librdkafka's error callback: a fatal error stops the service, others are logged
+        (no broker reachable: not ready until one answers again)."""
         if is_fatal(error):
             self._failed(client, error)
-        else:
-            log.info("%s error (librdkafka retries): %s", client, error.str())
+            return
+        log.info("%s error (librdkafka retries): %s", client, error.str())
+        if error.code() == KafkaError._ALL_BROKERS_DOWN:
+            self._kafka_down.set()
+            self._health.report("kafka", False, error.str())
 
     def _failed(self, client: str, error: KafkaError) -> None:
         if self._fatal is None:
@@ -227,8 +232,11 @@ class ProcessorService:
             pool.shutdown(wait=False, cancel_futures=True)
 
     async def _watch_ledger(self, ledger: RedisLedger, outage: Outage) -> None:
-        """Ping the ledger's Redis so readiness shows an outage even while no step runs."""
+        """Ping the ledger's Redis so readiness shows an outage even while no step runs, and
+        ask Kafka for metadata while no broker answered, to see it come back."""
         while not self._stop.is_set():
+            if self._kafka_down.is_set():
+                await asyncio.to_thread(self._check_kafka)
             try:
                 await ledger.ping()
             except LEDGER_UNAVAILABLE as e:
@@ -236,6 +244,14 @@ class ProcessorService:
                 continue
             outage.ok()
             await asyncio.sleep(LEDGER_PING_S)
+
+    def _check_kafka(self) -> None:
+        try:
+            self._producer.list_topics(self._task_topic, timeout=2.0)
+        except KafkaException:
+            return
+        self._kafka_down.clear()
+        self._health.report("kafka", True)
 
     # -- Kafka thread ----------------------------------------------------------------------
 

@@ -88,8 +88,15 @@ class StepExecutor:
             recorded = await self._patiently(lambda: self._ledger.lookup(key))
         if recorded is not None:
             return Execution(recorded, replayed=True)
-        outcome = await self._run(task, traceparent)
-        stored = await self._patiently(lambda: self._ledger.record(key, outcome))
+        # heartbeats go on while the outcome waits for the ledger too: an outage must not
+        # look like a dead step to the orchestrator's heartbeat timeout
+        keepalive = self._start_keepalive(task)
+        try:
+            outcome = await self._run(task, traceparent)
+            stored = await self._patiently(lambda: self._ledger.record(key, outcome))
+        finally:
+            if keepalive is not None:
+                keepalive.cancel()
         return Execution(stored, replayed=False)
 
     async def _patiently(self, call: Callable[[], Awaitable[T]]) -> T:
@@ -123,7 +130,6 @@ class StepExecutor:
             traceparent=traceparent,
             _heartbeat=functools.partial(self._heartbeat, task),
         )
-        keepalive = self._start_keepalive(task)
         try:
             try:
                 document = task.input.value  # the one parse of the input in this process
@@ -152,9 +158,6 @@ class StepExecutor:
         except Exception as exc:
             log.info("step %s attempt %s failed: %r", task.step_key, task.attempt, exc)
             return _failure_outcome(exc)
-        finally:
-            if keepalive is not None:
-                keepalive.cancel()
 
     def _finish(self, task: ExecuteStep, handler: NodeHandler, result: Any) -> Outcome:
         output = Json.of(handler.dump_output(result))

@@ -9,7 +9,7 @@ Idempotency-Key cannot start a workflow twice (the orchestrator ignores a duplic
 from __future__ import annotations
 
 import uuid
-from typing import Annotated, Any
+from typing import Annotated
 
 from fastapi import APIRouter, Depends, Header, Path, Request, Response
 
@@ -24,9 +24,10 @@ from kflow.api.models import (
     SignalRequest,
     StartWorkflowRequest,
 )
+from kflow.api.openapi_responses import COMMAND, problems
 from kflow.api.problems import Problem, unavailable
 from kflow.api.queries import latest_version, links, workflow_tenant
-from kflow.api.routes_read import _PROBLEMS, not_found
+from kflow.api.routes_read import not_found
 from kflow.bus.commands import CommandNotDelivered
 from kflow.bus.envelope import envelope_meta, workflow_id_for
 from kflow.bus.topics import topic_names
@@ -43,10 +44,10 @@ from kflow.core.jsondoc import Json
 router = APIRouter(tags=["commands"])
 Writer = Annotated[Principal, Depends(require(Scope.WRITE))]
 WorkflowId = Annotated[str, Path(pattern=WORKFLOW_ID_PATTERN, max_length=128)]
-_COMMAND_PROBLEMS: dict[int | str, dict[str, Any]] = {
-    **_PROBLEMS,
-    409: {"description": "the workflow id belongs to another tenant"},
-    413: {"description": "payload too large"},
+_LOCATION = {"Location": {"schema": {"type": "string"}, "description": "the workflow"}}
+_START_RESPONSES = {
+    **problems(*COMMAND),
+    202: {"description": "the StartWorkflow command is in the log", "headers": _LOCATION},
 }
 
 
@@ -107,7 +108,7 @@ async def _visible(request: Request, who: Principal, workflow_id: str) -> None:
             raise not_found(workflow_id)
 
 
-@router.post("/workflows", status_code=202, response_model=Accepted, responses=_COMMAND_PROBLEMS)
+@router.post("/workflows", status_code=202, response_model=Accepted, responses=_START_RESPONSES)
 async def start(
     request: Request,
     response: Response,
@@ -157,7 +158,7 @@ async def start(
     "/workflows/{workflow_id}/cancel",
     status_code=202,
     response_model=Accepted,
-    responses=_COMMAND_PROBLEMS,
+    responses=problems(*COMMAND),
 )
 async def cancel(
     request: Request, who: Writer, workflow_id: WorkflowId, body: ReasonRequest | None = None
@@ -172,7 +173,7 @@ async def cancel(
     "/workflows/{workflow_id}/pause",
     status_code=202,
     response_model=Accepted,
-    responses=_COMMAND_PROBLEMS,
+    responses=problems(*COMMAND),
 )
 async def pause(
     request: Request, who: Writer, workflow_id: WorkflowId, body: ReasonRequest | None = None
@@ -187,7 +188,7 @@ async def pause(
     "/workflows/{workflow_id}/resume",
     status_code=202,
     response_model=Accepted,
-    responses=_COMMAND_PROBLEMS,
+    responses=problems(*COMMAND),
 )
 async def resume(request: Request, who: Writer, workflow_id: WorkflowId) -> Accepted:
     """Resume a paused workflow."""
@@ -199,7 +200,7 @@ async def resume(request: Request, who: Writer, workflow_id: WorkflowId) -> Acce
     "/workflows/{workflow_id}/signals/{name}",
     status_code=202,
     response_model=Accepted,
-    responses=_COMMAND_PROBLEMS,
+    responses=problems(*COMMAND),
 )
 async def signal(
     request: Request,

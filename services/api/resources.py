@@ -45,6 +45,12 @@ class ApiConfig:
     command_timeout_s: float = DELIVERY_TIMEOUT_S
     """How long a command request waits for Kafka's ack before answering 503."""
 
+    @property
+    def max_body_bytes(self) -> int:
+        """Largest request body read (413 beyond): room for a document at the payload limit
+        sent pretty-printed, plus the rest of the body."""
+        return 2 * self.max_payload_bytes + 65_536
+
 
 @dataclass
 class ApiResources:

@@ -1,4 +1,5 @@
-"""The read-model API: FastAPI app factory and the ASGI middleware that records metrics."""
+"""The read-model API: FastAPI app factory and the ASGI middleware that records metrics
+and writes the access log."""
 
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ from kflow.api.problems import install_problem_handlers, problem_response
 from kflow.api.resources import ApiConfig, close_resources, open_resources
 from kflow.api.responses import DocumentResponse
 from kflow.api.server import RequestLimits
+from kflow.observability import tracing
 from kflow.observability.metrics import API_LATENCY, API_REQUESTS
 
 log = logging.getLogger(__name__)
@@ -53,8 +55,17 @@ class CrashMiddleware:
             await response(scope, receive, send)
 
 
+access_log = logging.getLogger("kflow.api.access")
+PROBE_PATHS = frozenset({"/healthz", "/readyz", "/metrics"})
+"""Probed every few seconds: their access lines are logged at debug, not info."""
+
+UNTRACED_PATHS = "/metrics,/healthz,/readyz,/static"
+"""Paths that get no server span (scrapes, probes, console assets): regexes, comma-separated."""
+
+
 class MetricsMiddleware:
-    """Pure ASGI middleware: request count and latency by route template (streams included)."""
+    """Pure ASGI middleware: request count and latency by route template (streams included),
+    and one access-log line per response (method, path, route, status, duration, client)."""
 
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
@@ -76,8 +87,29 @@ class MetricsMiddleware:
         finally:
             # the router records the matched route in the scope; label by its template
             route = getattr(scope.get("route"), "path", "unmatched")
-            API_LATENCY.labels(route, scope["method"]).observe(time.perf_counter() - started)
+            elapsed = time.perf_counter() - started
+            API_LATENCY.labels(route, scope["method"]).observe(elapsed)
             API_REQUESTS.labels(route, scope["method"], str(status[0])).inc()
+            path = scope.get("path", "")
+            level = logging.DEBUG if path in PROBE_PATHS else logging.INFO
+            if access_log.isEnabledFor(level):
+                client = scope.get("client")
+                access_log.log(
+                    level,
+                    "%s %s -> %d in %.1f ms",
+                    scope["method"],
+                    path,
+                    status[0],
+                    elapsed * 1000,
+                    extra={
+                        "method": scope["method"],
+                        "path": path,
+                        "route": route,
+                        "status": status[0],
+                        "duration_ms": round(elapsed * 1000, 2),
+                        "client": f"{client[0]}:{client[1]}" if client else None,
+                    },
+                )
 
 
 def create_app(config: ApiConfig) -> FastAPI:
@@ -108,4 +140,12 @@ def create_app(config: ApiConfig) -> FastAPI:
     app.include_router(routes_commands.router)
     app.include_router(routes_ops.router)
     console.install(app)
+    if tracing.on():
+        # A server span per request, continuing the caller's traceparent; commands sent
+        # while it is current carry it on to the workflow (ADR 0037).
+        from opentelemetry.instrumentation.fastapi import FastAPIInstrumentor
+
+        FastAPIInstrumentor.instrument_app(
+            app, tracer_provider=tracing.provider(), excluded_urls=UNTRACED_PATHS
+        )
     return app

@@ -164,3 +164,15 @@ def test_a_body_over_the_limit_is_a_413_problem_before_it_is_parsed(
             conn.sock.sendall(f"{len(chunk):x}\r\n".encode() + chunk + b"\r\n")
         conn.sock.sendall(b"0\r\n\r\n")
         assert _problem(conn.read_response(), 413).startswith("request body: ")
+
+
+def test_an_unexpected_error_is_a_500_problem_and_the_connection_stays(api: ApiServer) -> None:
+    """No request is known to crash a handler; this route stands for the next one found."""
+
+    async def crash() -> None:
+        raise RuntimeError("a bug")
+
+    api.app.add_api_route("/test-crash", crash)
+    with RawConnection(api.url) as conn:
+        assert "has been logged" in _problem(conn.request("GET", "/test-crash"), 500)
+        _still_open(conn)

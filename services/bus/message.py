@@ -70,9 +70,12 @@ class OutRecord:
 
 def record_size(record: OutRecord) -> int:
     """Bytes of key, value and headers: what counts against the record limit."""
-    size = len(record.value or b"") + (len(record.key.encode()) if record.key else 0)
-    for name, value in record.headers.items():
-        size += len(name) + len(value)
+    size = len(record.value) if record.value else 0
+    key = record.key
+    if key:
+        size += len(key) if key.isascii() else len(key.encode())
+    if record.headers:
+        size += sum(len(name) + len(value) for name, value in record.headers.items())
     return size
 
 

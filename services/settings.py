@@ -106,6 +106,14 @@ class Settings(BaseSettings):
     )
     """Set by ``kflow projections rebuild`` for its workers, which read the log from 0."""
 
+    # -- observability ----------------------------------------------------------------------
+
+    metrics_host: str = Field(
+        "127.0.0.1", description="address of every service's /metrics, /healthz and /readyz"
+    )
+    """``--metrics-host`` overrides it; containers set 0.0.0.0 so Prometheus and the kubelet
+    in other network namespaces can reach the port (the API serves them on its own port)."""
+
     # -- read-model API ---------------------------------------------------------------------
 
     api_host: str = Field("127.0.0.1", description="address the read-model API binds")

@@ -42,10 +42,18 @@ from kflow.bus.clients import consumer_config, producer_config
 from kflow.bus.codec import AvroCodec
 from kflow.bus.dead_letter import HANDLER_ERROR, dead_letter_for, dead_letter_record
 from kflow.bus.eos_handler import EosConfig, Handler, LoopStats, PartitionId, system_clock_ms
-from kflow.bus.errors import DecodeError, RecordTooLarge, RetryableError, TransactionError
+from kflow.bus.errors import (
+    DecodeError,
+    FatalClientError,
+    RecordTooLarge,
+    RetryableError,
+    TransactionError,
+    is_fatal,
+)
 from kflow.bus.isolation import OUTPUT_TOO_LARGE, BatchIsolation, Coordinates, Fault
 from kflow.bus.message import BusMessage, OutRecord, header_map, key_text, record_size
 from kflow.core.limits import MAX_OUTPUT_RECORD_BYTES, RECORD_FRAMING_BYTES
+from kflow.observability.health import HEALTH, Health
 from kflow.observability.tally import BatchTally
 
 __all__ = ["EosConfig", "EosLoop", "Handler", "LoopStats", "PartitionId", "system_clock_ms"]
@@ -78,8 +86,11 @@ class EosLoop(Generic[T]):
         *,
         codec: AvroCodec | None = None,
         clock_ms: Callable[[], int] = system_clock_ms,
+        health: Health = HEALTH,
     ) -> None:
         self.config = config
+        self._health = health
+        self._kafka_down = False
         self.handler = handler
         self.decode = decode
         self.codec = codec or AvroCodec()
@@ -123,6 +134,7 @@ class EosLoop(Generic[T]):
             on_revoke=self._on_revoke,
             on_lost=self._on_lost,
         )
+        health.report("kafka", True)
 
     # -- lifecycle -------------------------------------------------------------------------
 
@@ -194,6 +206,10 @@ class EosLoop(Generic[T]):
         self.stats.records_in += processed
         self.isolation.committed(offsets)
         self._backoff_s = 0.0
+        if self._kafka_down:
+            self._kafka_down = False
+            self._health.report("kafka", True)
+            log.warning("transactions commit again")
         self._tally.publish()
         self.handler.committed()
         return processed
@@ -222,8 +238,8 @@ class EosLoop(Generic[T]):
                 error = message.error()
                 if error is None:
                     self._pending.append(message)
-                elif error.fatal():
-                    raise TransactionError(f"consumer failed: {error.str()}")
+                elif is_fatal(error):
+                    raise FatalClientError(f"{self.config.component} consumer: {error.str()}")
                 else:
                     log.warning("consumer error (librdkafka retries): %s", error.str())
         # A revoke served inside consume() may come with records of the revoked partitions
@@ -351,6 +367,9 @@ class EosLoop(Generic[T]):
         record_fault = _is_record_fault(error)
         if record_fault and not self._blamed_now:  # culprit unknown: narrow the batch down
             self.isolation.batch_failed([_coordinates(m) for m in batch], error)
+        if not record_fault:  # a bad record is the isolation search's business, not readiness
+            self._kafka_down = True
+            self._health.report("kafka", False, f"transaction failed: {error}")
         if isinstance(error, KafkaException):
             kafka_error = error.args[0] if error.args else None
             unknown_outcome = not isinstance(kafka_error, KafkaError) or (

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from enum import StrEnum
 
+from confluent_kafka import KafkaError
+
 from kflow.core.errors import KflowError
 
 
@@ -68,3 +70,18 @@ class RecordTooLarge(BusError):
         self.topic = topic
         self.size = size
         self.limit = limit
+
+
+class FatalClientError(BusError):
+    """A Kafka client hit a fatal error (e.g. a static member fenced by another process with
+    the same ``group.instance.id``, or a fenced producer): it can do nothing more. The owner
+    recreates the client or exits non-zero so that a supervisor restarts the process."""
+
+
+def is_fatal(error: KafkaError) -> bool:
+    """Whether ``error`` leaves its client unusable.
+
+    librdkafka hands a consumer's fatal error to ``poll()`` as an ``_FATAL`` message error
+    whose ``fatal()`` is False (confluent-kafka 2.x), so the code is checked too.
+    """
+    return bool(error.fatal()) or error.code() == KafkaError._FATAL

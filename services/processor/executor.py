@@ -9,24 +9,26 @@ import asyncio
 import contextvars
 import functools
 import logging
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from concurrent.futures import Executor
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 from kflow.bus.records import ExecuteStep
 from kflow.core.errors import PermanentError
 from kflow.core.jsondoc import Json
 from kflow.core.limits import DEFAULT_LIMITS
+from kflow.observability.health import Outage
 from kflow.processor.context import StepContext
 from kflow.processor.failures import PayloadTooLarge, StepTimeout, UnknownNodeType, classify
-from kflow.processor.ledger import Outcome, RedisLedger
+from kflow.processor.ledger import LEDGER_UNAVAILABLE, Outcome, RedisLedger
 from kflow.processor.registry import NodeHandler, NodeRegistry
 
 log = logging.getLogger(__name__)
 
 
 HeartbeatSink = Callable[[ExecuteStep, Any], None]
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -45,7 +47,12 @@ def _failure_outcome(exc: BaseException) -> Outcome:
 
 
 class StepExecutor:
-    """Executes tasks against a node registry, recording outcomes in the ledger."""
+    """Executes tasks against a node registry, recording outcomes in the ledger.
+
+    A ledger (Redis) outage is kflow's own, never the step's: every ledger call waits it out
+    with bounded backoff (``outage`` reports it to readiness, metrics and logs) instead of
+    failing the attempt, so no retry budget is spent and no workflow fails (ADR 0033).
+    """
 
     def __init__(
         self,
@@ -54,28 +61,44 @@ class StepExecutor:
         thread_pool: Executor,
         heartbeat: HeartbeatSink,
         max_payload_bytes: int = DEFAULT_LIMITS.max_payload_bytes,
+        outage: Outage | None = None,
     ) -> None:
         self._nodes = nodes
         self._max_payload_bytes = max_payload_bytes
         self._ledger = ledger
         self._pool = thread_pool
         self._heartbeat = heartbeat
+        self._outage = outage or Outage("redis")
 
     async def recorded(self, tasks: list[ExecuteStep]) -> list[Outcome | None]:
         """The ledger's outcome for each task (None: never finished), in one round trip."""
-        return await self._ledger.lookup_many([t.idempotency_key for t in tasks])
+        keys = [t.idempotency_key for t in tasks]
+        return await self._patiently(lambda: self._ledger.lookup_many(keys))
 
     async def execute(self, task: ExecuteStep, recorded: Outcome | None = None) -> Execution:
         """Outcome of ``task``: the recorded one if this attempt already finished.
 
         ``recorded`` is a ledger lookup the caller already made (see :meth:`recorded`).
         """
+        key = task.idempotency_key
         if recorded is None:
-            recorded = await self._ledger.lookup(task.idempotency_key)
+            recorded = await self._patiently(lambda: self._ledger.lookup(key))
         if recorded is not None:
             return Execution(recorded, replayed=True)
         outcome = await self._run(task)
-        return Execution(await self._ledger.record(task.idempotency_key, outcome), replayed=False)
+        stored = await self._patiently(lambda: self._ledger.record(key, outcome))
+        return Execution(stored, replayed=False)
+
+    async def _patiently(self, call: Callable[[], Awaitable[T]]) -> T:
+        """``call()`` until the ledger answers; cancelled only when the processor stops."""
+        while True:
+            try:
+                result = await call()
+            except LEDGER_UNAVAILABLE as e:
+                await asyncio.sleep(self._outage.failed(e))
+                continue
+            self._outage.ok()
+            return result
 
     async def _run(self, task: ExecuteStep) -> Outcome:
         handler = self._nodes.get(task.node_type)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 import pytest
 from hypothesis import given
@@ -17,6 +18,7 @@ from kflow.core.limits import DEFAULT_LIMITS, MAX_OUTPUT_RECORD_BYTES, MAX_PAYLO
 from kflow.settings import Settings, settings_error
 
 PART = PartitionId("t", 0)
+REPO = Path(__file__).resolve().parents[2]
 
 
 def _drive(total: int, bad: set[int], batch_size: int) -> tuple[BatchIsolation, list[int], int]:
@@ -83,6 +85,9 @@ def test_producer_topic_and_payload_limits_come_from_one_place() -> None:
     for spec in topic_specs("p", 2):
         assert int(spec.config["max.message.bytes"]) == MAX_RECORD_BYTES, spec.name
     assert DEFAULT_LIMITS.max_payload_bytes * 3 <= MAX_OUTPUT_RECORD_BYTES < MAX_RECORD_BYTES
+    # The local broker's default for topics kflow did not make is the same number.
+    broker = (REPO / "deploy/local/kafka/server.properties").read_text().splitlines()
+    assert f"message.max.bytes={MAX_RECORD_BYTES}" in broker
     with pytest.raises(ValueError, match="max_payload_bytes"):
         Limits(max_payload_bytes=MAX_PAYLOAD_CEILING + 1)
 

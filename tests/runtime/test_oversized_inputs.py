@@ -12,8 +12,9 @@ import uuid
 from typing import Any
 
 import pytest
+from confluent_kafka.admin import ConfigEntry, ConfigResource, ConfigSource, ResourceType
 
-from kflow.bus.admin import create_topics, delete_topics, topic_config
+from kflow.bus.admin import admin_client, create_topics, delete_topics, topic_config
 from kflow.bus.clients import make_producer
 from kflow.bus.codec import AvroCodec
 from kflow.bus.contracts import EnvelopeMeta, encode_input
@@ -217,10 +218,19 @@ def test_a_task_topic_made_on_demand_accepts_what_kflow_produces(runtime: Runtim
     try:
         wid = runtime.start("fresh")
         runtime.wait_for(wid, "StepScheduled")  # the orchestrator created the task topic
-        config = topic_config(runtime.settings.kafka_bootstrap, names.tasks(fresh))
-        assert config["max.message.bytes"] == str(MAX_RECORD_BYTES)  # not the broker's 1 MB
+        # Set on the topic itself: a stock broker's default (message.max.bytes) is 1 MB.
+        entry = _topic_setting(runtime, names.tasks(fresh), "max.message.bytes")
+        assert entry.source == ConfigSource.DYNAMIC_TOPIC_CONFIG.value, entry
+        assert entry.value == str(MAX_RECORD_BYTES)
     finally:
         delete_topics(runtime.settings.kafka_bootstrap, [names.tasks(fresh)])
+
+
+def _topic_setting(runtime: Runtime, topic: str, name: str) -> ConfigEntry:
+    admin = admin_client(runtime.settings.kafka_bootstrap)
+    (future,) = admin.describe_configs([ConfigResource(ResourceType.TOPIC, topic)]).values()
+    entries: dict[str, ConfigEntry] = future.result(30)
+    return entries[name]
 
 
 def test_services_refuse_topics_that_accept_less_than_kflow_produces(

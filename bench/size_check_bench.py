@@ -13,10 +13,15 @@ import argparse
 import time
 from collections.abc import Callable
 
+from kflow.bus.contracts import EnvelopeMeta, default_contracts
 from kflow.bus.isolation import BATCH_FAILED, BatchIsolation, Coordinates, Fault
 from kflow.bus.message import OutRecord, record_size, trace_headers
+from kflow.core.events import StepSucceeded
 from kflow.core.inputs import StepResult
+from kflow.core.jsondoc import Json
 from kflow.core.machine import notice_cause
+
+_DOC = Json.of({"rows": [{"sku": f"SKU-{i:05d}", "qty": i % 7, "ok": True} for i in range(25)]})
 
 
 def _per_call_us(fn: Callable[[], object], calls: int) -> float:
@@ -52,6 +57,14 @@ def main() -> None:
     empty = _per_call_us(lambda: None, n)
     print(f"(an empty call costs {empty:.3f} µs on this machine)")
     print(f"notice_cause of a 3 MB result: {_per_call_us(lambda: notice_cause(big), 200):.1f} µs")
+    # For scale: what producing that record already costs before the check.
+    event = StepSucceeded(
+        workflow_id="wf-1", seq=3, at=1, step_key="wf-1/a", attempt=1, output=_DOC
+    )
+    meta = EnvelopeMeta(event_id="wf-1/3")
+    contracts = default_contracts()
+    encode_us = _per_call_us(lambda: contracts.encode_body(event, meta), n // 10)
+    print(f"(for scale: encoding a StepSucceeded with a 1 KB output costs {encode_us:.1f} µs)")
 
 
 if __name__ == "__main__":

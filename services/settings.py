@@ -132,11 +132,13 @@ class Settings(BaseSettings):
         1_000_000,
         ge=1024,
         le=MAX_PAYLOAD_CEILING,
-        description="largest workflow input or step output accepted",
+        description="largest workflow input or step output accepted "
+        "(at most a third of the 4 MiB record limit)",
     )
-    """Checked by the API and the outbox relay on the way in, and by the orchestrator (too
-    large an input rejects the workflow, too large an output fails the step), so a record
-    never fails at the broker; the topics' record limit leaves room for the envelope."""
+    """Checked by the API and the outbox relay on the way in, by the processor (a node's
+    output over it fails the step at once) and by the orchestrator (too large an input
+    rejects the workflow, an output fails the step, a signal or heartbeat gets a notice), so
+    a record never fails at the broker; at most ``MAX_PAYLOAD_CEILING`` (ADR 0027)."""
 
     # -- read model -------------------------------------------------------------------------
 

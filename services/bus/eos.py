@@ -277,7 +277,7 @@ class EosLoop(Generic[T]):
 
     def _handle_one(self, message: Message) -> Sequence[OutRecord]:
         raw = message.value()
-        fault = self.isolation.fault_of(_coordinates(message))
+        fault = self.isolation.fault_of(_coordinates(message)) if self.isolation.blaming else None
         if fault is not None:
             self.stats.isolated += 1
             log.error(

@@ -169,7 +169,7 @@ def _notice(
         workflow_id=command.workflow_id,
         seq=0,
         at=now,
-        cause=with_key(notice_cause(command), key),
+        cause=notice_cause(command, key),
         code=code,
         reason=reason,
         input_type=type(command).__name__,
@@ -186,7 +186,7 @@ def _start(
                 workflow_id=command.workflow_id,
                 seq=0,
                 at=now,
-                cause=with_key(notice_cause(command), key),
+                cause=notice_cause(command, key),
                 code=code,
                 reason=reason,
                 name=command.name,
@@ -465,14 +465,14 @@ def _rejection(payload: dict[str, object]) -> str:
     return f"rejected by review: {comment}" if comment else "rejected by review"
 
 
-def notice_cause(command: Input) -> dict[str, Any]:
+def notice_cause(command: Input, idempotency_key: str | None = None) -> dict[str, Any]:
     """A bounded summary of a refused input, for its notice: never the payload.
 
     Scalars are kept; a document, text or definition over ``NOTICE_FIELD_BYTES`` (or a
     document that is not JSON) is elided and its size recorded under ``sizes``, so one
     oversized input can never make an oversized notice (ADR 0027).
     """
-    cause = input_to_dict(command)
+    cause = with_key(input_to_dict(command), idempotency_key)
     sizes: dict[str, int] = {}
     for name, value in cause.items():
         size = _field_size(value)
@@ -520,7 +520,7 @@ def duplicate_start_ignored(
         workflow_id=command.workflow_id,
         seq=0,
         at=now,
-        cause=with_key(notice_cause(command), idempotency_key),
+        cause=notice_cause(command, idempotency_key),
         name=command.name,
         version=command.version,
     )

@@ -20,6 +20,7 @@ from kflow.bus.topics import (
     TopicNames,
     TopicSpec,
     closed_config,
+    task_topic_spec,
     topic_names,
 )
 from kflow.core.definition import WorkflowDefinition
@@ -152,9 +153,12 @@ class OrchestratorService:
     def _ensure_queue(self, queue: str) -> None:
         if queue in self._known_queues:
             return
-        topic = topic_names(self.config.topic_prefix).tasks(queue)
+        names = topic_names(self.config.topic_prefix)
+        topic = names.tasks(queue)
         try:
-            create_topics(self.config.bootstrap, [TopicSpec(topic, self.config.partitions)])
+            create_topics(
+                self.config.bootstrap, [task_topic_spec(names, queue, self.config.partitions)]
+            )
         except TopicAdminError as e:  # retry the batch rather than dead-letter its inputs
             raise RetryableError(f"cannot create task topic {topic}: {e}") from e
         self._known_queues.add(queue)

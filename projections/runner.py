@@ -137,8 +137,9 @@ class Projector:
             overrides={"partition.assignment.strategy": "range"},
         )
         self.dlq = make_producer(bootstrap)
-        self.outage = Outage(sink.projection, base_s=0.2)
-        """The store's outages (``kflow_dependency_up{dependency="postgres"|"redis"}``)."""
+        store = "postgresql" if sink.projection == "postgres" else sink.projection
+        self.outage = Outage(store, base_s=0.2)
+        """The store's outages (``kflow_dependency_up{dependency="postgresql"|"redis"}``)."""
 
     def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         self.sink.forget()

@@ -92,7 +92,8 @@ class CommandPublisher:
     def _poll(self) -> None:
         while not self._stop.is_set():
             if self._broken.is_set():
-                self._replace_producer()
+                with self._lock:
+                    self._replace_if_broken()
             self._producer.poll(0.05)
 
     def _on_error(self, error: KafkaError) -> None:
@@ -102,17 +103,19 @@ class CommandPublisher:
             log.error("command producer failed for good (%s); replacing it", error.str())
             self._broken.set()
 
-    def _replace_producer(self) -> None:
-        """A new producer for the next commands; what the old one held fails (callers see
-        :class:`CommandNotDelivered`, and sending again is safe)."""
-        with self._lock:
-            self._broken.clear()
-            old, self._producer = self._producer, Producer(self._config)
-            self.replacements += 1
+    def _replace_if_broken(self) -> None:
+        """Under ``_lock``: after a fatal error, a new producer for the next commands; what
+        the old one held fails (callers see :class:`CommandNotDelivered`; sending again is
+        safe)."""
+        if not self._broken.is_set():
+            return
+        self._broken.clear()
+        old, self._producer = self._producer, Producer(self._config)
+        self.replacements += 1
         CLIENT_FATAL.labels(self._component, "producer").inc()
         try:
             old.purge()
-            old.poll(0)  # serve the purged records' callbacks: their waiters fail at once
+            old.flush(1)  # serve the purged records' callbacks: their waiters fail at once
         except KafkaException as e:
             log.info("purging the failed command producer: %s", e)
 
@@ -196,6 +199,7 @@ class CommandPublisher:
 
         try:
             with self._lock:
+                self._replace_if_broken()  # never hand a command to a producer known dead
                 self._producer.produce(
                     self.topic,
                     key=command.workflow_id,

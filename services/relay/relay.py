@@ -316,7 +316,7 @@ class Relay:
             try:
                 outcome = self.relay_batch()
                 self._housekeeping()
-                HEALTH.report("postgres", True)
+                HEALTH.report("postgresql", True)
                 if outcome.deferred:
                     HEALTH.report("kafka", False, f"rows not delivered: {outcome.error}")
                     self._pause(
@@ -328,9 +328,9 @@ class Relay:
                 if outcome.claimed < self.config.batch_size:  # else more rows are waiting
                     self._wait_for_rows()
             except psycopg.Error as e:
-                HEALTH.report("postgres", False, f"{type(e).__name__}: {e}")
+                HEALTH.report("postgresql", False, f"{type(e).__name__}: {e}")
                 self._drop_connections()
-                self._pause(f"database error: {e}", "postgres")
+                self._pause(f"database error: {e}", "postgresql")
             except KafkaException as e:
                 HEALTH.report("kafka", False, str(e))
                 self._producer = None

@@ -17,6 +17,7 @@ from typing import Any
 from confluent_kafka import Consumer, Producer
 from confluent_kafka.admin import AdminClient
 
+from kflow.core.limits import MAX_RECORD_BYTES
 from kflow.settings import Settings, SettingsError, env_name, get_settings
 
 ConfigValue = str | int | float | bool
@@ -38,7 +39,9 @@ PRODUCER_DEFAULTS: Mapping[str, ConfigValue] = {
     # Wait up to 5 ms to fill a batch: large batches at little latency cost.
     "linger.ms": 5,
     "batch.size": 256 * 1024,
-    "message.max.bytes": 2 * 1024 * 1024,
+    # The largest request equals the topics' max.message.bytes (one number, ADR 0027);
+    # the EOS loop refuses a larger record before produce, so this never fails a batch.
+    "message.max.bytes": MAX_RECORD_BYTES,
     # Never let a produce create a topic (with the broker's default partition count, which
     # breaks co-partitioning); a missing topic fails the record instead (issue 11, 12).
     "allow.auto.create.topics": False,

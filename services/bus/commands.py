@@ -13,19 +13,24 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import threading
 from collections.abc import Callable
 from concurrent.futures import Future
 from concurrent.futures import TimeoutError as FutureTimeout
 
-from confluent_kafka import KafkaError, Message
+from confluent_kafka import KafkaError, KafkaException, Message, Producer
 
-from kflow.bus.clients import make_producer
+from kflow.bus.clients import producer_config
 from kflow.bus.contracts import EnvelopeMeta, encode_input
-from kflow.bus.errors import BusError
+from kflow.bus.errors import BusError, is_fatal
+from kflow.bus.message import TRACE_HEADER
 from kflow.bus.topics import topic_names
 from kflow.core.inputs import Input
-from kflow.observability.metrics import EVENTS_OUT
+from kflow.observability import tracing
+from kflow.observability.metrics import CLIENT_FATAL, EVENTS_OUT
+
+log = logging.getLogger(__name__)
 
 DELIVERY_TIMEOUT_S = 2.5
 """The API's wait for the broker's ack: a healthy broker acks in milliseconds, an HTTP client
@@ -56,28 +61,60 @@ class CommandPublisher:
         self._bootstrap = bootstrap
         self._sent = EVENTS_OUT.labels(component, self.topic)
         timeout_ms = max(1, int(timeout_s * 1000))
-        self._producer = make_producer(
-            bootstrap,
-            overrides={
-                "linger.ms": 1,
-                # librdkafka gives up on the record when the caller does, so a command
-                # reported as not delivered is not written later (a retry is safe either way)
-                "message.timeout.ms": timeout_ms,
-                "socket.connection.setup.timeout.ms": max(1000, timeout_ms),
-                # reconnect within 1 s of the broker coming back (the default backs off to 10 s)
-                "reconnect.backoff.max.ms": 1000,
-                # a topic missing from the metadata fails the record (UNKNOWN_TOPIC) well
-                # within message.timeout.ms, so the caller learns which topic to create
-                "topic.metadata.propagation.max.ms": max(1, timeout_ms // 3),
-            },
-        )
+        self._config = {
+            **producer_config(
+                bootstrap,
+                overrides={
+                    "linger.ms": 1,
+                    # librdkafka gives up on the record when the caller does, so a command
+                    # reported as not delivered is not written later (a retry is safe anyway)
+                    "message.timeout.ms": timeout_ms,
+                    "socket.connection.setup.timeout.ms": max(1000, timeout_ms),
+                    # reconnect within 1 s of the broker coming back (the default: up to 10 s)
+                    "reconnect.backoff.max.ms": 1000,
+                    # a topic missing from the metadata fails the record (UNKNOWN_TOPIC) well
+                    # within message.timeout.ms, so the caller learns which topic to create
+                    "topic.metadata.propagation.max.ms": max(1, timeout_ms // 3),
+                },
+            ),
+            "error_cb": self._on_error,
+        }
+        self._lock = threading.Lock()
+        self._broken = threading.Event()
+        self.replacements = 0
+        """Producers replaced after a fatal error since this publisher was created."""
+        self._component = component
+        self._producer = Producer(self._config)
         self._stop = threading.Event()
         self._poller = threading.Thread(target=self._poll, name="command-producer", daemon=True)
         self._poller.start()
 
     def _poll(self) -> None:
         while not self._stop.is_set():
+            if self._broken.is_set():
+                self._replace_producer()
             self._producer.poll(0.05)
+
+    def _on_error(self, error: KafkaError) -> None:
+        """librdkafka's error callback; a fatal error (e.g. the idempotent producer's
+        sequence state is lost) makes the poller replace the producer."""
+        if is_fatal(error):
+            log.error("command producer failed for good (%s); replacing it", error.str())
+            self._broken.set()
+
+    def _replace_producer(self) -> None:
+        """A new producer for the next commands; what the old one held fails (callers see
+        :class:`CommandNotDelivered`, and sending again is safe)."""
+        with self._lock:
+            self._broken.clear()
+            old, self._producer = self._producer, Producer(self._config)
+            self.replacements += 1
+        CLIENT_FATAL.labels(self._component, "producer").inc()
+        try:
+            old.purge()
+            old.poll(0)  # serve the purged records' callbacks: their waiters fail at once
+        except KafkaException as e:
+            log.info("purging the failed command producer: %s", e)
 
     def submit(self, command: Input, meta: EnvelopeMeta) -> Future[str]:
         """Produce ``command`` in its envelope; the future gives ``meta.event_id`` once acked.
@@ -133,24 +170,65 @@ class CommandPublisher:
         meta: EnvelopeMeta,
         settle: Callable[[CommandNotDelivered | None], None],
     ) -> None:
-        """Produce ``command``; ``settle`` gets ``None`` once acked, else why not (once)."""
+        """Produce ``command``; ``settle`` gets ``None`` once acked, else why not (once).
+
+        The record carries the caller's trace context (``traceparent`` header): a ``send``
+        span's when kflow tracing is on, else the caller's own current span's, if any.
+        """
         value = encode_input(command, meta)
+        span = self._send_span(command, meta) if tracing.on() else None
+        traceparent = (
+            tracing.traceparent_of(span) if span is not None else tracing.current_traceparent()
+        )
 
         def on_delivery(err: KafkaError | None, _msg: Message) -> None:
+            error: CommandNotDelivered | None = None
             if err is None:
                 self._sent.inc()
-                settle(None)
             elif err.code() in _UNKNOWN_TOPIC:
-                settle(self._missing_topic())
+                error = self._missing_topic()
             else:
-                settle(self._not_delivered(command, err.str()))
+                if is_fatal(err):
+                    self._broken.set()
+                error = self._not_delivered(command, err.str())
+            _end_span(span, error)
+            settle(error)
 
         try:
-            self._producer.produce(
-                self.topic, key=command.workflow_id, value=value, on_delivery=on_delivery
-            )
+            with self._lock:
+                self._producer.produce(
+                    self.topic,
+                    key=command.workflow_id,
+                    value=value,
+                    headers=[(TRACE_HEADER, traceparent.encode())] if traceparent else None,
+                    on_delivery=on_delivery,
+                )
+        except KafkaException as e:  # a fatal producer refuses new records
+            kafka_error = e.args[0] if e.args else None
+            if isinstance(kafka_error, KafkaError) and is_fatal(kafka_error):
+                self._broken.set()
+            error = self._not_delivered(command, str(e))
+            _end_span(span, error)
+            settle(error)
         except BufferError:
-            settle(self._not_delivered(command, "the producer queue is full"))
+            error = self._not_delivered(command, "the producer queue is full")
+            _end_span(span, error)
+            settle(error)
+
+    def _send_span(self, command: Input, meta: EnvelopeMeta) -> tracing.Span:
+        """A producer span from the caller's context to the broker's ack."""
+        return tracing.tracer().start_span(
+            f"send {type(command).__name__}",
+            kind=tracing.SpanKind.PRODUCER,
+            attributes={
+                "messaging.system": "kafka",
+                "messaging.operation.type": "send",
+                "messaging.destination.name": self.topic,
+                "messaging.kafka.message.key": command.workflow_id,
+                "messaging.message.id": meta.event_id,
+                "kflow.workflow_id": command.workflow_id,
+            },
+        )
 
     def _missing_topic(self) -> CommandNotDelivered:
         return CommandNotDelivered(
@@ -172,3 +250,11 @@ class CommandPublisher:
         self._producer.flush(timeout_s)
         self._stop.set()
         self._poller.join(2)
+
+
+def _end_span(span: tracing.Span | None, error: Exception | None) -> None:
+    if span is None:
+        return
+    if error is not None:
+        span.set_status(tracing.StatusCode.ERROR, str(error))
+    span.end()

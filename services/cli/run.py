@@ -8,24 +8,44 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from types import FrameType
 from typing import Annotated
 
 import typer
 
-from kflow.bus.errors import BusError
+from kflow.bus.admin import TopicAdminError, create_topics
+from kflow.bus.errors import BusError, FatalClientError
+from kflow.bus.topics import TopicSpec, topic_names
 from kflow.cli.broker import require_broker
 from kflow.cli.definitions import publish
 from kflow.core.definition import load_definition
 from kflow.examples import Example, example_names, find_example
+from kflow.observability.health import HEALTH, STARTUP, serve_health
 from kflow.observability.lag import LagRefresher
 from kflow.observability.logging import configure_logging, default_format
-from kflow.observability.metrics import serve_metrics
+from kflow.observability.queues import QueueWatch
 from kflow.processor.registry import NodeRegistryError, load_node_modules, registry
-from kflow.registry.topic import RegistryError
+from kflow.registry.topic import DefinitionFollower, RegistryError
 from kflow.settings import Settings
 
 run_app = typer.Typer(help="Run kflow services in the foreground.", no_args_is_help=True)
+
+
+@run_app.callback()
+def _tracing(ctx: typer.Context) -> None:
+    """Every service traces when the standard OTEL_* variables name an exporter (ADR 0037)."""
+    from kflow.observability.tracing import TracingConfigError, configure_from_env
+
+    role = ctx.invoked_subcommand
+    if role is None or role == "all":  # `run all` only starts the services, each traces itself
+        return
+    try:
+        configure_from_env(role)
+    except TracingConfigError as e:
+        typer.echo(f"error: {e}", err=True)
+        raise typer.Exit(2) from e
+
 
 NodesOption = Annotated[
     list[str] | None,
@@ -51,7 +71,15 @@ MetricsPortOption = Annotated[
         "--metrics-port",
         min=1,
         max=65535,
-        help="serve Prometheus /metrics on 127.0.0.1:PORT (default: off)",
+        help="serve /metrics, /healthz and /readyz on PORT (default: off)",
+    ),
+]
+MetricsHostOption = Annotated[
+    str | None,
+    typer.Option(
+        "--metrics-host",
+        help="address of the metrics port [default: KFLOW_METRICS_HOST or 127.0.0.1; "
+        "0.0.0.0 in containers]",
     ),
 ]
 LogFormatOption = Annotated[
@@ -60,7 +88,8 @@ LogFormatOption = Annotated[
 ]
 
 
-def _setup(level: str, log_format: str | None = None) -> Settings:
+def configure_cli_logging(level: str, log_format: str | None = None) -> None:
+    """``--log-level``/``--log-format`` of a service command (exit 2 naming a bad value)."""
     chosen = log_format or default_format(sys.stderr)
     if chosen not in ("json", "text"):
         typer.echo(f"error: --log-format must be json or text, got {chosen!r}", err=True)
@@ -70,19 +99,42 @@ def _setup(level: str, log_format: str | None = None) -> Settings:
     except ValueError as e:
         typer.echo(f"error: {e}", err=True)
         raise typer.Exit(2) from e
+
+
+def _setup(level: str, log_format: str | None = None) -> Settings:
+    configure_cli_logging(level, log_format)
     return require_broker(timeout_s=5.0)
 
 
-def _serve_metrics(port: int | None, settings: Settings, group_prefix: str) -> None:
-    """Expose /metrics and keep the lag of this service's consumer group fresh."""
+def start_health_server(port: int | None, host: str | None, component: str) -> None:
+    """Serve /metrics, /healthz and /readyz on ``host:port`` (nothing when ``port`` is None).
+
+    Called before the service connects: /healthz answers at once, /readyz says ``starting``
+    until the service reports its dependencies.
+    """
+    HEALTH.component = component
+    HEALTH.report(STARTUP, False, "starting")
     if port is None:
         return
+    from kflow.settings import get_settings
+
+    address = host or get_settings().metrics_host
     try:
-        serve_metrics(port)
+        serve_health(port, address)
     except OSError as e:
-        typer.echo(f"error: cannot serve metrics on 127.0.0.1:{port}: {e}", err=True)
+        typer.echo(
+            f"error: cannot serve metrics on {address}:{port}: {e}; pick a free --metrics-port "
+            "or a local address for --metrics-host",
+            err=True,
+        )
         raise typer.Exit(1) from e
-    LagRefresher(settings.kafka_bootstrap, group_prefix).start()
+
+
+def _started(port: int | None, settings: Settings, group_prefix: str) -> None:
+    """The service is built: clear ``startup`` and keep its consumer group's lag fresh."""
+    HEALTH.report(STARTUP, True)
+    if port is not None:
+        LagRefresher(settings.kafka_bootstrap, group_prefix).start()
 
 
 ProfileOption = Annotated[
@@ -90,8 +142,30 @@ ProfileOption = Annotated[
 ]
 
 
+FATAL_EXIT = 3
+"""Exit code of a service whose Kafka client failed for good (a supervisor restarts it)."""
+
+
 def _run_service(service: object, profile: str | None) -> None:
-    """Run ``service.run()``, under cProfile when asked (for bench/ investigations)."""
+    """Run ``service.run()``, under cProfile when asked (for bench/ investigations).
+
+    A fatal Kafka client error ends the process with :data:`FATAL_EXIT` (never a silent
+    idle process): a new process gets new clients.
+    """
+    exit_on_fatal(lambda: _profiled(service, profile))
+
+
+def exit_on_fatal(run: Callable[[], object]) -> None:
+    """``run()``; a :class:`FatalClientError` fails /healthz and exits with FATAL_EXIT."""
+    try:
+        run()
+    except FatalClientError as e:
+        HEALTH.fail(str(e))
+        typer.echo(f"error: {e}", err=True)
+        raise typer.Exit(FATAL_EXIT) from e
+
+
+def _profiled(service: object, profile: str | None) -> None:
     if profile is None:
         service.run()  # type: ignore[attr-defined]
         return
@@ -122,6 +196,7 @@ def orchestrator(
     log_level: Annotated[str, typer.Option(help="logging level")] = "warning",
     log_format: LogFormatOption = None,
     metrics_port: MetricsPortOption = None,
+    metrics_host: MetricsHostOption = None,
     profile: ProfileOption = None,
 ) -> None:
     """Run one orchestrator (consumes commands and results, writes events and tasks).
@@ -131,6 +206,7 @@ def orchestrator(
     from kflow.orchestrator.service import OrchestratorConfig, OrchestratorService
 
     settings = _setup(log_level, log_format)
+    start_health_server(metrics_port, metrics_host, "orchestrator")
     try:
         service = OrchestratorService(
             OrchestratorConfig(
@@ -146,7 +222,9 @@ def orchestrator(
     except (RegistryError, BusError) as e:
         typer.echo(f"error: {e}", err=True)
         raise typer.Exit(1) from e
-    _serve_metrics(metrics_port, settings, f"{settings.topic_prefix}.orchestrator")
+    _started(metrics_port, settings, f"{settings.topic_prefix}.orchestrator")
+    # tasks waiting on a queue no processor consumes: a warning and kflow_queue_unserved
+    QueueWatch(settings.kafka_bootstrap, settings.topic_prefix).start()
     _on_stop_signals(service)
     _run_service(service, profile)
 
@@ -162,6 +240,7 @@ def processor(
     log_level: Annotated[str, typer.Option(help="logging level")] = "warning",
     log_format: LogFormatOption = None,
     metrics_port: MetricsPortOption = None,
+    metrics_host: MetricsHostOption = None,
     profile: ProfileOption = None,
 ) -> None:
     """Run one node processor for a queue.
@@ -171,6 +250,7 @@ def processor(
     from kflow.processor.service import ProcessorConfig, ProcessorService
 
     settings = _setup(log_level, log_format)
+    start_health_server(metrics_port, metrics_host, "processor")
     if "" not in sys.path and os.getcwd() not in sys.path:
         sys.path.insert(0, os.getcwd())  # as for `run all`'s children, started with `python -c`
     try:
@@ -184,6 +264,7 @@ def processor(
                 concurrency=concurrency,
                 instance_id=instance,
                 redis_key_prefix=settings.topic_prefix,
+                max_payload_bytes=settings.max_payload_bytes,
             ),
             registry,
         )
@@ -194,7 +275,7 @@ def processor(
         typer.echo(f"error: {e}", err=True)
         raise typer.Exit(1) from e
     logging.getLogger(__name__).info("queue %s, node types: %s", queue, ", ".join(names))
-    _serve_metrics(metrics_port, settings, service.config.group_id)
+    _started(metrics_port, settings, service.config.group_id)
     _on_stop_signals(service)
     _run_service(service, profile)
 
@@ -207,7 +288,12 @@ def service_command(*args: str) -> list[str]:
 @run_app.command("all")
 def run_all(
     queue: Annotated[
-        list[str] | None, typer.Option("--queue", help="queue to run a processor for (repeatable)")
+        list[str] | None,
+        typer.Option(
+            "--queue",
+            help="queue to run a processor for (repeatable) [default: default and every queue "
+            "of the applied definitions]",
+        ),
     ] = None,
     nodes: NodesOption = None,
     example: ExampleOption = None,
@@ -225,8 +311,12 @@ def run_all(
             "processor (default: off)",
         ),
     ] = None,
+    metrics_host: MetricsHostOption = None,
 ) -> None:
     """Start orchestrator(s) and one processor per queue as subprocesses; Ctrl-C stops them all.
+
+    Without --queue it serves `default` and every queue the applied definitions use (a node's
+    queue is its `queue`, else its type); every processor runs the built-in nodes.
 
     Example: kflow run all --queue default --nodes kflow.examples.docpipe.nodes --metrics-port 9101
 
@@ -240,7 +330,21 @@ def run_all(
         publish(settings, definition, actor="kflow run all")
         modules.append(bundled.nodes_module)
         queues += [q for q in definition.task_queues if q not in queues]
+    needed = _applied_queues(settings)
+    if queue is None:
+        queues += [q for q in ("default", *needed) if q not in queues]
+    else:
+        for q in needed:
+            if q not in queues:
+                typer.echo(
+                    f"warning: queue {q!r} of the applied definitions is not served "
+                    f"(add --queue {q}, or leave out --queue to serve them all)",
+                    err=True,
+                )
+    _create_task_topics(settings, queues)
     shared = ["--log-level", log_level, "--log-format", log_format or default_format(sys.stderr)]
+    if metrics_host is not None:
+        shared += ["--metrics-host", metrics_host]
     ports = iter(range(metrics_port, 65536)) if metrics_port is not None else None
 
     def port_args() -> list[str]:
@@ -253,7 +357,7 @@ def run_all(
         for i in range(orchestrators)
     ]
     node_args = [arg for module in modules for arg in ("--nodes", module)]
-    for q in queues or ["default"]:
+    for q in queues:
         commands.append(
             service_command(
                 "run",
@@ -269,8 +373,8 @@ def run_all(
         )
     children = [subprocess.Popen(cmd, env=os.environ.copy()) for cmd in commands]
     typer.echo(
-        f"started {len(children)} processes (pids {' '.join(str(c.pid) for c in children)}); "
-        "Ctrl-C stops them"
+        f"started {len(children)} processes (pids {' '.join(str(c.pid) for c in children)}) "
+        f"serving queues {', '.join(queues)}; Ctrl-C stops them"
     )
     stopping = False
 
@@ -289,6 +393,31 @@ def run_all(
     if failed and not stopping:
         typer.echo(f"error: a service exited with code {failed[0].returncode}", err=True)
         raise typer.Exit(1)
+
+
+def _create_task_topics(settings: Settings, queues: list[str]) -> None:
+    """The served queues' task topics, so processors subscribe to topics that exist."""
+    names = topic_names(settings.topic_prefix)
+    specs = [TopicSpec(names.tasks(q), settings.partitions) for q in queues]
+    try:
+        create_topics(settings.kafka_bootstrap, specs)
+    except (TopicAdminError, ValueError) as e:
+        typer.echo(f"error: cannot create the task topics of {', '.join(queues)}: {e}", err=True)
+        raise typer.Exit(1) from e
+
+
+def _applied_queues(settings: Settings) -> list[str]:
+    """Every task queue a registered definition (any version) sends steps to, sorted."""
+    try:
+        follower = DefinitionFollower(settings.kafka_bootstrap, settings.topic_prefix)
+        try:
+            follower.catch_up()
+        finally:
+            follower.close()
+    except RegistryError as e:
+        typer.echo(f"error: {e}", err=True)
+        raise typer.Exit(1) from e
+    return sorted({q for d in follower.store.all() for q in d.task_queues})
 
 
 def _find_example(name: str) -> Example:

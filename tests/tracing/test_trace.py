@@ -6,6 +6,8 @@ share one in-memory exporter, so the test sees every span each of them made.
 
 from __future__ import annotations
 
+import json
+import logging
 import uuid
 from collections.abc import Callable, Iterator
 
@@ -20,6 +22,7 @@ from kflow.bus.reader import read_key
 from kflow.bus.topics import topic_names
 from kflow.client import Client
 from kflow.observability import tracing
+from kflow.observability.logging import JsonFormatter
 from kflow.relay.errors import OutboxInputError
 from kflow.relay.outbox import enqueue_start, install
 from kflow.relay.relay import Relay, RelayConfig
@@ -134,8 +137,14 @@ def _records_trace_ids(runtime: Runtime, workflow_id: str) -> set[str | None]:
 
 
 def test_one_trace_from_post_workflows_through_every_step(
-    spans: Spans, traced_api: ApiServer, runtime: Runtime, make_key: Callable[..., str]
+    spans: Spans,
+    traced_api: ApiServer,
+    runtime: Runtime,
+    make_key: Callable[..., str],
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
+    caplog.set_level(logging.INFO, logger="kflow.api.access")
+    caplog.handler.setFormatter(JsonFormatter())
     workflow_id = f"tr-{uuid.uuid4().hex[:8]}"
     response = httpx.post(
         f"{traced_api.url}/workflows",
@@ -155,6 +164,11 @@ def test_one_trace_from_post_workflows_through_every_step(
     _check_workflow_trace(spans, workflow_id, send)
     # the log itself carries the trace: every event names it in its traceparent header
     assert _records_trace_ids(runtime, workflow_id) == {f"{_trace(server):032x}"}
+    # and so does the API's access log line of the request
+    (access,) = [
+        json.loads(line) for line in caplog.text.splitlines() if '"path": "/workflows"' in line
+    ]
+    assert access["trace_id"] == f"{_trace(server):032x}" and access["status"] == 202
 
 
 def test_a_traceparent_sent_to_the_api_is_the_root(

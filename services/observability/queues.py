@@ -93,7 +93,8 @@ def queue_status(bootstrap: str, prefix: str, timeout_s: float = 10.0) -> list[Q
     except KafkaException as e:
         raise LagUnavailable(f"Kafka at {bootstrap} did not answer the queue query: {e}") from e
     starts = {tp: max(committed.get(tp, firsts.get(tp, 0)), firsts.get(tp, 0)) for tp in ends}
-    waiting = _waiting(bootstrap, starts, ends, timeout_s)
+    unserved = {topics[q][0] for q, g in groups.items() if not members.get(g)}
+    waiting = _waiting(bootstrap, starts, ends, unserved, timeout_s)
     out: list[QueueStatus] = []
     for queue, (topic, parts) in sorted(topics.items()):
         group = groups[queue]
@@ -106,10 +107,13 @@ def _waiting(
     bootstrap: str,
     starts: dict[tuple[str, int], int],
     ends: dict[tuple[str, int], int],
+    exact: set[str],
     timeout_s: float,
 ) -> dict[tuple[str, int], int]:
-    """Tasks between ``starts`` and ``ends`` per partition: counted exactly when at most
-    ``COUNT_LIMIT`` offsets apart (markers are not tasks), else the offsets if any is left."""
+    """Tasks between ``starts`` and ``ends`` per partition. On ``exact`` topics (queues with
+    no processor: what an operator reads) they are counted one by one when at most
+    ``COUNT_LIMIT`` offsets apart (markers are not tasks); elsewhere, and further behind, it
+    is the offsets between, or 0 when no task is left (one read to the first record)."""
     waiting: dict[tuple[str, int], int] = {}
     small: dict[str, dict[int, int]] = {}
     large: set[tuple[str, int, int | None]] = set()
@@ -117,7 +121,7 @@ def _waiting(
         start = starts[(topic, partition)]
         if start >= end:
             continue
-        if end - start <= COUNT_LIMIT:
+        if topic in exact and end - start <= COUNT_LIMIT:
             small.setdefault(topic, {})[partition] = start
         else:
             large.add((topic, partition, start))

@@ -163,7 +163,8 @@ def publish_queue_metrics(statuses: list[QueueStatus]) -> None:
 
 class QueueWatch:
     """Refreshes the ``kflow_queue_*`` gauges every ``interval_s`` from a daemon thread and
-    logs a warning for each queue that no processor serves while tasks wait on it."""
+    logs a warning when a queue becomes unserved while tasks wait on it (and when it is
+    served again): once per change, not every refresh."""
 
     def __init__(self, bootstrap: str, prefix: str, interval_s: float = 15.0) -> None:
         self.bootstrap = bootstrap
@@ -171,6 +172,7 @@ class QueueWatch:
         self.interval_s = interval_s
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="queues", daemon=True)
+        self._unserved: set[str] = set()
 
     def start(self) -> None:
         self._thread.start()
@@ -182,10 +184,17 @@ class QueueWatch:
         """One refresh: the statuses, with the gauges set and problems logged."""
         statuses = queue_status(self.bootstrap, self.prefix)
         publish_queue_metrics(statuses)
+        unserved = set()
         for s in statuses:
             problem = s.problem()
-            if problem is not None:
+            if problem is None:
+                if s.queue in self._unserved:
+                    log.info("queue %r is served again", s.queue, extra={"queue": s.queue})
+                continue
+            unserved.add(s.queue)
+            if s.queue not in self._unserved:
                 log.warning("%s", problem, extra={"queue": s.queue})
+        self._unserved = unserved
         return statuses
 
     def _run(self) -> None:

@@ -255,15 +255,23 @@ def read_latest(
     Waits first until no transaction is open on those partitions, so the result is exactly
     what the last committed transaction left (restores depend on this; see ADR 0021).
     """
+    latest = read_latest_records(bootstrap, topic, partitions, timeout_s)
+    return {p: {k: r.value for k, r in records.items()} for p, records in latest.items()}
+
+
+def read_latest_records(
+    bootstrap: str, topic: str, partitions: Iterable[int], timeout_s: float = 60.0
+) -> dict[int, dict[str, RawRecord]]:
+    """:func:`read_latest` with each key's whole latest record (headers included)."""
     wanted = sorted(set(partitions))
-    latest: dict[int, dict[str, bytes | None]] = {p: {} for p in wanted}
+    latest: dict[int, dict[str, RawRecord]] = {p: {} for p in wanted}
     if not wanted:
         return latest
     _wait_until_stable(bootstrap, topic, wanted, timeout_s)
     with TopicReader(bootstrap, topic, partitions=wanted) as reader:
         for record in reader.read_to_end(timeout_s):
             if record.key is not None:
-                latest[record.partition][record.key] = record.value
+                latest[record.partition][record.key] = record
     return latest
 
 

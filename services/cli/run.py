@@ -31,6 +31,22 @@ from kflow.settings import Settings
 
 run_app = typer.Typer(help="Run kflow services in the foreground.", no_args_is_help=True)
 
+
+@run_app.callback()
+def _tracing(ctx: typer.Context) -> None:
+    """Every service traces when the standard OTEL_* variables name an exporter (ADR 0037)."""
+    from kflow.observability.tracing import TracingConfigError, configure_from_env
+
+    role = ctx.invoked_subcommand
+    if role is None or role == "all":  # `run all` only starts the services, each traces itself
+        return
+    try:
+        configure_from_env(role)
+    except TracingConfigError as e:
+        typer.echo(f"error: {e}", err=True)
+        raise typer.Exit(2) from e
+
+
 NodesOption = Annotated[
     list[str] | None,
     typer.Option(
@@ -255,6 +271,9 @@ def processor(
     except (NodeRegistryError, ValueError) as e:
         typer.echo(f"error: {e}", err=True)
         raise typer.Exit(2) from e
+    except BusError as e:
+        typer.echo(f"error: {e}", err=True)
+        raise typer.Exit(1) from e
     logging.getLogger(__name__).info("queue %s, node types: %s", queue, ", ".join(names))
     _started(metrics_port, settings, service.config.group_id)
     _on_stop_signals(service)

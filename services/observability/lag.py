@@ -19,8 +19,9 @@ from confluent_kafka import (
     KafkaException,
     TopicPartition,
 )
-from confluent_kafka.admin import AdminClient, OffsetSpec  # type: ignore[attr-defined]
+from confluent_kafka.admin import OffsetSpec  # type: ignore[attr-defined]
 
+from kflow.bus.clients import make_admin
 from kflow.bus.reader import ReaderError, TopicReader
 from kflow.core.errors import KflowError
 from kflow.observability.metrics import CONSUMER_LAG
@@ -63,7 +64,7 @@ def consumer_lag(bootstrap: str, group_prefix: str, timeout_s: float = 10.0) -> 
     transactional consumer can reach; a group below it with no record left to consume
     there has lag 0 (see the module docstring).
     """
-    admin = AdminClient({"bootstrap.servers": bootstrap, "log_level": 3})
+    admin = make_admin(bootstrap)
     try:
         listed = admin.list_consumer_groups(request_timeout=timeout_s).result()
         groups = sorted(g.group_id for g in listed.valid if g.group_id.startswith(group_prefix))

@@ -21,6 +21,7 @@ from confluent_kafka import (
 )
 from confluent_kafka.admin import AdminClient, OffsetSpec  # type: ignore[attr-defined]
 
+from kflow.bus.clients import make_admin
 from kflow.bus.reader import ReaderError, TopicReader
 from kflow.bus.topics import topic_names
 from kflow.observability.lag import LagUnavailable, with_records
@@ -64,7 +65,7 @@ class QueueStatus:
 def queue_status(bootstrap: str, prefix: str, timeout_s: float = 10.0) -> list[QueueStatus]:
     """The status of every task queue of ``prefix`` (one tasks topic each), by queue name."""
     names = topic_names(prefix)
-    admin = AdminClient({"bootstrap.servers": bootstrap, "log_level": 3})
+    admin = make_admin(bootstrap)
     try:
         metadata = admin.list_topics(timeout=timeout_s)
         topics = {

@@ -2,7 +2,7 @@
 
 A step goes to ``{prefix}.tasks.<queue>`` (the node's ``queue``, else its type). If no
 processor consumes that queue, the step waits for ever; this module makes that visible:
-for each tasks topic, how many task offsets the queue's processor group has not consumed and
+for each tasks topic, how many tasks the queue's processor group has not consumed yet and
 how many members the group has now. Tasks waiting with no member is "no processor serves
 queue X" (``kflow status``, ``kflow_queue_unserved``).
 """

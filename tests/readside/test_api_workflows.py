@@ -142,3 +142,4 @@ def test_health_readiness_and_metrics(
     metrics = httpx.get(api.url + "/metrics").text
     assert 'kflow_api_requests_total{method="GET",route="/workflows",status="200"}' in metrics
     assert "kflow_projection_batch_seconds" in metrics
+    assert 'kflow_queue_unserved{queue="default"} 0.0' in metrics  # nothing waits on it

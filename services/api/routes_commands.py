@@ -108,15 +108,19 @@ async def _visible(request: Request, who: Principal, workflow_id: str) -> None:
             raise not_found(workflow_id)
 
 
+IdempotencyKey = Annotated[
+    str | None, Header(min_length=1, max_length=200, pattern=r"^[\x21-\x7e]+$")
+]
+"""``Idempotency-Key``: a retried command with the same key is applied once (ADR 0018)."""
+
+
 @router.post("/workflows", status_code=202, response_model=Accepted, responses=_START_RESPONSES)
 async def start(
     request: Request,
     response: Response,
     who: Writer,
     body: StartWorkflowRequest,
-    idempotency_key: Annotated[
-        str | None, Header(min_length=1, max_length=200, pattern=r"^[\x21-\x7e]+$")
-    ] = None,
+    idempotency_key: IdempotencyKey = None,
 ) -> Accepted:
     """Start a workflow (asynchronously); safe to retry with the same id or Idempotency-Key."""
     document = _document(request, "input", body.input)
@@ -161,12 +165,18 @@ async def start(
     responses=problems(*COMMAND),
 )
 async def cancel(
-    request: Request, who: Writer, workflow_id: WorkflowId, body: ReasonRequest | None = None
+    request: Request,
+    who: Writer,
+    workflow_id: WorkflowId,
+    body: ReasonRequest | None = None,
+    idempotency_key: IdempotencyKey = None,
 ) -> Accepted:
-    """Cancel the workflow; running steps are marked cancelled."""
+    """Cancel the workflow; running steps are marked cancelled (a retry with the same
+    Idempotency-Key is applied once)."""
     await _visible(request, who, workflow_id)
     reason = body.reason if body else ""
-    return await _publish(request, who, CancelWorkflow(workflow_id=workflow_id, reason=reason))
+    command = CancelWorkflow(workflow_id=workflow_id, reason=reason)
+    return await _publish(request, who, command, idempotency_key)
 
 
 @router.post(
@@ -176,12 +186,18 @@ async def cancel(
     responses=problems(*COMMAND),
 )
 async def pause(
-    request: Request, who: Writer, workflow_id: WorkflowId, body: ReasonRequest | None = None
+    request: Request,
+    who: Writer,
+    workflow_id: WorkflowId,
+    body: ReasonRequest | None = None,
+    idempotency_key: IdempotencyKey = None,
 ) -> Accepted:
-    """Stop scheduling new steps until resumed."""
+    """Stop scheduling new steps until resumed (a retry with the same Idempotency-Key is
+    applied once)."""
     await _visible(request, who, workflow_id)
     reason = body.reason if body else ""
-    return await _publish(request, who, PauseWorkflow(workflow_id=workflow_id, reason=reason))
+    command = PauseWorkflow(workflow_id=workflow_id, reason=reason)
+    return await _publish(request, who, command, idempotency_key)
 
 
 @router.post(
@@ -190,10 +206,12 @@ async def pause(
     response_model=Accepted,
     responses=problems(*COMMAND),
 )
-async def resume(request: Request, who: Writer, workflow_id: WorkflowId) -> Accepted:
-    """Resume a paused workflow."""
+async def resume(
+    request: Request, who: Writer, workflow_id: WorkflowId, idempotency_key: IdempotencyKey = None
+) -> Accepted:
+    """Resume a paused workflow (a retry with the same Idempotency-Key is applied once)."""
     await _visible(request, who, workflow_id)
-    return await _publish(request, who, ResumeWorkflow(workflow_id=workflow_id))
+    return await _publish(request, who, ResumeWorkflow(workflow_id=workflow_id), idempotency_key)
 
 
 @router.post(
@@ -208,10 +226,11 @@ async def signal(
     workflow_id: WorkflowId,
     name: Annotated[str, Path(pattern=SIGNAL_PATTERN, max_length=128)],
     body: SignalRequest,
+    idempotency_key: IdempotencyKey = None,
 ) -> Accepted:
-    """Deliver a signal (e.g. an approval) to a waiting step."""
+    """Deliver a signal (e.g. an approval) to a waiting step (a retry with the same
+    Idempotency-Key is applied once)."""
     payload = _document(request, "payload", body.payload)
     await _visible(request, who, workflow_id)
-    return await _publish(
-        request, who, SignalWorkflow(workflow_id=workflow_id, name=name, payload=payload)
-    )
+    command = SignalWorkflow(workflow_id=workflow_id, name=name, payload=payload)
+    return await _publish(request, who, command, idempotency_key)

@@ -13,6 +13,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from kflow.api.auth import resources
 from kflow.api.openapi_responses import TRANSPORT, problems
 from kflow.observability.lag import LagUnavailable, consumer_lag
+from kflow.observability.queues import publish_queue_metrics, queue_status
 
 router = APIRouter(tags=["operations"])
 
@@ -43,13 +44,19 @@ _lag_refreshed = [0.0]
 
 
 async def _refresh_lag(request: Request) -> None:
-    """Update ``kflow_consumer_lag`` for the prefix's groups, at most every 10 s."""
+    """Update ``kflow_consumer_lag`` for the prefix's groups and the ``kflow_queue_*`` gauges,
+    at most every 10 s."""
     if time.monotonic() - _lag_refreshed[0] < _LAG_REFRESH_S:
         return
     _lag_refreshed[0] = time.monotonic()
     config = resources(request).config
     with contextlib.suppress(LagUnavailable):
         await asyncio.to_thread(consumer_lag, config.kafka_bootstrap, config.topic_prefix, 3.0)
+    with contextlib.suppress(LagUnavailable):  # kflow_queue_*: queues no processor serves
+        statuses = await asyncio.to_thread(
+            queue_status, config.kafka_bootstrap, config.topic_prefix, 3.0
+        )
+        publish_queue_metrics(statuses)
 
 
 @router.get(

@@ -7,6 +7,7 @@ Inputs that change nothing (duplicate, late or stale results and timers) give ``
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
 from kflow.core.backoff import seed_for
@@ -41,7 +42,13 @@ from kflow.core.inputs import (
     input_to_dict,
 )
 from kflow.core.jsondoc import Json
-from kflow.core.limits import DEFAULT_LIMITS, MAX_MESSAGE_CHARS, NOTICE_FIELD_BYTES, Limits
+from kflow.core.limits import (
+    DEFAULT_LIMITS,
+    MAX_IDEMPOTENCY_KEY_CHARS,
+    MAX_MESSAGE_CHARS,
+    NOTICE_FIELD_BYTES,
+    Limits,
+)
 from kflow.core.state import (
     FINISHED_STEP,
     CommandKey,
@@ -109,6 +116,9 @@ def _decide(
         key = None
     if isinstance(command, StartWorkflow):
         return _start(state, command, now, limits, key)
+    if key is not None and len(key) > MAX_IDEMPOTENCY_KEY_CHARS:
+        notice = _notice(command, now, "invalid_idempotency_key", _long_key(key))
+        return [dataclasses.replace(notice, cause=_key_elided(notice.cause))]
     if state is None:
         return [_notice(command, now, "unknown_workflow", "no such workflow", key=key)]
     if state.workflow_id != command.workflow_id:
@@ -141,6 +151,18 @@ def _decide(
     elif isinstance(command, SignalWorkflow):
         return _on_signal(state, command, now, limits, key)
     return decision
+
+
+def _long_key(key: str) -> str:
+    return f"idempotency_key is {len(key)} characters; the limit is {MAX_IDEMPOTENCY_KEY_CHARS}"
+
+
+def _key_elided(cause: dict[str, Any] | None) -> dict[str, Any]:
+    """A cause whose oversized key is left out (``verify`` skips such an input, ADR 0011)."""
+    out = dict(cause or {})
+    out["idempotency_key"] = None
+    out["elided"] = sorted({*out.get("elided", ()), "idempotency_key"})
+    return out
 
 
 def _duplicate(command: Input, now: int, applied: CommandKey) -> InputRejected:
@@ -194,6 +216,10 @@ def _start(
             )
         ]
 
+    if key is not None and len(key) > MAX_IDEMPOTENCY_KEY_CHARS:
+        reason, key = _long_key(key), None  # the key is not recorded: the notice stays small
+        (notice,) = rejected("invalid_idempotency_key", reason)
+        return [dataclasses.replace(notice, cause=_key_elided(notice.cause))]
     if state is not None:
         return [duplicate_start_ignored(command, now, key)]
     if not command.workflow_id:

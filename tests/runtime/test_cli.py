@@ -40,6 +40,7 @@ def cli_env(isolated_settings: Settings, monkeypatch: pytest.MonkeyPatch) -> Ite
         ["resume"],
         ["cancel"],
         ["events"],
+        ["status"],
         ["definitions", "apply"],
         ["run", "orchestrator"],
         ["run", "processor"],

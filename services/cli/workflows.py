@@ -25,6 +25,7 @@ from kflow.core.errors import KflowError
 from kflow.core.events import (
     DuplicateStartIgnored,
     Event,
+    InputRejected,
     StepEvent,
     WorkflowCompleted,
     WorkflowRejected,
@@ -92,7 +93,7 @@ def _command(
     actor: str | None,
     what: str,
     done: str,
-    send: Callable[[WorkflowHandle, float | None], object],
+    send: Callable[[WorkflowHandle, float | None], Event | None],
     no_wait: bool,
     timeout: float,
 ) -> None:
@@ -103,7 +104,10 @@ def _command(
             send(handle, None)
             typer.echo(f"{what} sent for {workflow_id} (not waiting for the answer)")
             return
-        _answer(f"{what} of {workflow_id}", timeout, lambda: send(handle, timeout))
+        answer = _answer(f"{what} of {workflow_id}", timeout, lambda: send(handle, timeout))
+    if isinstance(answer, InputRejected):  # duplicate_command: applied before, not again
+        typer.echo(f"{done} (earlier: {answer.reason}; not applied again)")
+        return
     typer.echo(done)
 
 
@@ -111,6 +115,13 @@ ActorOption = Annotated[str | None, typer.Option(help="who asks (recorded in the
 NoWaitOption = Annotated[
     bool,
     typer.Option("--no-wait", help="return once Kafka has the command; do not wait for the answer"),
+]
+KeyOption = Annotated[
+    str | None,
+    typer.Option(
+        "--idempotency-key",
+        help="a key of this command: a retry with the same key is applied once (ADR 0018)",
+    ),
 ]
 TimeoutOption = Annotated[
     float,
@@ -129,6 +140,7 @@ def start(
     version: Annotated[int, typer.Option(min=0, help="definition version; 0 = latest")] = 0,
     wait: Annotated[bool, typer.Option("--wait", help="follow progress until it ends")] = False,
     no_wait: NoWaitOption = False,
+    key: KeyOption = None,
     timeout: TimeoutOption = ANSWER_TIMEOUT_S,
     actor: ActorOption = "cli",
 ) -> None:
@@ -144,7 +156,9 @@ def start(
         raise typer.Exit(2)
     value = _json(input, "--input")
     with _client(actor) as client:
-        handle = client.start(name, value, id=workflow_id, version=version)
+        handle = client.start(
+            name, value, id=workflow_id, version=version, idempotency_key=key
+        )  # without --id, the key gives the id: a retried start does not start twice
         wid = handle.workflow_id
         if no_wait:
             typer.echo(f"start sent for {wid} (not waiting for the answer)")
@@ -196,6 +210,7 @@ def signal(
         str, typer.Option(help='JSON payload, e.g. {"approved": true}')
     ] = '{"approved": true}',
     no_wait: NoWaitOption = False,
+    key: KeyOption = None,
     timeout: TimeoutOption = ANSWER_TIMEOUT_S,
     actor: ActorOption = "cli",
 ) -> None:
@@ -209,7 +224,7 @@ def signal(
         actor,
         f"signal {name}",
         f"signalled {workflow_id}/{name}",
-        lambda handle, wait: handle.signal(name, value, wait=wait),
+        lambda handle, wait: handle.signal(name, value, wait=wait, idempotency_key=key),
         no_wait,
         timeout,
     )
@@ -219,6 +234,7 @@ def pause(
     workflow_id: Annotated[str, typer.Argument(help="workflow id")],
     reason: Annotated[str, typer.Option(help="why (recorded)")] = "",
     no_wait: NoWaitOption = False,
+    key: KeyOption = None,
     timeout: TimeoutOption = ANSWER_TIMEOUT_S,
     actor: ActorOption = "cli",
 ) -> None:
@@ -231,7 +247,7 @@ def pause(
         actor,
         "pause",
         f"paused {workflow_id}",
-        lambda handle, wait: handle.pause(reason, wait=wait),
+        lambda handle, wait: handle.pause(reason, wait=wait, idempotency_key=key),
         no_wait,
         timeout,
     )
@@ -240,6 +256,7 @@ def pause(
 def resume(
     workflow_id: Annotated[str, typer.Argument(help="workflow id")],
     no_wait: NoWaitOption = False,
+    key: KeyOption = None,
     timeout: TimeoutOption = ANSWER_TIMEOUT_S,
     actor: ActorOption = "cli",
 ) -> None:
@@ -252,7 +269,7 @@ def resume(
         actor,
         "resume",
         f"resumed {workflow_id}",
-        lambda handle, wait: handle.resume(wait=wait),
+        lambda handle, wait: handle.resume(wait=wait, idempotency_key=key),
         no_wait,
         timeout,
     )
@@ -262,6 +279,7 @@ def cancel(
     workflow_id: Annotated[str, typer.Argument(help="workflow id")],
     reason: Annotated[str, typer.Option(help="why (recorded)")] = "",
     no_wait: NoWaitOption = False,
+    key: KeyOption = None,
     timeout: TimeoutOption = ANSWER_TIMEOUT_S,
     actor: ActorOption = "cli",
 ) -> None:
@@ -274,7 +292,7 @@ def cancel(
         actor,
         "cancel",
         f"cancelled {workflow_id}",
-        lambda handle, wait: handle.cancel(reason, wait=wait),
+        lambda handle, wait: handle.cancel(reason, wait=wait, idempotency_key=key),
         no_wait,
         timeout,
     )

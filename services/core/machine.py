@@ -65,6 +65,7 @@ __all__ = [
     "evolve",
     "evolve_all",
     "notice_cause",
+    "reject_input",
 ]
 
 
@@ -177,6 +178,12 @@ def _duplicate(command: Input, now: int, applied: CommandKey) -> InputRejected:
         return _notice(command, now, "idempotency_key_reused", reason, key=key)
     reason = f"{name} with idempotency key {key!r} was already applied at seq {seq}"
     return _notice(command, now, "duplicate_command", reason, key=key)
+
+
+def reject_input(command: Input, now: int, code: str, reason: str) -> InputRejected:
+    """A notice that ``command`` was not applied (for adapters that refuse it themselves)."""
+    step_key = getattr(command, "step_key", None)
+    return _notice(command, now, code, reason, step_key if isinstance(step_key, str) else None)
 
 
 def _notice(

@@ -23,7 +23,7 @@ from kflow.core.errors import KflowError
 from kflow.core.events import Event, StepScheduled, is_notice
 from kflow.core.inputs import Input, StartWorkflow, TimerFired
 from kflow.core.limits import DEFAULT_LIMITS, Limits
-from kflow.core.machine import decide_and_evolve
+from kflow.core.machine import decide_and_evolve, reject_input
 from kflow.core.state import WorkflowState, is_terminal, pending_timers
 from kflow.core.views import timers_for
 from kflow.observability import tracing
@@ -129,6 +129,18 @@ class OrchestratorHandler(Handler[Envelope]):
             parent = tracing.parent_from(message.headers)
             return self._traced(body, message.partition, envelope, parent, message)
         return self._apply(body, message.partition, envelope)
+
+    def refused(
+        self, message: BusMessage[Envelope], reason: str, detail: str
+    ) -> Sequence[OutRecord]:
+        """Answer an input the loop dead-lettered (its events would not fit one record)
+        with a small notice, so whoever sent it learns it was not applied."""
+        envelope = message.value
+        body = envelope.body
+        if isinstance(body, Event | ExecuteStep | TimerFired):
+            return ()
+        text = f"not applied, its events would not fit one Kafka record ({detail}); see the DLQ"
+        return self._records([reject_input(body, self._clock_ms(), reason, text)], envelope, body)
 
     def tick(self, now_ms: int) -> Sequence[OutRecord]:
         self.table.closed.expire(now_ms)

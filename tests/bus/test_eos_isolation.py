@@ -90,6 +90,11 @@ class Inflate(Handler[Envelope]):
             return [OutRecord(self.output, message.key, os.urandom(self.size))]
         return [OutRecord(self.output, message.key, message.raw)]
 
+    def refused(
+        self, message: BusMessage[Envelope], reason: str, detail: str
+    ) -> Sequence[OutRecord]:
+        return [OutRecord(self.output, message.key, _command(f"refused: {reason}"))]
+
     def committed(self) -> None:
         self.committed_count += self.staged
         self.staged = 0
@@ -109,7 +114,14 @@ def test_an_input_whose_output_is_too_large_goes_to_the_dlq_and_the_partition_mo
     _run_until(loop, lambda: loop.stats.records_in >= 10)
 
     out = [_reason(decode(r.value)) for r in read_all(kafka_bootstrap, topics.events)]
-    assert out == [f"r{i}" for i in range(10) if i != 4]
+    assert out == [
+        "r0",
+        "r1",
+        "r2",
+        "r3",
+        "refused: output_too_large",
+        *(f"r{i}" for i in range(5, 10)),
+    ]
     (letter,) = [
         decode_dead_letter(r.value, loop.codec) for r in read_all(kafka_bootstrap, topics.dlq)
     ]

@@ -148,14 +148,16 @@ def test_oversized_inputs_for_a_live_workflow_are_refused_and_it_carries_on(
     events = runtime.wait_final([wid])[wid]
     assert types_of(events)[-1] == "WorkflowCompleted"  # the oversized cancel did nothing
 
-    notices = [e for e in events if isinstance(e, InputRejected)]
-    assert [(n.input_type, n.code) for n in notices] == [
-        ("StepResult", "unknown_step"),
-        ("StepHeartbeat", "not_a_task"),
-        ("SignalWorkflow", "payload_too_large"),
-    ]
-    assert all(n.cause is not None and n.cause.get("elided") for n in notices)
-    assert "limit is 1000000" in notices[2].reason
+    notices = {n.input_type: n for n in events if isinstance(n, InputRejected)}
+    assert {t: n.code for t, n in notices.items()} == {
+        "StepResult": "unknown_step",
+        "StepHeartbeat": "not_a_task",
+        "SignalWorkflow": "payload_too_large",
+        "CancelWorkflow": "output_too_large",  # dead-lettered, and its sender is told
+    }
+    assert all(n.cause is not None and n.cause.get("elided") for n in notices.values())
+    assert "limit is 1000000" in notices["SignalWorkflow"].reason
+    assert "see the DLQ" in notices["CancelWorkflow"].reason
 
     (letter,) = _letters(runtime, 1)
     assert (letter.topic, letter.reason, letter.error_type) == (

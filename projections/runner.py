@@ -121,6 +121,7 @@ class Projector:
         """``dead_letters=False``: log poison records but write no dead letters (a rebuild
         replays records the live projector already dead-lettered)."""
         self.sink = sink
+        self.instance_id = instance_id
         self.dead_letters = dead_letters
         self.topics = topics
         self.batch_size = batch_size
@@ -207,7 +208,7 @@ class Projector:
                         f"{self.sink.projection} projector consumer failed for good: "
                         f"{error.str()}; exiting so that a new process starts with a new "
                         "consumer (is another projector running with the same "
-                        "KFLOW_PROJECTOR_INSTANCE?)"
+                        f"KFLOW_PROJECTOR_INSTANCE={self.instance_id}?)"
                     )
                 log.warning("consumer error: %s", error.str())
                 continue

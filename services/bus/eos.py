@@ -239,7 +239,7 @@ class EosLoop(Generic[T]):
                 if error is None:
                     self._pending.append(message)
                 elif is_fatal(error):
-                    raise FatalClientError(f"{self.config.component} consumer: {error.str()}")
+                    raise FatalClientError(self._fatal_message(error))
                 else:
                     log.warning("consumer error (librdkafka retries): %s", error.str())
         # A revoke served inside consume() may come with records of the revoked partitions
@@ -247,6 +247,15 @@ class EosLoop(Generic[T]):
         batch = [m for m in self._pending[:limit] if self._owns(m)]
         self._pending = self._pending[limit:]
         return batch
+
+    def _fatal_message(self, error: KafkaError) -> str:
+        who = self.config.component
+        if self.config.static_membership and self.config.instance_id:
+            who += f" --instance {self.config.instance_id}"
+        return (
+            f"{who}: the consumer failed for good ({error.str()}); exiting so that a new process "
+            "starts with new clients (is another process running with the same instance?)"
+        )
 
     def _owns(self, message: Message) -> bool:
         return PartitionId(message.topic() or "", message.partition() or 0) in self._assigned

@@ -37,6 +37,9 @@ DELIVERY_TIMEOUT_S = 2.5
 is better served by a quick 503 with Retry-After than by a request that hangs."""
 
 
+_UNKNOWN_TOPIC = {KafkaError._UNKNOWN_TOPIC, KafkaError.UNKNOWN_TOPIC_OR_PART}
+
+
 class CommandNotDelivered(BusError):
     """The broker did not acknowledge a command in time (Kafka down, overloaded or unknown
     topic); the message names the command and the fix. Sending it again is safe."""
@@ -69,6 +72,9 @@ class CommandPublisher:
                     "socket.connection.setup.timeout.ms": max(1000, timeout_ms),
                     # reconnect within 1 s of the broker coming back (the default: up to 10 s)
                     "reconnect.backoff.max.ms": 1000,
+                    # a topic missing from the metadata fails the record (UNKNOWN_TOPIC) well
+                    # within message.timeout.ms, so the caller learns which topic to create
+                    "topic.metadata.propagation.max.ms": max(1, timeout_ms // 3),
                 },
             ),
             "error_cb": self._on_error,
@@ -176,9 +182,11 @@ class CommandPublisher:
         )
 
         def on_delivery(err: KafkaError | None, _msg: Message) -> None:
-            error = None
+            error: CommandNotDelivered | None = None
             if err is None:
                 self._sent.inc()
+            elif err.code() in _UNKNOWN_TOPIC:
+                error = self._missing_topic()
             else:
                 if is_fatal(err):
                     self._broken.set()
@@ -220,6 +228,13 @@ class CommandPublisher:
                 "messaging.message.id": meta.event_id,
                 "kflow.workflow_id": command.workflow_id,
             },
+        )
+
+    def _missing_topic(self) -> CommandNotDelivered:
+        return CommandNotDelivered(
+            f"topic {self.topic} does not exist at {self._bootstrap}: create the topics with "
+            "`kflow topics create` (or fix KFLOW_TOPIC_PREFIX); kflow never creates them "
+            "implicitly"
         )
 
     def _not_delivered(self, command: Input, why: str) -> CommandNotDelivered:

@@ -197,6 +197,23 @@ class TopicReader:
             self._consumer.seek(TopicPartition(self.topic, partition, offset))
         self._at_end.clear()
 
+    def first_records(self, timeout_s: float = 10.0) -> set[int]:
+        """Partitions that have a record between where this reader is and their end now.
+
+        Each partition is read only until its first record or its end, so this is cheap
+        however far behind the end the reader starts. Raises :class:`ReaderError` if some
+        partition gives neither within ``timeout_s``.
+        """
+        self._rearm()
+        found: set[int] = set()
+        deadline = time.monotonic() + timeout_s
+        while len(found | self._at_end) < len(self.partitions):
+            if time.monotonic() >= deadline:
+                behind = sorted(set(self.partitions) - found - self._at_end)
+                raise ReaderError(f"{self.topic} partition(s) {behind} not read in {timeout_s:g}s")
+            found.update(record.partition for record in self.poll(0.1, max_records=100))
+        return found
+
     def follow(self, timeout_s: float | None = None) -> Iterator[RawRecord]:
         """Records as they arrive, for ever (or until ``timeout_s``; then it just stops)."""
         deadline = None if timeout_s is None else time.monotonic() + timeout_s

@@ -299,10 +299,17 @@ class OrchestratorHandler(Handler[Envelope]):
             and self.table.is_closed(partition, command.workflow_id)
         ):
             # Finished and its state gone (restart, rebalance, capacity): still a duplicate.
-            notice = duplicate_of_closed(command, now)
+            key = envelope.idempotency_key if envelope is not None else None
+            notice = duplicate_of_closed(command, now, key)
             return self._records([notice], envelope, command, headers)
         # decide_and_evolve returns the state decide built; evolving again would redo the work.
-        events, after = decide_and_evolve(state, command, now, self._limits)
+        events, after = decide_and_evolve(
+            state,
+            command,
+            now,
+            self._limits,
+            envelope.idempotency_key if envelope is not None else None,
+        )
         if span is not None:
             span.set_attribute("kflow.events", [type(e).__name__ for e in events])
         changes = [e for e in events if not is_notice(e)]

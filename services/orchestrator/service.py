@@ -14,6 +14,7 @@ from kflow.bus.clients import ConfigValue
 from kflow.bus.contracts import Envelope, decode
 from kflow.bus.eos import EosConfig, EosLoop, system_clock_ms
 from kflow.bus.errors import RetryableError
+from kflow.bus.layout import check_layout
 from kflow.bus.topics import (
     DEFAULT_CLOSED_RETENTION_MS,
     TopicNames,
@@ -71,6 +72,12 @@ class OrchestratorService:
     ) -> None:
         self.config = config
         names = topic_names(config.topic_prefix)
+        check_layout(
+            config.bootstrap,
+            config.topic_prefix,
+            [names.commands, names.results, names.events, names.snapshots, names.definitions],
+            partitions=config.partitions,
+        )
         ensure_closed_topic(config.bootstrap, names, config.closed_retention_ms)
         self.definitions = DefinitionFollower(config.bootstrap, config.topic_prefix)
         self.definitions.catch_up()

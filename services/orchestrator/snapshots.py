@@ -88,6 +88,7 @@ class SnapshotEncoder:
                 "unresolved": state.unresolved,
                 "output": state.output,
                 "reason": state.reason,
+                "command_keys": [list(entry) for entry in state.command_keys],
             }
         )
         return f'{head[:-1]},"definition":{cached.definition},"steps":[{",".join(steps)}]}}'

@@ -24,6 +24,7 @@ from kflow.bus.clients import ConfigValue, consumer_config, producer_config
 from kflow.bus.codec import AvroCodec
 from kflow.bus.dead_letter import dead_letter_for, dead_letter_record
 from kflow.bus.errors import DecodeError, FatalClientError, RecordTooLarge, is_fatal
+from kflow.bus.layout import check_layout
 from kflow.bus.message import TRACE_HEADER, OutRecord, header_map, record_size, trace_headers
 from kflow.bus.topics import topic_names
 from kflow.core.errors import ErrorClass
@@ -120,6 +121,7 @@ class ProcessorService:
         self.stats = ProcessorStats()
         self._names = topic_names(config.topic_prefix)
         self._task_topic = self._names.tasks(config.queue)
+        check_layout(config.bootstrap, config.topic_prefix, [self._task_topic, self._names.results])
         self._tasks_in = EVENTS_IN.labels(COMPONENT, self._task_topic)
         self._codec = AvroCodec()
         self._nodes = nodes

@@ -146,6 +146,10 @@ def create_app(config: ApiConfig) -> FastAPI:
         from opentelemetry.instrumentation.fastapi import FastAPIInstrumentor
 
         FastAPIInstrumentor.instrument_app(
-            app, tracer_provider=tracing.provider(), excluded_urls=UNTRACED_PATHS
+            app,
+            tracer_provider=tracing.provider(),
+            excluded_urls=UNTRACED_PATHS,
+            # no span per ASGI message: an SSE stream would make one per event sent
+            exclude_spans=["receive", "send"],
         )
     return app

@@ -169,6 +169,7 @@ def test_one_trace_from_post_workflows_through_every_step(
 
     (server,) = [s for s in spans.all() if s.kind is SpanKind.SERVER]
     assert server.name == "POST /workflows"
+    assert not [s for s in spans.all() if s.name.startswith("POST /workflows http")]
     (send,) = spans.named("send StartWorkflow")
     assert _parent(send) == _id(server) and _trace(send) == _trace(server)
     assert send.kind is SpanKind.PRODUCER

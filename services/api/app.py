@@ -20,8 +20,6 @@ from kflow.observability import tracing
 from kflow.observability.metrics import API_LATENCY, API_REQUESTS
 
 log = logging.getLogger(__name__)
-UNTRACED_PATHS = "/metrics,/healthz,/readyz,/static"
-"""Paths that get no server span (scrapes, probes, console assets): regexes, comma-separated."""
 
 
 class CrashMiddleware:
@@ -60,6 +58,9 @@ class CrashMiddleware:
 access_log = logging.getLogger("kflow.api.access")
 PROBE_PATHS = frozenset({"/healthz", "/readyz", "/metrics"})
 """Probed every few seconds: their access lines are logged at debug, not info."""
+
+UNTRACED_PATHS = "/metrics,/healthz,/readyz,/static"
+"""Paths that get no server span (scrapes, probes, console assets): regexes, comma-separated."""
 
 
 class MetricsMiddleware:
@@ -145,6 +146,10 @@ def create_app(config: ApiConfig) -> FastAPI:
         from opentelemetry.instrumentation.fastapi import FastAPIInstrumentor
 
         FastAPIInstrumentor.instrument_app(
-            app, tracer_provider=tracing.provider(), excluded_urls=UNTRACED_PATHS
+            app,
+            tracer_provider=tracing.provider(),
+            excluded_urls=UNTRACED_PATHS,
+            # no span per ASGI message: an SSE stream would make one per event sent
+            exclude_spans=["receive", "send"],
         )
     return app

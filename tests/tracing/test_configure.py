@@ -2,12 +2,9 @@
 
 from __future__ import annotations
 
-import http.server
 import os
 import subprocess
 import sys
-import threading
-from collections.abc import Iterator
 
 import pytest
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
@@ -16,7 +13,6 @@ from kflow.cli.run import service_command
 from kflow.observability import tracing
 from kflow.observability.tracing import TracingConfigError, configure_from_env
 from kflow.processor.context import StepContext
-from tests.readside.conftest import free_port
 
 # A service's start-up, one span, then exit (atexit flushes the batch processor).
 ONE_SPAN = (
@@ -66,34 +62,6 @@ def test_a_service_refuses_to_start_with_a_bad_tracing_setting() -> None:
     assert done.returncode == 2
     assert "OTEL_TRACES_EXPORTER: jaeger is not an exporter kflow has" in done.stderr
     assert "Traceback" not in done.stderr
-
-
-class _Collector(http.server.BaseHTTPRequestHandler):
-    received: list[tuple[str, bytes]] = []
-
-    def do_POST(self) -> None:
-        body = self.rfile.read(int(self.headers["Content-Length"]))
-        self.received.append((self.path, body))
-        self.send_response(200)
-        self.send_header("Content-Type", "application/x-protobuf")
-        self.end_headers()
-
-    def log_message(self, format: str, *args: object) -> None:
-        del format, args
-
-
-@pytest.fixture
-def collector() -> Iterator[tuple[str, list[tuple[str, bytes]]]]:
-    """A stand-in OTLP/HTTP collector on a local port (records each export request)."""
-    received: list[tuple[str, bytes]] = []
-    handler = type("Collector", (_Collector,), {"received": received})
-    server = http.server.HTTPServer(("127.0.0.1", free_port()), handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{server.server_port}", received
-    server.shutdown()
-    thread.join(10)
-    server.server_close()
 
 
 def test_otlp_endpoint_variable_sends_spans_over_http(

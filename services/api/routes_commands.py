@@ -25,9 +25,11 @@ from kflow.api.models import (
 )
 from kflow.api.problems import Problem, unavailable
 from kflow.api.queries import latest_version, links, workflow_tenant
+from kflow.api.resources import announce
 from kflow.api.routes_read import _PROBLEMS, not_found
 from kflow.bus.commands import CommandNotDelivered
 from kflow.bus.envelope import envelope_meta, workflow_id_for
+from kflow.bus.principals import PrincipalsError
 from kflow.bus.topics import topic_names
 from kflow.core.inputs import (
     CancelWorkflow,
@@ -75,8 +77,9 @@ async def _publish(
         meta = envelope_meta(
             command, actor=who.actor, tenant=who.tenant, idempotency_key=idempotency_key
         )
-        await publisher.publish_async(command, meta)
-    except CommandNotDelivered as e:
+        await announce(resources(request), who)
+        await publisher.publish_async(command, meta, who.signer)
+    except (CommandNotDelivered, PrincipalsError) as e:
         advice = (
             f"no acknowledgement within {publisher.timeout_s:g} s; retry later (a start "
             "retried with the same workflow_id or Idempotency-Key does not start twice)"

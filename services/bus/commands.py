@@ -23,6 +23,7 @@ from confluent_kafka import KafkaError, Message
 from kflow.bus.clients import make_producer
 from kflow.bus.contracts import EnvelopeMeta, encode_input
 from kflow.bus.errors import BusError
+from kflow.bus.signing import Signer
 from kflow.bus.topics import topic_names
 from kflow.core.inputs import Input
 from kflow.observability.metrics import EVENTS_OUT
@@ -47,9 +48,12 @@ class CommandPublisher:
         *,
         timeout_s: float = DELIVERY_TIMEOUT_S,
         component: str = "client",
+        signer: Signer | None = None,
     ) -> None:
         self.topic = topic_names(topic_prefix).commands
         self.timeout_s = timeout_s
+        self.signer = signer
+        """Signs every command unless a call passes its own (ADR 0060); None: unsigned."""
         self._bootstrap = bootstrap
         self._sent = EVENTS_OUT.labels(component, self.topic)
         timeout_ms = max(1, int(timeout_s * 1000))
@@ -73,7 +77,9 @@ class CommandPublisher:
         while not self._stop.is_set():
             self._producer.poll(0.05)
 
-    def submit(self, command: Input, meta: EnvelopeMeta) -> Future[str]:
+    def submit(
+        self, command: Input, meta: EnvelopeMeta, signer: Signer | None = None
+    ) -> Future[str]:
         """Produce ``command`` in its envelope; the future gives ``meta.event_id`` once acked.
 
         The future fails with :class:`CommandNotDelivered`. Prefer :meth:`publish` or
@@ -88,17 +94,21 @@ class CommandPublisher:
             else:
                 done.set_exception(error)
 
-        self._produce(command, meta, settle)
+        self._produce(command, meta, settle, signer)
         return done
 
-    def publish(self, command: Input, meta: EnvelopeMeta) -> str:
-        """Send ``command`` and wait (at most ``timeout_s``) for the ack; returns its event id."""
+    def publish(self, command: Input, meta: EnvelopeMeta, signer: Signer | None = None) -> str:
+        """Send ``command`` and wait (at most ``timeout_s``) for the ack; returns its event id.
+
+        ``signer`` (default: the publisher's) signs it as one principal."""
         try:
-            return self.submit(command, meta).result(self.timeout_s)
+            return self.submit(command, meta, signer).result(self.timeout_s)
         except FutureTimeout as e:
             raise self._not_delivered(command, "no acknowledgement") from e
 
-    async def publish_async(self, command: Input, meta: EnvelopeMeta) -> str:
+    async def publish_async(
+        self, command: Input, meta: EnvelopeMeta, signer: Signer | None = None
+    ) -> str:
         """:meth:`publish` for an event loop."""
         loop = asyncio.get_running_loop()
         done: asyncio.Future[str] = loop.create_future()
@@ -115,7 +125,7 @@ class CommandPublisher:
             with contextlib.suppress(RuntimeError):  # the loop closed meanwhile
                 loop.call_soon_threadsafe(resolve, error)
 
-        self._produce(command, meta, settle)
+        self._produce(command, meta, settle, signer)
         try:
             return await asyncio.wait_for(done, self.timeout_s)
         except TimeoutError as e:
@@ -126,9 +136,14 @@ class CommandPublisher:
         command: Input,
         meta: EnvelopeMeta,
         settle: Callable[[CommandNotDelivered | None], None],
+        signer: Signer | None,
     ) -> None:
         """Produce ``command``; ``settle`` gets ``None`` once acked, else why not (once)."""
         value = encode_input(command, meta)
+        signer = signer or self.signer
+        headers: list[tuple[str, str | bytes | None]] | None = (
+            list(signer.headers(command.workflow_id, value).items()) if signer else None
+        )
 
         def on_delivery(err: KafkaError | None, _msg: Message) -> None:
             if err is None:
@@ -139,7 +154,11 @@ class CommandPublisher:
 
         try:
             self._producer.produce(
-                self.topic, key=command.workflow_id, value=value, on_delivery=on_delivery
+                self.topic,
+                key=command.workflow_id,
+                value=value,
+                headers=headers,
+                on_delivery=on_delivery,
             )
         except BufferError:
             settle(self._not_delivered(command, "the producer queue is full"))

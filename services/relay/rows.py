@@ -15,6 +15,7 @@ from kflow.bus.contracts import encode_input
 from kflow.bus.envelope import envelope_meta
 from kflow.bus.errors import EncodeError
 from kflow.bus.message import trace_headers
+from kflow.bus.signing import Signer
 from kflow.core.inputs import StartWorkflow
 from kflow.core.jsondoc import Json
 from kflow.relay.errors import OutboxInputError, RowRejected
@@ -74,8 +75,11 @@ def _rejected(field: str, problem: str) -> RowRejected:
     return RowRejected(f"{field}: {problem}")
 
 
-def encode_row(row: OutboxRow, max_payload_bytes: int) -> EncodedRow:
-    """The StartWorkflow envelope of ``row``; :class:`RowRejected` says why it cannot be one."""
+def encode_row(row: OutboxRow, max_payload_bytes: int, signer: Signer | None = None) -> EncodedRow:
+    """The StartWorkflow envelope of ``row``; :class:`RowRejected` says why it cannot be one.
+
+    ``signer`` (the outbox owner's key) signs it; the orchestrator checks the row's tenant
+    against that key's."""
     if not WORKFLOW_ID_PATTERN.fullmatch(row.workflow_id):
         raise _rejected("workflow_id", f"{row.workflow_id[:80]!r} is not a valid workflow id")
     if not NAME_PATTERN.fullmatch(row.name):
@@ -122,4 +126,7 @@ def encode_row(row: OutboxRow, max_payload_bytes: int) -> EncodedRow:
         encoded = encode_input(command, meta)
     except EncodeError as e:
         raise RowRejected(str(e)) from e
-    return EncodedRow(row, row.workflow_id, encoded, trace_headers(correlation_id=correlation_id))
+    headers = trace_headers(correlation_id=correlation_id)
+    if signer is not None:
+        headers.update(signer.headers(row.workflow_id, encoded))
+    return EncodedRow(row, row.workflow_id, encoded, headers)

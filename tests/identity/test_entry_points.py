@@ -274,3 +274,83 @@ def test_revocation_reaches_the_orchestrator_within_seconds(
         raise AssertionError("the revocation did not reach the orchestrator in 30 s")
     latency = sent[-1][0] - revoked_at
     print(f"revocation effective for commands sent {latency * 1000:.0f} ms after its ack")
+
+
+def _cli_env(rt: Runtime, readside: ReadSide, token: str | None = None) -> dict[str, str]:
+    env = {
+        **os.environ,
+        "KFLOW_TOPIC_PREFIX": rt.prefix,
+        "KFLOW_KAFKA_BOOTSTRAP": rt.settings.kafka_bootstrap,
+        "KFLOW_DATABASE_URL": readside.dsn,
+        "KFLOW_DB_SCHEMA": readside.schema,
+    }
+    env.pop("KFLOW_API_KEY", None)
+    if token is not None:
+        env["KFLOW_API_KEY"] = token
+    return env
+
+
+def _run(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
+    done = subprocess.run(
+        service_command(*args), env=env, capture_output=True, text=True, timeout=120, check=False
+    )
+    return done
+
+
+def _token(output: str) -> tuple[str, str]:
+    fields = dict(line.split(":", 1) for line in output.splitlines() if ":" in line)
+    return fields["key id"].strip(), fields["api key"].strip()
+
+
+def test_keys_made_rotated_and_revoked_with_the_cli(secured: Runtime, readside: ReadSide) -> None:
+    secured.apply(GATE)
+    made = _run(
+        _cli_env(secured, readside), "apikey", "create", "--name", "ops", "--tenant", "a",
+        "--scope", "write",
+    )  # fmt: skip
+    assert made.returncode == 0, made.stderr
+    old_id, old = _token(made.stdout)
+    first = f"wf-{uuid.uuid4().hex[:8]}"
+    assert _run(_cli_env(secured, readside, old), "start", "gate", "--id", first).returncode == 0
+    started = secured.wait_for(first, "WorkflowStarted")[0]
+    assert isinstance(started, WorkflowStarted) and started.tenant == "a"
+    rotated = _run(_cli_env(secured, readside), "apikey", "rotate", old_id)
+    assert rotated.returncode == 0, rotated.stderr
+    new_id, new = _token(rotated.stdout)
+    assert new_id != old_id and f"revoked {old_id}" in rotated.stderr
+    stale, fresh = f"wf-{uuid.uuid4().hex[:8]}", f"wf-{uuid.uuid4().hex[:8]}"
+    _run(_cli_env(secured, readside, old), "start", "gate", "--id", stale)
+    _run(_cli_env(secured, readside, new), "start", "gate", "--id", fresh)
+    refused = secured.wait_for(stale, "WorkflowRejected")[0]
+    assert isinstance(refused, WorkflowRejected) and f"key {old_id} is revoked" in refused.reason
+    started = secured.wait_for(fresh, "WorkflowStarted")[0]
+    assert isinstance(started, WorkflowStarted) and started.actor == f"apikey:{new_id}:ops as cli"
+    gone = _run(_cli_env(secured, readside), "apikey", "revoke", new_id)
+    assert gone.returncode == 0 and f"revoked {new_id}" in gone.stdout
+    last = f"wf-{uuid.uuid4().hex[:8]}"
+    _run(_cli_env(secured, readside, new), "cancel", fresh)
+    _run(_cli_env(secured, readside, new), "start", "gate", "--id", last)
+    refused = secured.wait_for(last, "WorkflowRejected")[0]
+    assert isinstance(refused, WorkflowRejected) and refused.code == "unauthenticated"
+    assert "WorkflowCancelled" not in types_of(secured.events[fresh])
+
+
+def test_unsigned_commands_reach_only_the_default_tenant_when_signatures_are_optional(
+    runtime_factory: Runtime, issue: Callable[..., Key]
+) -> None:
+    rt = runtime_factory
+    rt.start_orchestrator(require_signatures=False)
+    b = issue("b")
+    wid = _start_b(rt, b)
+    commands = topic_names(rt.prefix).commands
+    _raw(rt, commands, CancelWorkflow(workflow_id=wid), None, None)
+    claim = f"wf-{uuid.uuid4().hex[:8]}"
+    _raw(rt, commands, StartWorkflow(workflow_id=claim, name="gate", version=0), "b", None)
+    mine = rt.start("gate")  # unsigned, no tenant: the default tenant, as before
+    refused = _refusals(rt, wid, 1)
+    assert [e.code for e in refused] == ["forbidden"]  # type: ignore[attr-defined]
+    rejected = rt.wait_for(claim, "WorkflowRejected")[0]
+    assert isinstance(rejected, WorkflowRejected) and "cannot act for tenant 'b'" in rejected.reason
+    started = rt.wait_for(mine, "WorkflowStarted")[0]
+    assert isinstance(started, WorkflowStarted) and started.tenant is None
+    _untouched(rt, wid)

@@ -22,7 +22,6 @@ from kflow.api.keycache import (
 from kflow.api.problems import unavailable
 from kflow.bus.admin import broker_reachable
 from kflow.bus.commands import DELIVERY_TIMEOUT_S, CommandPublisher
-from kflow.bus.principals import publish_key
 from kflow.projections.db import search_path_option
 
 PG_TIMEOUT_S = 3.0
@@ -142,13 +141,7 @@ async def announce(res: ApiResources, who: Principal) -> None:
     record = who.signing_record()
     if record is None or who.key_id in res.announced:
         return
-    await asyncio.to_thread(
-        publish_key,
-        res.config.kafka_bootstrap,
-        res.config.topic_prefix,
-        record,
-        res.config.command_timeout_s,
-    )
+    await res.commands.publish_principal_async(record)
     res.announced.add(who.key_id)
 
 

@@ -29,7 +29,6 @@ from kflow.api.resources import announce
 from kflow.api.routes_read import _PROBLEMS, not_found
 from kflow.bus.commands import CommandNotDelivered
 from kflow.bus.envelope import envelope_meta, workflow_id_for
-from kflow.bus.principals import PrincipalsError
 from kflow.bus.topics import topic_names
 from kflow.core.inputs import (
     CancelWorkflow,
@@ -79,7 +78,7 @@ async def _publish(
         )
         await announce(resources(request), who)
         await publisher.publish_async(command, meta, who.signer)
-    except (CommandNotDelivered, PrincipalsError) as e:
+    except CommandNotDelivered as e:
         advice = (
             f"no acknowledgement within {publisher.timeout_s:g} s; retry later (a start "
             "retried with the same workflow_id or Idempotency-Key does not start twice)"

@@ -23,6 +23,7 @@ from confluent_kafka import KafkaError, Message
 from kflow.bus.clients import make_producer
 from kflow.bus.contracts import EnvelopeMeta, encode_input
 from kflow.bus.errors import BusError
+from kflow.bus.principals import PrincipalKey, key_record
 from kflow.bus.signing import Signer
 from kflow.bus.topics import topic_names
 from kflow.core.inputs import Input
@@ -51,6 +52,7 @@ class CommandPublisher:
         signer: Signer | None = None,
     ) -> None:
         self.topic = topic_names(topic_prefix).commands
+        self._principals_topic = topic_names(topic_prefix).principals
         self.timeout_s = timeout_s
         self.signer = signer
         """Signs every command unless a call passes its own (ADR 0060); None: unsigned."""
@@ -130,6 +132,40 @@ class CommandPublisher:
             return await asyncio.wait_for(done, self.timeout_s)
         except TimeoutError as e:
             raise self._not_delivered(command, "no acknowledgement") from e
+
+    async def publish_principal_async(self, key: PrincipalKey) -> None:
+        """Write ``key`` to ``{prefix}.principals`` and wait (``timeout_s``) for the ack.
+
+        The API announces a principal it verified this way before its first command
+        (ADR 0060); one producer, and the same bounded wait as a command.
+        """
+        loop = asyncio.get_running_loop()
+        done: asyncio.Future[str | None] = loop.create_future()
+
+        def resolve(error: str | None) -> None:
+            if not done.done():
+                done.set_result(error)
+
+        def on_delivery(err: KafkaError | None, _msg: Message) -> None:
+            with contextlib.suppress(RuntimeError):  # the loop closed meanwhile
+                loop.call_soon_threadsafe(resolve, err.str() if err is not None else None)
+
+        record_key, value = key_record(key)
+        try:
+            self._producer.produce(
+                self._principals_topic, key=record_key, value=value, on_delivery=on_delivery
+            )
+            error = await asyncio.wait_for(done, self.timeout_s)
+        except BufferError:
+            error = "the producer queue is full"
+        except TimeoutError:
+            error = "no acknowledgement"
+        if error is not None:
+            raise CommandNotDelivered(
+                f"the signing key of {key.key_id} was not written to {self._principals_topic} "
+                f"at {self._bootstrap} within {self.timeout_s:g} s ({error}); is Kafka up and "
+                "the topic created (`kflow topics create`)? Sending it again is safe"
+            )
 
     def _produce(
         self,

@@ -75,9 +75,14 @@ class PrincipalKey:
             raise ValueError(f"not a principal key record: {e}") from e
 
 
+def key_record(key: PrincipalKey) -> tuple[str, bytes]:
+    """The record key and value of ``key`` on the principals topic."""
+    return KEY_PREFIX + key.key_id, key.to_json()
+
+
 def publish_key(bootstrap: str, prefix: str, key: PrincipalKey, timeout_s: float = 15.0) -> None:
     """Write ``key`` to the principals topic and wait (``timeout_s``) for the broker's ack."""
-    _publish(bootstrap, prefix, KEY_PREFIX + key.key_id, key.to_json(), timeout_s)
+    _publish(bootstrap, prefix, *key_record(key), timeout_s)
 
 
 def publish_revocation(bootstrap: str, prefix: str, key_id: str) -> None:

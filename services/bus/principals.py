@@ -167,6 +167,7 @@ class PrincipalDirectory:
         """Read to the end of the topic now, unless that was done within a second."""
         if time.monotonic() - self._refreshed_at < self.REFRESH_EVERY_S:
             return
+        self._refreshed_at = time.monotonic()
         self.catch_up(timeout_s)
 
     def catch_up(self, timeout_s: float = 30.0) -> None:
@@ -177,7 +178,6 @@ class PrincipalDirectory:
                     self._apply(record)
             except ReaderError as e:
                 raise PrincipalsError(str(e)) from e
-            self._refreshed_at = time.monotonic()
 
     def start(self) -> None:
         """Follow new keys and revocations on a daemon thread."""

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 from kflow.core.events import Event, InputRejected, WorkflowRejected
 from kflow.core.inputs import Input, StartWorkflow
-from kflow.core.machine import recorded_cause
+from kflow.core.machine import notice_cause
 
 DEFAULT_TENANT = "default"
 """The tenant of a workflow started without one, and of every unsigned command."""
@@ -105,7 +105,7 @@ def refusal_event(command: Input, now: int, refusal: Refusal) -> Event:
             workflow_id=command.workflow_id,
             seq=0,
             at=now,
-            cause=recorded_cause(command),
+            cause=notice_cause(command),
             code=refusal.code,
             reason=refusal.reason,
             name=command.name,
@@ -115,7 +115,7 @@ def refusal_event(command: Input, now: int, refusal: Refusal) -> Event:
         workflow_id=command.workflow_id,
         seq=0,
         at=now,
-        cause=recorded_cause(command),
+        cause=notice_cause(command),
         code=refusal.code,
         reason=refusal.reason,
         input_type=type(command).__name__,

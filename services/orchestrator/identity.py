@@ -10,7 +10,8 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from typing import Protocol
 
-from kflow.bus.principals import PrincipalKey
+from kflow.bus.errors import RetryableError
+from kflow.bus.principals import PrincipalKey, PrincipalsError
 from kflow.bus.signing import signature_matches, signed_key_id
 from kflow.core.access import DEFAULT_TENANT, UNAUTHENTICATED, Caller, Refusal
 
@@ -79,7 +80,10 @@ class Authenticator:
             return Refusal(UNAUTHENTICATED, f"key {key_id} is revoked; use a current key")
         key = lookup(key_id)
         if key is None:
-            self.keys.refresh()  # created a moment ago?
+            try:
+                self.keys.refresh()  # created a moment ago?
+            except PrincipalsError as e:  # retry the batch rather than refuse a good command
+                raise RetryableError(f"cannot read the principals topic: {e}") from e
             if self.keys.is_revoked(key_id):
                 return Refusal(UNAUTHENTICATED, f"key {key_id} is revoked; use a current key")
             key = lookup(key_id)

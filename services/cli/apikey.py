@@ -22,7 +22,10 @@ from kflow.projections.db import connect
 from kflow.projections.errors import ReadSideError
 from kflow.settings import get_settings
 
-apikey_app = typer.Typer(help="Create and revoke API keys.", no_args_is_help=True)
+apikey_app = typer.Typer(
+    help="Create, rotate and revoke API keys (the identity of every entry point).",
+    no_args_is_help=True,
+)
 
 
 @apikey_app.command("create")

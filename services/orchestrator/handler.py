@@ -134,6 +134,13 @@ class OrchestratorHandler(Handler[Envelope]):
             self.stats.inputs += 1
             return self._apply(body, message.partition, envelope)
         self.stats.inputs += 1
+        return self._command(message, envelope, body)
+
+    def _command(
+        self, message: BusMessage[Envelope], envelope: Envelope, body: Input
+    ) -> list[OutRecord]:
+        """A record of the commands topic: applied as its verified sender, or refused with
+        a notice saying why (ADR 0060)."""
         caller = self.auth.verify(message.key, message.raw, message.headers, envelope.actor)
         if isinstance(caller, Caller):
             refusal = self._authorize(caller, body, envelope)
@@ -153,6 +160,8 @@ class OrchestratorHandler(Handler[Envelope]):
                     if body.definition is None:
                         body = self._with_definition(body)
                 return self._apply(body, message.partition, envelope)
+            if not caller.verified:
+                envelope = replace(envelope, tenant=None)  # an unproven claim is not recorded
         else:
             refusal = caller
             envelope = replace(envelope, tenant=None)

@@ -44,6 +44,19 @@ class WorkflowRejected(WorkflowError):
         self.reason = reason
 
 
+class CommandRejected(WorkflowError):
+    """The orchestrator refused a command (pause, resume, cancel, signal): ``command`` is its
+    type, ``code`` and ``reason`` say why (e.g. ``workflow_finished``: it already ended)."""
+
+    def __init__(self, workflow_id: str, command: str, code: str, reason: str) -> None:
+        super().__init__(
+            workflow_id, f"{command} of workflow {workflow_id} was rejected ({code}): {reason}"
+        )
+        self.command = command
+        self.code = code
+        self.reason = reason
+
+
 class WaitTimeout(KflowError, TimeoutError):
     """The workflow did not get where the caller waited for within the timeout (it may
     still get there: wait again with the same handle)."""

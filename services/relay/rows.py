@@ -28,15 +28,18 @@ from kflow.relay.outbox import (
     input_json,
 )
 
-CLAIM_SQL = f"""
+_CLAIM = """
 SELECT id, event_id::text, workflow_id, name, version, input::text, tenant, actor,
-       correlation_id, idempotency_key, created_at
-FROM {TABLE}
+       correlation_id, idempotency_key, created_at, {traceparent}
+FROM {table}
 WHERE published_at IS NULL AND failed_at IS NULL
 ORDER BY id
 LIMIT %s
 FOR UPDATE SKIP LOCKED
 """
+CLAIM_SQL = _CLAIM.format(table=TABLE, traceparent="traceparent")
+UNTRACED_CLAIM_SQL = _CLAIM.format(table=TABLE, traceparent="NULL")
+"""For an outbox table installed before it had the ``traceparent`` column."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -54,6 +57,8 @@ class OutboxRow:
     correlation_id: str | None
     idempotency_key: str | None
     created_at: datetime
+    traceparent: str | None = None
+    """Trace context of the span that wrote the row; the record's ``traceparent`` header."""
 
     @classmethod
     def from_tuple(cls, values: tuple[Any, ...]) -> OutboxRow:
@@ -126,7 +131,7 @@ def encode_row(row: OutboxRow, max_payload_bytes: int, signer: Signer | None = N
         encoded = encode_input(command, meta)
     except EncodeError as e:
         raise RowRejected(str(e)) from e
-    headers = trace_headers(correlation_id=correlation_id)
+    headers = trace_headers(correlation_id=correlation_id, traceparent=row.traceparent)
     if signer is not None:
         headers.update(signer.headers(row.workflow_id, encoded))
     return EncodedRow(row, row.workflow_id, encoded, headers)

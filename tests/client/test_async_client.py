@@ -119,3 +119,14 @@ async def test_many_handles_are_awaited_together_on_one_consumer(
     assert results == [DIAMOND_OUTPUT] * 150
     assert len({h.workflow_id for h in handles}) == 150
     assert len(opened) == 1, f"{len(opened)} readers of the events topic"
+
+
+async def test_async_commands_with_wait_report_the_answer(async_client: kflow.AsyncClient) -> None:
+    handle = await async_client.start("gated")
+    await wait_for(handle, StepScheduled, kind="approval")
+    assert isinstance(await handle.pause(wait=WAIT_S), WorkflowPaused)
+    assert isinstance(await handle.resume(wait=WAIT_S), WorkflowResumed)
+    with pytest.raises(kflow.CommandRejected, match="no_waiting_step"):
+        await handle.signal("nope", {"approved": True}, wait=WAIT_S)
+    duplicate = await async_client.start("gated", id=handle.workflow_id)
+    assert isinstance(await duplicate.answer(timeout=WAIT_S), DuplicateStartIgnored)

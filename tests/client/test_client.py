@@ -241,3 +241,22 @@ def test_a_missing_events_topic_is_named_with_the_fix(stack: Settings) -> None:
     settings = stack.model_copy(update={"topic_prefix": "no-such-prefix-for-client"})
     with kflow.Client(settings) as lost, pytest.raises(ReaderError, match="kflow topics create"):
         lost.start("diamond")
+
+
+def test_commands_with_wait_return_what_applied_them_or_raise_the_rejection(
+    client: kflow.Client,
+) -> None:
+    handle = client.start("gated")
+    assert isinstance(handle.answer(timeout=WAIT_S), WorkflowStarted)
+    wait_for(handle, StepScheduled, kind="approval")
+    paused = handle.pause("vendor", wait=WAIT_S)
+    assert isinstance(paused, WorkflowPaused) and paused.reason == "vendor"
+    with pytest.raises(kflow.CommandRejected) as twice:
+        handle.pause(wait=WAIT_S)
+    assert (twice.value.command, twice.value.code) == ("PauseWorkflow", "not_applicable")
+    handle.cancel(wait=WAIT_S)
+    with pytest.raises(kflow.CommandRejected) as finished:
+        handle.signal("gate", {"approved": True}, wait=WAIT_S)
+    assert finished.value.code == "workflow_finished" and "cancelled" in finished.value.reason
+    rejected = client.start("no-such-definition").answer(timeout=WAIT_S)
+    assert isinstance(rejected, WorkflowRejected) and rejected.code == "unknown_definition"

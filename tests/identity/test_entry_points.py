@@ -150,8 +150,10 @@ def test_cli_of_tenant_a_cannot_command_or_read_tenant_b(
 ) -> None:
     a, b = issue("a"), issue("b")
     wid = _start_b(secured, b)
-    _cli(secured, a, "cancel", wid, "--actor", "anyone")
-    _cli(secured, a, "signal", wid, "review", "--payload", '{"approved": true}')
+    for args in (("cancel", wid, "--actor", "anyone"), ("signal", wid, "review")):
+        refused_cli = _cli(secured, a, *args)
+        assert refused_cli.returncode == 1, refused_cli.stdout
+        assert f"rejected (forbidden): no workflow {wid!r} in tenant 'a'" in refused_cli.stderr
     refused = _refusals(secured, wid, 2)
     assert [e.code for e in refused] == ["forbidden", "forbidden"]  # type: ignore[attr-defined]
     _untouched(secured, wid)

@@ -27,6 +27,7 @@ from kflow.api.models import (
 from kflow.api.openapi_responses import COMMAND, problems
 from kflow.api.problems import Problem, unavailable
 from kflow.api.queries import latest_version, links, workflow_tenant
+from kflow.api.resources import announce
 from kflow.api.routes_read import not_found
 from kflow.bus.commands import CommandNotDelivered
 from kflow.bus.envelope import envelope_meta, workflow_id_for
@@ -88,7 +89,8 @@ async def _publish(
         meta = envelope_meta(
             command, actor=who.actor, tenant=who.tenant, idempotency_key=idempotency_key
         )
-        await publisher.publish_async(command, meta)
+        await announce(resources(request), who)
+        await publisher.publish_async(command, meta, who.signer)
     except CommandNotDelivered as e:
         advice = (
             f"no acknowledgement within {publisher.timeout_s:g} s; retry later (a start "

@@ -94,6 +94,11 @@ class TopicNames:
         return f"{self.prefix}.definitions"
 
     @property
+    def principals(self) -> str:
+        """Compacted signing keys and revocations of principals (ADR 0060)."""
+        return f"{self.prefix}.principals"
+
+    @property
     def dlq(self) -> str:
         return f"{self.prefix}.dlq"
 
@@ -141,6 +146,11 @@ def closed_config(retention_ms: int = DEFAULT_CLOSED_RETENTION_MS) -> Mapping[st
     )
 
 
+def principals_spec(names: TopicNames) -> TopicSpec:
+    """``{prefix}.principals``: compacted, one partition, read whole by orchestrators."""
+    return TopicSpec(names.principals, 1, _COMPACTED)
+
+
 def topic_specs(
     prefix: str,
     partitions: int,
@@ -151,7 +161,7 @@ def topic_specs(
 
     Topics keyed by workflow id (commands, results, events, snapshots, closed) share
     ``partitions`` so they are co-partitioned; task topics use it too. The
-    definitions registry and the DLQ are small and read whole: one partition.
+    definitions registry, the principals and the DLQ are small and read whole: one partition.
     ``closed_retention_ms`` is the duplicate-start window (see docs/adr/0032).
     """
     if partitions < 1:
@@ -164,6 +174,7 @@ def topic_specs(
         TopicSpec(names.snapshots, partitions, _COMPACTED),
         TopicSpec(names.closed, partitions, closed_config(closed_retention_ms)),
         TopicSpec(names.definitions, 1, _COMPACTED),
+        principals_spec(names),
         TopicSpec(names.dlq, 1, _BASE),
     ]
     seen: set[str] = set()

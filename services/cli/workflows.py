@@ -8,6 +8,7 @@ orchestrator reads it). ``--no-wait`` returns once Kafka has the command.
 
 from __future__ import annotations
 
+import hmac
 import json
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -18,9 +19,12 @@ from rich.console import Console
 from rich.live import Live
 from rich.table import Table
 
+from kflow.bus.credentials import signer_from_settings
+from kflow.bus.principals import lookup_key
 from kflow.bus.topics import topic_names
 from kflow.cli.broker import require_broker
 from kflow.client import Client, CommandRejected, WaitTimeout, WorkflowHandle
+from kflow.core.access import tenant_of
 from kflow.core.errors import KflowError
 from kflow.core.events import (
     DuplicateStartIgnored,
@@ -29,6 +33,7 @@ from kflow.core.events import (
     StepEvent,
     WorkflowCompleted,
     WorkflowRejected,
+    WorkflowStarted,
     event_to_dict,
 )
 from kflow.core.jsondoc import dumps
@@ -309,7 +314,17 @@ def events(
 
     Example: kflow events doc-1
     """
-    topic = topic_names(get_settings().topic_prefix).events
+    settings = get_settings()
+    topic = topic_names(settings.topic_prefix).events
+    tenant = _own_tenant()
+    if tenant is not None:  # signed in: only this tenant's workflows are shown
+        history = _send(workflow_id, None, lambda handle: list(handle.events(follow=False)))
+        if not _belongs_to(history, tenant):
+            typer.echo(
+                f"error: no events for workflow {workflow_id!r} of tenant {tenant!r} in {topic}",
+                err=True,
+            )
+            raise typer.Exit(1)
     if follow:
         found = _send(workflow_id, None, lambda handle: _print_live(handle, as_json))
     else:
@@ -330,6 +345,36 @@ def events(
         step, attempt, text = _columns(event)
         table.add_row(str(event.seq), type(event).__name__, step, attempt, text)
     Console(width=180).print(table)
+
+
+def _own_tenant() -> str | None:
+    """The tenant of the configured API key (None: no key configured).
+
+    A courtesy for people sharing one CLI machine: a process that can read the events
+    topic can read every tenant's events; Kafka ACLs are what enforce it (docs/security.md).
+    """
+    settings = get_settings()
+    try:
+        signer = signer_from_settings(settings)
+        if signer is None:
+            return None
+        key = lookup_key(settings.kafka_bootstrap, settings.topic_prefix, signer.key_id)
+    except KflowError as e:
+        typer.echo(f"error: {e}", err=True)
+        raise typer.Exit(1) from e
+    if key is None or not hmac.compare_digest(key.signing_key, signer.key):
+        typer.echo(
+            f"error: API key {signer.key_id} is unknown or revoked; create one with "
+            "kflow apikey create",
+            err=True,
+        )
+        raise typer.Exit(1)
+    return key.tenant
+
+
+def _belongs_to(history: list[Event], tenant: str) -> bool:
+    started = next((e for e in history if isinstance(e, WorkflowStarted)), None)
+    return started is not None and tenant_of(started.tenant) == tenant
 
 
 def _columns(event: Event) -> tuple[str, str, str]:

@@ -241,7 +241,11 @@ class OrchestratorHandler(Handler[Envelope]):
                 out.append(OutRecord(self.names.closed, state.workflow_id, marker))
             else:
                 encoded = self._snapshots.encode(state, now)
-                headers = trace_headers(traceparent=self.traces.get(state.workflow_id))
+                headers = (
+                    trace_headers(traceparent=self.traces.get(state.workflow_id))
+                    if tracing.on()
+                    else _NO_HEADERS
+                )
                 out.append(OutRecord(self.names.snapshots, state.workflow_id, encoded, headers))
         return out
 

@@ -28,6 +28,7 @@ from kflow.bus.topics import (
 from kflow.core.definition import WorkflowDefinition
 from kflow.core.limits import Limits
 from kflow.core.state import WorkflowState
+from kflow.observability import tracing
 from kflow.observability.health import HEALTH
 from kflow.orchestrator.closed import ClosedMarker, restore_closed
 from kflow.orchestrator.handler import OrchestratorHandler
@@ -151,7 +152,7 @@ class OrchestratorService:
             self.config.bootstrap,
             topic_names(self.config.topic_prefix).snapshots,
             partitions,
-            traces=self.handler.traces,
+            traces=self.handler.traces if tracing.on() else None,
         )
         HEALTH.report("state", True)
         return restored

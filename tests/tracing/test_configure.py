@@ -7,6 +7,7 @@ import subprocess
 import sys
 
 import pytest
+from opentelemetry import trace
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 
 from kflow.cli.run import service_command
@@ -103,3 +104,31 @@ def test_otel_service_name_wins(collector: tuple[str, list[tuple[str, bytes]]]) 
 def test_step_context_has_no_trace_while_off() -> None:
     ctx = StepContext("w", "w/n", "n", "echo", 1, "w/n#1", 0)
     assert ctx.traceparent is None
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        b"",
+        b"garbage",
+        b"\xff\xfe-not-ascii",
+        b"00-00000000000000000000000000000000-b7ad6b7169203331-01",  # all-zero trace id
+        b"00-0af7651916cd43dd8448eb211c80319c-0000000000000000-01",  # all-zero span id
+        b"ff-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01",  # forbidden version
+    ],
+)
+def test_a_malformed_traceparent_header_is_ignored(value: bytes) -> None:
+    assert tracing.parent_from({"traceparent": value}) is None
+
+
+def test_a_valid_traceparent_header_names_its_parent() -> None:
+    parent = tracing.parent_from(
+        {"traceparent": b"00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"}
+    )
+    assert parent is not None
+    span = trace.get_current_span(parent).get_span_context()
+    assert (span.trace_id, span.span_id, span.is_remote) == (
+        0x0AF7651916CD43DD8448EB211C80319C,
+        0xB7AD6B7169203331,
+        True,
+    )

@@ -258,7 +258,7 @@ def test_tracing_off_writes_no_trace_headers_and_no_spans(runtime: Runtime) -> N
     assert types_of(runtime.wait_final([workflow_id])[workflow_id])[-1] == "WorkflowCompleted"
     assert _records_trace_ids(runtime, workflow_id) == {None}
     names = topic_names(runtime.prefix)
-    for topic in (names.tasks("default"), names.results):
+    for topic in (names.tasks("default"), names.results, names.snapshots):
         records = consume_all(runtime.settings.kafka_bootstrap, topic, min_records=3)
         assert records and not [r for r in records if dict(r.headers() or {}).get(TRACE_HEADER)]
 

@@ -286,20 +286,9 @@ class EosLoop(Generic[T]):
 
     def _handle_one(self, message: Message) -> Sequence[OutRecord]:
         raw = message.value()
-        fault = self.isolation.fault_of(_coordinates(message))
+        fault = self.isolation.fault_of(_coordinates(message)) if self.isolation.blaming else None
         if fault is not None:
-            self.stats.isolated += 1
-            log.error(
-                "%s[%s]@%s to the DLQ (%s): %s",
-                message.topic(),
-                message.partition(),
-                message.offset(),
-                fault.reason,
-                fault.message,
-            )
-            return [
-                self._dead_letter(message, raw, fault.reason, (fault.error_type, fault.message))
-            ]
+            return self._isolate(message, raw, fault)
         raw_bytes = raw.encode() if isinstance(raw, str) else (raw or b"")
         try:
             value = self.decode(raw_bytes)
@@ -328,6 +317,33 @@ class EosLoop(Generic[T]):
                 e,
             )
             return [self._dead_letter(message, raw, HANDLER_ERROR, e)]
+
+    def _isolate(self, message: Message, raw: str | bytes | None, fault: Fault) -> list[OutRecord]:
+        """The dead letter of a blamed record, plus the handler's answer to it, if any."""
+        self.stats.isolated += 1
+        where = f"{message.topic()}[{message.partition()}]@{message.offset()}"
+        log.error("%s to the DLQ (%s): %s", where, fault.reason, fault.message)
+        out = [self._dead_letter(message, raw, fault.reason, (fault.error_type, fault.message))]
+        if fault.reason != OUTPUT_TOO_LARGE:
+            return out  # the broker refused something: answer with nothing it could refuse
+        try:
+            raw_bytes = raw.encode() if isinstance(raw, str) else (raw or b"")
+            value = self.decode(raw_bytes)
+            wrapped = BusMessage(
+                topic=message.topic() or "",
+                partition=message.partition() or 0,
+                offset=message.offset() or 0,
+                key=key_text(message.key()),
+                raw=raw_bytes,
+                value=value,
+                headers=header_map(message),
+                timestamp_ms=message.timestamp()[1],
+            )
+            answer = self.handler.refused(wrapped, fault.reason, fault.message)
+        except Exception as e:  # the answer is a courtesy: never let it block the partition
+            log.warning("no answer to the dead-lettered %s: %r", where, e)
+            return out
+        return out + [r for r in answer if record_size(r) <= self.max_record_bytes]
 
     def _dead_letter(
         self,

@@ -348,7 +348,9 @@ def test_heartbeats_keep_a_long_step_alive(runtime: Runtime) -> None:
     runtime.apply(
         {
             "name": "beating",
-            "nodes": [task("long", "delay", input={"seconds": 1.2}, heartbeat_timeout_ms=600)],
+            # the first heartbeat must reach the orchestrator within the timeout of the step's
+            # scheduling (through two transactions): 2 s leaves room on a loaded machine
+            "nodes": [task("long", "delay", input={"seconds": 4.5}, heartbeat_timeout_ms=2000)],
         }
     )
     wid = runtime.start("beating")

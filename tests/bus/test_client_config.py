@@ -194,7 +194,7 @@ def test_status_and_errors_never_show_the_password(
         for args in (["dev", "status"], ["topics", "list"]):
             result = CliRunner().invoke(app, args)
             assert result.exit_code == 1, result.output
-            assert "is a PLAINTEXT listener" in result.output.replace("\n", " ")
+            assert "is a PLAINTEXT listener" in result.output.replace("\n", " "), result.output
             assert SECRET not in result.output
     finally:
         get_settings.cache_clear()

@@ -47,7 +47,10 @@ class Runtime:
         return self.settings.topic_prefix
 
     def start_orchestrator(
-        self, instance: str = "orchestrator-0", finished_capacity: int | None = None
+        self,
+        instance: str = "orchestrator-0",
+        finished_capacity: int | None = None,
+        require_signatures: bool = False,
     ) -> OrchestratorService:
         """Start one (the same ``instance`` again is a restart); ``finished_capacity`` shrinks
         the in-memory window of finished workflows."""
@@ -56,6 +59,7 @@ class Runtime:
             topic_prefix=self.prefix,
             instance_id=instance,
             partitions=2,
+            require_signatures=require_signatures,
         )
         if finished_capacity is not None:
             config = replace(config, finished_capacity=finished_capacity)

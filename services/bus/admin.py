@@ -43,7 +43,9 @@ class TopicInfo:
         return sum(self.end_offsets)
 
 
-def admin_client(bootstrap: str, timeout_s: float = 10.0, quiet: bool = False) -> AdminClient:
+def admin_client(
+    bootstrap: str, timeout_s: float = 10.0, quiet: bool = False, settings: Settings | None = None
+) -> AdminClient:
     """An AdminClient for ``bootstrap`` (``host:port[,host:port]``).
 
     ``quiet`` silences librdkafka's own connection errors, for probes whose caller reports.
@@ -51,6 +53,7 @@ def admin_client(bootstrap: str, timeout_s: float = 10.0, quiet: bool = False) -
     return make_admin(
         bootstrap,
         overrides={"socket.timeout.ms": int(timeout_s * 1000), "log_level": 0 if quiet else 3},
+        settings=settings,
     )
 
 
@@ -251,7 +254,11 @@ def _end_offsets(
 
 
 def wait_until_stable(
-    bootstrap: str, topic: str, partitions: Iterable[int], timeout_s: float = 60.0
+    bootstrap: str,
+    topic: str,
+    partitions: Iterable[int],
+    timeout_s: float = 60.0,
+    settings: Settings | None = None,
 ) -> None:
     """Wait until no transaction is open on ``partitions`` of ``topic``.
 
@@ -265,7 +272,7 @@ def wait_until_stable(
     wanted = [TopicPartition(topic, p) for p in sorted(set(partitions))]
     if not wanted:
         return
-    admin = admin_client(bootstrap)
+    admin = admin_client(bootstrap, settings=settings)
     deadline = time.monotonic() + timeout_s
     while True:
         lookup_deadline = time.monotonic() + 10

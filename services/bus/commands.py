@@ -31,6 +31,7 @@ from kflow.bus.topics import topic_names
 from kflow.core.inputs import Input
 from kflow.observability import tracing
 from kflow.observability.metrics import CLIENT_FATAL, EVENTS_OUT
+from kflow.settings import Settings
 
 log = logging.getLogger(__name__)
 
@@ -58,6 +59,7 @@ class CommandPublisher:
         timeout_s: float = DELIVERY_TIMEOUT_S,
         component: str = "client",
         signer: Signer | None = None,
+        settings: Settings | None = None,
     ) -> None:
         self.topic = topic_names(topic_prefix).commands
         self._principals_topic = topic_names(topic_prefix).principals
@@ -82,6 +84,7 @@ class CommandPublisher:
                     # within message.timeout.ms, so the caller learns which topic to create
                     "topic.metadata.propagation.max.ms": max(1, timeout_ms // 3),
                 },
+                settings=settings,
             ),
             "error_cb": self._on_error,
         }

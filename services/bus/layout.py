@@ -9,18 +9,37 @@ broker's default count silently breaks that. Every line names the topic and the 
 
 from __future__ import annotations
 
+import logging
+import time
 from collections.abc import Iterable
 
-from kflow.bus.admin import describe_topics
+from kflow.bus.admin import TopicAdminError, describe_topics
 from kflow.bus.errors import BusError
 from kflow.bus.probe import check_connection
 from kflow.bus.topics import (
     RECORD_LIMIT_CONFIG,
     TopicNames,
     TopicSpec,
+    TopicState,
     topic_names,
     topic_problems,
 )
+
+log = logging.getLogger(__name__)
+
+
+def _describe(
+    bootstrap: str, names: list[str], timeout_s: float, retry_s: float
+) -> dict[str, TopicState]:
+    deadline = time.monotonic() + retry_s
+    while True:
+        try:
+            return describe_topics(bootstrap, names, timeout_s)
+        except TopicAdminError as e:
+            if time.monotonic() >= deadline:
+                raise
+            log.warning("cannot check the topics yet, retrying: %s", e)
+            time.sleep(1.0)
 
 
 class TopicLayoutError(BusError):
@@ -39,15 +58,20 @@ def check_layout(
     *,
     partitions: int | None = None,
     timeout_s: float = 10.0,
+    retry_s: float = 120.0,
 ) -> None:
     """Raise :class:`TopicLayoutError` unless every topic in ``need`` exists and the
     co-partitioned topics present share one partition count (``partitions`` when given,
-    else the count of ``<prefix>.commands`` or the first one found)."""
+    else the count of ``<prefix>.commands`` or the first one found).
+
+    A cluster that answers but cannot describe the topics yet (a broker or the controller
+    failing over) is asked again for up to ``retry_s``: a dependency's outage delays a
+    start, it does not fail it."""
     check_connection(bootstrap, timeout_s=timeout_s)  # one clear line for auth / TLS errors
     names = topic_names(prefix)
     core = co_partitioned(names)
     needed = list(dict.fromkeys(need))
-    states = describe_topics(bootstrap, [*core, *needed], timeout_s)
+    states = _describe(bootstrap, [*core, *needed], timeout_s, retry_s)
     problems = [
         f"{name} does not exist at {bootstrap}: create the topics with `kflow topics create` "
         f"(prefix {prefix!r}, from KFLOW_TOPIC_PREFIX)"

@@ -32,7 +32,7 @@ def _diagnose(err: KafkaError, bootstrap: str, settings: Settings) -> str | None
             "(or KFLOW_KAFKA_SASL_MECHANISM)"
         )
     if code == KafkaError._SSL or (code == KafkaError._TRANSPORT and "SSL" in text):
-        if "PLAINTEXT broker listener" in text:
+        if "PLAINTEXT broker listener" in text or "SSL connection closed by peer" in text:
             return (
                 f"Kafka at {bootstrap} is a PLAINTEXT listener, but "
                 f"KFLOW_KAFKA_SECURITY_PROTOCOL={settings.kafka_security_protocol}: use "

@@ -35,6 +35,7 @@ from kflow.bus.admin import TopicAdminError, wait_until_stable
 from kflow.bus.clients import ConfigValue, make_consumer
 from kflow.bus.errors import BusError, is_fatal
 from kflow.bus.message import header_map, key_text
+from kflow.settings import Settings
 
 Start = Literal["beginning", "end"]
 
@@ -80,12 +81,14 @@ class TopicReader:
         key: str | None = None,
         start: Start | Mapping[int, int] = "beginning",
         overrides: Mapping[str, ConfigValue] | None = None,
+        settings: Settings | None = None,
     ) -> None:
         self.topic = topic
         self._consumer: Consumer = make_consumer(
             bootstrap,
             f"kflow.reader.{uuid.uuid4().hex}",
             overrides={"enable.partition.eof": True, "fetch.wait.max.ms": 10, **(overrides or {})},
+            settings=settings,
         )
         try:
             self.partitions = self._existing_partitions(bootstrap, partitions, key)
@@ -275,23 +278,35 @@ def read_latest_records(
     return latest
 
 
-def read_key(bootstrap: str, topic: str, key: str, timeout_s: float = 60.0) -> Iterator[RawRecord]:
+def read_key(
+    bootstrap: str,
+    topic: str,
+    key: str,
+    timeout_s: float = 60.0,
+    settings: Settings | None = None,
+) -> Iterator[RawRecord]:
     """Every record of ``key`` now in ``topic``, in log order (only its partition is read).
 
     Like :func:`read_latest` it first waits until no transaction is open there: a
     ``read_committed`` reader stops before an open transaction, and would miss records
     committed after it (an audit must see them all).
     """
-    with TopicReader(bootstrap, topic, key=key) as reader:
-        _wait_until_stable(bootstrap, topic, reader.partitions, timeout_s)
+    with TopicReader(bootstrap, topic, key=key, settings=settings) as reader:
+        _wait_until_stable(bootstrap, topic, reader.partitions, timeout_s, settings)
         for record in reader.read_to_end(timeout_s):
             if record.key == key:
                 yield record
 
 
-def _wait_until_stable(bootstrap: str, topic: str, partitions: list[int], timeout_s: float) -> None:
+def _wait_until_stable(
+    bootstrap: str,
+    topic: str,
+    partitions: list[int],
+    timeout_s: float,
+    settings: Settings | None = None,
+) -> None:
     try:
-        wait_until_stable(bootstrap, topic, partitions, timeout_s)
+        wait_until_stable(bootstrap, topic, partitions, timeout_s, settings)
     except TopicAdminError as e:
         raise ReaderError(str(e)) from e
 

@@ -11,6 +11,7 @@ from kflow.bus.commands import CommandPublisher
 from kflow.bus.contracts import EnvelopeMeta
 from kflow.bus.credentials import signer_from_settings
 from kflow.bus.envelope import envelope_meta, workflow_id_for
+from kflow.bus.probe import check_connection
 from kflow.bus.reader import read_key
 from kflow.bus.topics import TopicNames, topic_names
 from kflow.client.errors import ClientClosed
@@ -44,6 +45,7 @@ class ClientCore:
         self._watcher: EventWatcher | None = None
         self._publisher: CommandPublisher | None = None
         self._closed = False
+        self._connected = False
 
     # -- Kafka clients, made on first use ---------------------------------------------------
 
@@ -57,7 +59,10 @@ class ClientCore:
         with self._lock:
             self._check_open()
             if self._watcher is None:
-                self._watcher = EventWatcher(self.settings.kafka_bootstrap, self.names.events)
+                self._connect()
+                self._watcher = EventWatcher(
+                    self.settings.kafka_bootstrap, self.names.events, self.settings
+                )
             return self._watcher
 
     def publisher(self) -> CommandPublisher:
@@ -65,14 +70,23 @@ class ClientCore:
         with self._lock:
             self._check_open()
             if self._publisher is None:
+                self._connect()
                 self._publisher = CommandPublisher(
                     self.settings.kafka_bootstrap,
                     self.settings.topic_prefix,
                     timeout_s=self._command_timeout_s,
                     component="client",
                     signer=self.signer,
+                    settings=self.settings,
                 )
             return self._publisher
+
+    def _connect(self) -> None:
+        """Once: fail with one clear line on bad credentials, an untrusted CA or no broker
+        (librdkafka alone would retry until each call's timeout)."""
+        if not self._connected:
+            check_connection(self.settings.kafka_bootstrap, self.settings, self._command_timeout_s)
+            self._connected = True
 
     def close(self) -> None:
         """Stop the watcher and deliver queued commands; later calls do nothing."""
@@ -133,7 +147,11 @@ class ClientCore:
         """Every event of ``workflow_id`` in the log now, in order (its partition is read)."""
         found: list[Logged] = []
         for record in read_key(
-            self.settings.kafka_bootstrap, self.names.events, workflow_id, HISTORY_TIMEOUT_S
+            self.settings.kafka_bootstrap,
+            self.names.events,
+            workflow_id,
+            HISTORY_TIMEOUT_S,
+            self.settings,
         ):
             logged = logged_event(record)
             if logged is not None:  # the key is the workflow id

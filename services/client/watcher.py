@@ -23,6 +23,7 @@ from kflow.client.errors import ClientClosed
 from kflow.client.follow import Followed, Logged
 from kflow.core.errors import KflowError
 from kflow.core.events import EVENT_TYPES, Event
+from kflow.settings import Settings
 
 log = logging.getLogger(__name__)
 
@@ -134,13 +135,13 @@ class Subscription:
 class EventWatcher:
     """One ``read_committed`` consumer of ``topic`` shared by every handle of a client."""
 
-    def __init__(self, bootstrap: str, topic: str) -> None:
+    def __init__(self, bootstrap: str, topic: str, settings: Settings | None = None) -> None:
         # reentrant: a handle's finalizer (unsubscribe) may run in this thread, inside the lock
         self.lock = threading.RLock()
         self._subs: dict[str, set[Subscription]] = {}
         self._error: KflowError | None = None
         self._stop = threading.Event()
-        self._reader = TopicReader(bootstrap, topic, start="end")
+        self._reader = TopicReader(bootstrap, topic, start="end", settings=settings)
         try:
             for _ in self._reader.read_to_end(READY_TIMEOUT_S):
                 pass  # nobody is subscribed yet: this only fixes where the watcher starts

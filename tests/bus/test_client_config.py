@@ -165,3 +165,36 @@ def test_no_kafka_client_is_configured_outside_the_builder() -> None:
         if path.name != "clients.py" and '"bootstrap.servers"' in path.read_text()
     ]
     assert offenders == []
+
+
+@pytest.mark.integration
+def test_status_and_errors_never_show_the_password(
+    stack: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A TLS client pointed at the plaintext local broker: one line naming the fix, and the
+    password (from the environment) in no output."""
+    import typer
+    from typer.testing import CliRunner
+
+    from kflow.cli import dev, topics
+    from kflow.settings import get_settings
+
+    for var, value in {
+        "KFLOW_KAFKA_BOOTSTRAP": stack.kafka_bootstrap,
+        "KFLOW_KAFKA_SECURITY_PROTOCOL": "SASL_SSL",
+        "KFLOW_KAFKA_SASL_USERNAME": "alice",
+        "KFLOW_KAFKA_SASL_PASSWORD": SECRET,
+    }.items():
+        monkeypatch.setenv(var, value)
+    app = typer.Typer()
+    dev.register(app)
+    topics.register(app)
+    get_settings.cache_clear()
+    try:
+        for args in (["dev", "status"], ["topics", "list"]):
+            result = CliRunner().invoke(app, args)
+            assert result.exit_code == 1, result.output
+            assert "is a PLAINTEXT listener" in result.output.replace("\n", " "), result.output
+            assert SECRET not in result.output
+    finally:
+        get_settings.cache_clear()

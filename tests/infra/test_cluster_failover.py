@@ -119,6 +119,8 @@ def _run_with_broker_down(
 
     for i, workflow_id in enumerate(ids):
         rt.start("crashy", workflow_id=workflow_id)
+        if i == 0:
+            rt.wait_final(ids[:1])  # the services are up and working
         if i == count // 4:
             cluster.run("kill", str(victim))
             threading.Timer(down_s, bring_back).start()

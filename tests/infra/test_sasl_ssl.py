@@ -18,16 +18,19 @@ from pathlib import Path
 
 import httpx
 import pytest
+from pydantic import SecretStr
 
+from kflow.bus.probe import KafkaConnectError
 from kflow.cli.run import service_command
+from kflow.client import Client
 from kflow.settings import Settings
 from tests.infra.secured import PASSWORD, SaslSslKafka
 from tests.runtime.services import REPO
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
-PORTS = range(19502, 19540)
-"""This suite's ports (the kafka area's range is 19500-19559)."""
+PORTS = range(19502, 19520)
+"""This suite's ports (the kafka area has 19500-19559; the cluster test uses 19520-19525)."""
 WAIT_S = 120.0  # a guard against hangs, not a speed assertion
 
 
@@ -198,3 +201,25 @@ def test_bad_credentials_or_ca_give_one_clear_line(
             errors = [ln for ln in done.stderr.splitlines() if ln.strip()]
             assert len(errors) == 1, errors  # one line, not librdkafka's retry log
         assert took < 30, f"{args} took {took:.0f} s"  # a hang guard, not a speed assertion
+
+
+def test_client_connects_with_the_settings_it_is_given(broker: SaslSslKafka) -> None:
+    """kflow.Client(settings) uses that object's security settings (this process's
+    environment has none), and bad credentials fail its first call with one clear error."""
+    prefix = f"sasl-client-{uuid.uuid4().hex[:6]}"
+    client_env = broker.client_env()
+    made = _kflow({**os.environ, **client_env, "KFLOW_TOPIC_PREFIX": prefix}, "topics", "create")
+    assert made.returncode == 0, made.stderr
+    fields = {k.removeprefix("KFLOW_").lower(): v for k, v in client_env.items()}
+    good = Settings.model_validate({**fields, "topic_prefix": prefix})
+    with Client(good, actor="sasl-test") as client:
+        handle = client.start("no-such-definition", {}, id=f"wf-{uuid.uuid4().hex[:6]}")
+        assert handle.workflow_id
+    bad = good.model_copy(
+        update={"kafka_sasl_password_file": None, "kafka_sasl_password": SecretStr("wrong")}
+    )
+    began = time.monotonic()
+    with Client(bad, actor="sasl-test") as client, pytest.raises(KafkaConnectError) as caught:
+        client.start("no-such-definition", {})
+    assert "rejected the SCRAM-SHA-512 login of 'alice'" in str(caught.value)
+    assert time.monotonic() - began < 30  # a hang guard, not a speed assertion

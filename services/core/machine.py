@@ -11,17 +11,20 @@ from typing import Any
 
 from kflow.core.backoff import seed_for
 from kflow.core.decision import Decision, json_size
+from kflow.core.definition import OnFailure
 from kflow.core.errors import DefinitionError, ErrorClass
 from kflow.core.events import (
     DuplicateStartIgnored,
     Event,
     InputRejected,
     StepHeartbeatRecorded,
+    StepReopened,
     StepTimedOut,
     WorkflowCancelled,
     WorkflowPaused,
     WorkflowRejected,
     WorkflowResumed,
+    WorkflowRetried,
     WorkflowSignalled,
     WorkflowStarted,
 )
@@ -32,6 +35,7 @@ from kflow.core.inputs import (
     Input,
     PauseWorkflow,
     ResumeWorkflow,
+    RetryWorkflow,
     SignalWorkflow,
     StartWorkflow,
     StepError,
@@ -47,6 +51,7 @@ from kflow.core.state import (
     StepRecord,
     WorkflowState,
     is_terminal,
+    step_sort_key,
     step_timers,
 )
 
@@ -89,6 +94,8 @@ def _decide(
         return _on_result(state, command, now, limits)
     if isinstance(command, TimerFired):
         return _on_timer(state, command, now, limits)
+    if isinstance(command, RetryWorkflow):
+        return _on_retry(state, command, now, limits)
     if is_terminal(state):
         return [_notice(command, now, "workflow_finished", f"the workflow is {state.status}")]
     decision = Decision(StateBuilder(state), now, command, limits)
@@ -389,6 +396,65 @@ def _on_signal(
             _rejection(payload),
             allow_pause=False,
         )
+    decision.advance()
+    return decision
+
+
+RETRYABLE_WORKFLOW: frozenset[str] = frozenset({"failed", "cancelled"})
+"""Workflow statuses ``RetryWorkflow`` reopens."""
+
+
+def retry_plan(state: WorkflowState) -> list[tuple[StepRecord, int, str]]:
+    """The steps a retry reopens: ``(record, next attempt, status)``, sorted by step key.
+
+    Every failed or cancelled step whose node is not already resolved: a top-level step
+    that failed with ``on_failure: continue`` let the run go on, so it (and its map
+    children) stays as it is. A step that was attempted runs as ``attempt + 1`` (its
+    step key, the stable part of the idempotency key, is unchanged); one cancelled before
+    it was ever scheduled keeps its attempt. A ``for_each`` node whose children exist is
+    reopened as ``running`` (only its unfinished children run again).
+    """
+    plan: list[tuple[StepRecord, int, str]] = []
+    kept: set[str] = set()
+    nodes = state.graph.nodes
+    for key in sorted(state.steps, key=step_sort_key):
+        record = state.steps[key]
+        if record.status not in ("failed", "cancelled"):
+            continue
+        if record.index is None:
+            if record.status == "failed" and nodes[record.node_id].on_failure == OnFailure.CONTINUE:
+                kept.add(record.node_id)
+                continue
+        elif record.node_id in kept:
+            continue
+        if record.kind == "map" and record.children is not None:
+            plan.append((record, record.attempt, "running"))
+        elif record.scheduled_at is not None:
+            plan.append((record, record.attempt + 1, "ready"))
+        else:
+            plan.append((record, record.attempt, "ready"))
+    return plan
+
+
+def _on_retry(
+    state: WorkflowState, command: RetryWorkflow, now: int, limits: Limits
+) -> Decision | list[Event]:
+    if state.status not in RETRYABLE_WORKFLOW:
+        return [
+            _notice(
+                command,
+                now,
+                "not_retryable",
+                f"the workflow is {state.status}; only failed or cancelled runs can be retried",
+            )
+        ]
+    plan = retry_plan(state)
+    if not plan:
+        return [_notice(command, now, "nothing_to_retry", "no failed or cancelled step to rerun")]
+    decision = Decision(StateBuilder(state), now, command, limits)
+    decision.emit(WorkflowRetried, reason=command.reason, previous_status=state.status)
+    for record, attempt, status in plan:
+        decision.emit(StepReopened, step_key=record.step_key, attempt=attempt, status=status)
     decision.advance()
     return decision
 

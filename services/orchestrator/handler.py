@@ -20,10 +20,10 @@ from kflow.bus.records import ExecuteStep
 from kflow.bus.topics import DEFAULT_CLOSED_RETENTION_MS, TopicNames
 from kflow.core.definition import WorkflowDefinition
 from kflow.core.errors import KflowError
-from kflow.core.events import Event, StepScheduled, is_notice
-from kflow.core.inputs import Input, StartWorkflow, TimerFired
+from kflow.core.events import Event, InputRejected, StepScheduled, is_notice
+from kflow.core.inputs import Input, RetryWorkflow, StartWorkflow, TimerFired, input_to_dict
 from kflow.core.limits import DEFAULT_LIMITS, Limits
-from kflow.core.machine import decide_and_evolve
+from kflow.core.machine import RETRYABLE_WORKFLOW, decide_and_evolve
 from kflow.core.state import WorkflowState, is_terminal, pending_timers
 from kflow.core.views import timers_for
 from kflow.orchestrator.closed import (
@@ -32,6 +32,7 @@ from kflow.orchestrator.closed import (
     encode_marker,
 )
 from kflow.orchestrator.metrics import WorkflowMetrics
+from kflow.orchestrator.retained import DEFAULT_RETRY_WINDOW_MS
 from kflow.orchestrator.snapshots import SnapshotEncoder
 from kflow.orchestrator.table import WorkflowTable
 from kflow.orchestrator.timers import TimerHeap
@@ -78,6 +79,7 @@ class OrchestratorHandler(Handler[Envelope]):
         restore_closed: RestoreClosedFn = lambda partitions: {},
         finished_capacity: int = 10_000,
         closed_window_ms: int = DEFAULT_CLOSED_RETENTION_MS,
+        retry_window_ms: int = DEFAULT_RETRY_WINDOW_MS,
     ) -> None:
         self.names = names
         self.stats = OrchestratorStats()
@@ -89,7 +91,7 @@ class OrchestratorHandler(Handler[Envelope]):
         self._limits = limits
         self._contracts = default_contracts()
         self._input_topics = (names.commands, names.results)
-        self.table = WorkflowTable(finished_capacity, closed_window_ms)
+        self.table = WorkflowTable(finished_capacity, closed_window_ms, retry_window_ms)
         self.timers = TimerHeap()
         self._snapshots = SnapshotEncoder()
         self.metrics = WorkflowMetrics()
@@ -124,6 +126,10 @@ class OrchestratorHandler(Handler[Envelope]):
     def tick(self, now_ms: int) -> Sequence[OutRecord]:
         self.table.closed.expire(now_ms)
         out: list[OutRecord] = []
+        for workflow_id in self.table.retained.expire(now_ms):
+            # The retry window passed: the retained snapshot goes (ADR 0082).
+            self.table.forget_finished(workflow_id)
+            out.append(OutRecord(self.names.snapshots, workflow_id, None))
         for workflow_id, timer_id, due_at in self.timers.pop_due(now_ms, MAX_TIMERS_PER_TICK):
             self._fired.append((workflow_id, timer_id, due_at))
             partition = self.table.partition_of(workflow_id)
@@ -142,7 +148,13 @@ class OrchestratorHandler(Handler[Envelope]):
             if is_terminal(state):
                 # Same key and partition count as commands: lands in the commands partition.
                 marker = encode_marker(ClosedMarker.of(state, now))
-                out.append(OutRecord(self.names.snapshots, state.workflow_id, None))
+                # Retained for retries (tombstoned when the window passes), ADR 0082.
+                kept = (
+                    self._snapshots.encode(state, now)
+                    if self.table.retained.window_ms and state.status in RETRYABLE_WORKFLOW
+                    else None
+                )
+                out.append(OutRecord(self.names.snapshots, state.workflow_id, kept))
                 out.append(OutRecord(self.names.closed, state.workflow_id, marker))
             else:
                 encoded = self._snapshots.encode(state, now)
@@ -224,6 +236,10 @@ class OrchestratorHandler(Handler[Envelope]):
     ) -> list[OutRecord]:
         now = self._clock_ms() if now is None else now
         state = self.table.get(command.workflow_id)
+        if isinstance(command, RetryWorkflow):
+            state, refusal = self._retry_state(command, partition, state, now)
+            if refusal is not None:
+                return self._records([refusal], envelope, command)
         if (
             state is None
             and isinstance(command, StartWorkflow)
@@ -241,6 +257,46 @@ class OrchestratorHandler(Handler[Envelope]):
             self._batch_events.setdefault(new_state.workflow_id, []).extend(changes)
             self.metrics.saw(changes, new_state)
         return records
+
+    def _retry_state(
+        self, command: RetryWorkflow, partition: int, state: WorkflowState | None, now: int
+    ) -> tuple[WorkflowState | None, Event | None]:
+        """The state a retry is decided on, or the notice refusing it (ADR 0082).
+
+        A finished run is retryable while its snapshot is retained; one not in memory is
+        read back from its snapshot partition (rare: an operator's action).
+        """
+        workflow_id = command.workflow_id
+        if state is not None and not is_terminal(state):
+            return state, None  # decide answers not_retryable
+        if self.table.retained.contains(partition, workflow_id):
+            if state is None:
+                state = self._restore([partition]).get(partition, {}).get(workflow_id)
+                if state is not None:
+                    self.table.remember_finished(state)
+            if state is not None:
+                return state, None
+        elif state is None and not self.table.is_closed(partition, workflow_id):
+            return None, None  # decide answers unknown_workflow
+        elif state is not None and state.status not in RETRYABLE_WORKFLOW:
+            return state, None  # decide answers not_retryable
+        window = self.table.retained.window_ms
+        reason = (
+            "retries are disabled (retry_window_ms is 0)"
+            if window == 0
+            else f"the run finished more than the retry window ({window} ms) ago; "
+            "start a new workflow instead"
+        )
+        notice = InputRejected(
+            workflow_id=workflow_id,
+            seq=0,
+            at=now,
+            cause=input_to_dict(command),
+            code="retry_window_passed",
+            reason=reason,
+            input_type="RetryWorkflow",
+        )
+        return None, notice
 
     def _records(
         self, events: list[Event], envelope: Envelope | None, command: Input

@@ -47,7 +47,10 @@ class Runtime:
         return self.settings.topic_prefix
 
     def start_orchestrator(
-        self, instance: str = "orchestrator-0", finished_capacity: int | None = None
+        self,
+        instance: str = "orchestrator-0",
+        finished_capacity: int | None = None,
+        retry_window_ms: int | None = None,
     ) -> OrchestratorService:
         """Start one (the same ``instance`` again is a restart); ``finished_capacity`` shrinks
         the in-memory window of finished workflows."""
@@ -59,6 +62,8 @@ class Runtime:
         )
         if finished_capacity is not None:
             config = replace(config, finished_capacity=finished_capacity)
+        if retry_window_ms is not None:
+            config = replace(config, retry_window_ms=retry_window_ms)
         service = OrchestratorService(config)
         thread = threading.Thread(target=service.run, name=instance, daemon=True)
         thread.start()

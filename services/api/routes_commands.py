@@ -34,6 +34,7 @@ from kflow.core.inputs import (
     Input,
     PauseWorkflow,
     ResumeWorkflow,
+    RetryWorkflow,
     SignalWorkflow,
     StartWorkflow,
 )
@@ -181,6 +182,22 @@ async def resume(request: Request, who: Writer, workflow_id: WorkflowId) -> Acce
     """Resume a paused workflow."""
     await _visible(request, who, workflow_id)
     return await _publish(request, who, ResumeWorkflow(workflow_id=workflow_id))
+
+
+@router.post(
+    "/workflows/{workflow_id}/retry",
+    status_code=202,
+    response_model=Accepted,
+    responses=_COMMAND_PROBLEMS,
+)
+async def retry(
+    request: Request, who: Writer, workflow_id: WorkflowId, body: ReasonRequest | None = None
+) -> Accepted:
+    """Reopen a failed or cancelled run: its failed and cancelled steps run again as their
+    next attempt, completed steps keep their results (ADR 0082)."""
+    await _visible(request, who, workflow_id)
+    reason = body.reason if body else ""
+    return await _publish(request, who, RetryWorkflow(workflow_id=workflow_id, reason=reason))
 
 
 @router.post(

@@ -4,6 +4,7 @@
 from kflow.client.client import AsyncClient, Client
 from kflow.client.errors import (
     ClientClosed,
+    CommandRefused,
     WaitTimeout,
     WorkflowCancelled,
     WorkflowError,
@@ -17,6 +18,7 @@ __all__ = [
     "AsyncWorkflowHandle",
     "Client",
     "ClientClosed",
+    "CommandRefused",
     "WaitTimeout",
     "WorkflowCancelled",
     "WorkflowError",

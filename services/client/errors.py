@@ -44,6 +44,17 @@ class WorkflowRejected(WorkflowError):
         self.reason = reason
 
 
+class CommandRefused(WorkflowError):
+    """The orchestrator refused the command the handle followed (e.g. a RetryWorkflow for a
+    run that did not fail: ``code`` ``not_retryable``); ``reason`` says why."""
+
+    def __init__(self, workflow_id: str, command: str, code: str, reason: str) -> None:
+        super().__init__(workflow_id, f"{command} for {workflow_id} was refused ({code}): {reason}")
+        self.command = command
+        self.code = code
+        self.reason = reason
+
+
 class WaitTimeout(KflowError, TimeoutError):
     """The workflow did not get where the caller waited for within the timeout (it may
     still get there: wait again with the same handle)."""

@@ -13,7 +13,13 @@ from enum import Enum
 from typing import Any
 
 from kflow.client.core import ClientCore
-from kflow.client.errors import WaitTimeout, WorkflowCancelled, WorkflowFailed, WorkflowRejected
+from kflow.client.errors import (
+    CommandRefused,
+    WaitTimeout,
+    WorkflowCancelled,
+    WorkflowFailed,
+    WorkflowRejected,
+)
 from kflow.client.follow import Follower
 from kflow.client.watcher import EventWatcher, Subscription, Wake, ring
 from kflow.core import events as ev
@@ -50,6 +56,8 @@ def outcome(final: ev.Event) -> Any:
         raise WorkflowCancelled(final.workflow_id, final.reason)
     if isinstance(final, ev.WorkflowRejected):
         raise WorkflowRejected(final.workflow_id, final.code, final.reason)
+    if isinstance(final, ev.InputRejected):
+        raise CommandRefused(final.workflow_id, final.input_type, final.code, final.reason)
     raise KflowError(f"{type(final).__name__} is not a final event")
 
 

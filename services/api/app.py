@@ -9,7 +9,7 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from kflow.api import console, routes_commands, routes_ops, routes_read
+from kflow.api import console, routes_commands, routes_dlq, routes_ops, routes_read
 from kflow.api.problems import install_problem_handlers
 from kflow.api.resources import ApiConfig, close_resources, open_resources
 from kflow.api.responses import DocumentResponse
@@ -68,5 +68,6 @@ def create_app(config: ApiConfig) -> FastAPI:
     app.include_router(routes_read.router)
     app.include_router(routes_commands.router)
     app.include_router(routes_ops.router)
+    app.include_router(routes_dlq.router)
     console.install(app)
     return app

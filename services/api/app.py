@@ -9,7 +9,14 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from kflow.api import console, routes_commands, routes_dlq, routes_ops, routes_read
+from kflow.api import (
+    console,
+    routes_batches,
+    routes_commands,
+    routes_dlq,
+    routes_ops,
+    routes_read,
+)
 from kflow.api.problems import install_problem_handlers
 from kflow.api.resources import ApiConfig, close_resources, open_resources
 from kflow.api.responses import DocumentResponse
@@ -69,5 +76,6 @@ def create_app(config: ApiConfig) -> FastAPI:
     app.include_router(routes_commands.router)
     app.include_router(routes_ops.router)
     app.include_router(routes_dlq.router)
+    app.include_router(routes_batches.router)
     console.install(app)
     return app

@@ -14,7 +14,7 @@ from playwright.sync_api import Page, expect
 from kflow.bus.contracts import EnvelopeMeta, default_contracts, encode_input
 from kflow.bus.dead_letter import DeadLetter, encode_dead_letter
 from kflow.core.inputs import StartWorkflow
-from tests.console.conftest import QUICK, Console, sign_in, task
+from tests.console.conftest import APPROVAL, QUICK, Console, sign_in, task, wait_seconds
 
 pytestmark = pytest.mark.integration
 Shot = Callable[[Page, str], Path]
@@ -122,3 +122,86 @@ def test_a_poisoned_record_is_redriven_from_the_dead_letter_page_once(
     assert again.json()[0]["outcome"] == "already_redriven"
     assert events_of(console, workflow_id, "WorkflowStarted") == 1
     assert events_of(console, workflow_id, "DuplicateStartIgnored") == 0
+
+
+def test_cancel_three_workflows_in_one_bulk_action(
+    console: Console, page: Page, shot: Shot
+) -> None:
+    console.define(APPROVAL)
+    writer = console.key("acme", "write")
+    chosen = [console.start(writer, "approve", {"amount": i}) for i in range(3)]
+    spared = console.start(writer, "approve", {"amount": 9})
+    for workflow_id in [*chosen, spared]:
+        console.wait_step(workflow_id, "review", "waiting")
+    sign_in(page, console.url, writer)
+    for workflow_id in chosen:
+        page.locator(f"[id='wf-{workflow_id}'] input.pick").check()
+    page.select_option("#bulk-action", "cancel")
+    page.fill("#bulk-form input[name=reason]", "batch test")
+    shot(page, "bulk-selected")
+    page.click("#btn-bulk")
+    expect(page.locator("h1")).to_contain_text("Cancel 3 workflow(s)?")
+    page.click("#confirm")
+    page.wait_for_url("**/ui/batches/*")
+    expect(page.locator("#batch-state")).to_have_text("done")  # refreshes itself until done
+    rows = page.locator("#batch-items tr[data-state=applied]")
+    expect(rows).to_have_count(3)
+    for workflow_id in chosen:
+        console.wait_status(workflow_id, "cancelled")
+    assert console.status(spared) == "running"
+    shot(page, "bulk-done")
+
+    # the same request again is the same batch: nothing is published twice
+    batch_url = page.url
+    page.goto(f"{console.url}/ui/workflows")
+    for workflow_id in chosen:
+        page.locator(f"[id='wf-{workflow_id}'] input.pick").check()
+    page.select_option("#bulk-action", "cancel")
+    page.fill("#bulk-form input[name=reason]", "batch test")
+    page.click("#btn-bulk")
+    page.click("#confirm")
+    page.wait_for_url(batch_url)
+    expect(page.locator("#batch-items tr[data-state=applied]")).to_have_count(3)
+    for workflow_id in chosen:
+        assert events_of(console, workflow_id, "WorkflowCancelled") == 1
+        assert events_of(console, workflow_id, "InputRejected") == 0
+
+
+def test_retry_everything_failed_by_filter_through_the_json_api(console: Console) -> None:
+    prefix = console.runtime.redis_prefix
+    console.define(fixable(prefix))
+    console.define(QUICK)
+    writer = console.key("acme", "write")
+    auth = {"Authorization": f"Bearer {writer}"}
+    failed = [console.start(writer, "fixable") for _ in range(3)]
+    fine = console.start(writer, "quick")
+    for workflow_id in failed:
+        console.wait_status(workflow_id, "failed")
+    console.wait_status(fine, "completed")
+    redis.Redis.from_url(console.runtime.settings.redis_url).set(f"{prefix}fixed", 1)
+    body = {"action": "retry", "filter": {"status": "failed", "name": "fixable"}, "reason": "fix"}
+    first = httpx.post(f"{console.url}/batches", json=body, headers=auth)
+    assert first.status_code == 202, first.text
+    batch = first.json()
+    assert batch["total"] == 3
+    assert sorted(i["workflow_id"] for i in batch["items"]) == sorted(failed)
+    for workflow_id in failed:
+        console.wait_status(workflow_id, "completed")
+
+    def outcome() -> dict[str, object]:
+        r = httpx.get(f"{console.url}/batches/{batch['batch_id']}", headers=auth)
+        assert r.status_code == 200, r.text
+        return dict(r.json())
+
+    wait_seconds(lambda: bool(outcome()["done"]), "the batch's outcomes", 30)
+    done = outcome()
+    assert done["counts"] == {"applied": 3}
+    assert {i["event"] for i in done["items"]} == {"WorkflowRetried"}  # type: ignore[union-attr]
+    # resubmitted: the same batch, the frozen selection, no second retry
+    again = httpx.post(f"{console.url}/batches", json=body, headers=auth)
+    assert again.json()["batch_id"] == batch["batch_id"]
+    for workflow_id in failed:
+        assert events_of(console, workflow_id, "WorkflowRetried") == 1
+    refused = httpx.post(f"{console.url}/batches", json={"action": "retry"}, headers=auth)
+    assert refused.status_code == 422
+    assert "workflow_ids or filter" in refused.text

@@ -21,8 +21,10 @@ from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaException, Message,
 from kflow.bus.clients import make_consumer, make_producer
 from kflow.bus.contracts import default_contracts
 from kflow.bus.dead_letter import UNPROJECTABLE, dead_letter_for, dead_letter_record
+from kflow.bus.errors import FatalClientError, is_fatal
 from kflow.bus.topics import TopicNames
-from kflow.observability.metrics import DLQ_RECORDS, PROJECTION_ERRORS
+from kflow.observability.health import HEALTH, STARTUP, Outage
+from kflow.observability.metrics import CLIENT_FATAL, DLQ_RECORDS, PROJECTION_ERRORS
 from kflow.projections.decoding import Decoder
 from kflow.projections.errors import ReadSideUnavailable
 from kflow.projections.log_event import DefinitionRecord, LogEvent, Poison
@@ -79,19 +81,22 @@ def _retryable() -> tuple[type[BaseException], ...]:
     )
 
 
-def _until_done(what: str, fn: Callable[[], object], sink: Sink, stop: threading.Event) -> bool:
-    """Call ``fn`` until it succeeds (True) or ``stop`` is set (False); a store outage waits."""
-    delay = 0.2
+def _until_done(
+    what: str, fn: Callable[[], object], sink: Sink, stop: threading.Event, outage: Outage
+) -> bool:
+    """Call ``fn`` until it succeeds (True) or ``stop`` is set (False); a store outage waits
+    (``outage`` shows it in readiness, metrics and logs; nothing is dead-lettered)."""
     retryable = _retryable()
     while not stop.is_set():
         try:
             fn()
+            outage.ok()
             return True
         except retryable as e:
             PROJECTION_ERRORS.labels(sink.projection, type(e).__name__).inc()
-            log.warning("%s failed (%s: %s); retrying in %.1fs", what, type(e).__name__, e, delay)
+            delay = outage.failed(e)
+            log.info("%s failed (%s: %s); retrying in %.1fs", what, type(e).__name__, e, delay)
             stop.wait(delay)
-            delay = min(delay * 2, 5.0)
             try:
                 sink.recover()
             except retryable as e2:
@@ -132,6 +137,8 @@ class Projector:
             overrides={"partition.assignment.strategy": "range"},
         )
         self.dlq = make_producer(bootstrap)
+        self.outage = Outage(sink.projection, base_s=0.2)
+        """The store's outages (``kflow_dependency_up{dependency="postgres"|"redis"}``)."""
 
     def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         self.sink.forget()
@@ -141,7 +148,7 @@ class Projector:
             nonlocal stored
             stored = self.sink.stored_offsets()
 
-        _until_done("reading stored offsets", read, self.sink, self.stop)
+        _until_done("reading stored offsets", read, self.sink, self.stop, self.outage)
         if stored is not None:
             for tp in partitions:
                 tp.offset = stored.get((tp.topic, tp.partition), OFFSET_BEGINNING)
@@ -169,6 +176,8 @@ class Projector:
             on_revoke=self._on_revoke,
             on_lost=self._on_revoke,
         )
+        HEALTH.report("kafka", True)
+        HEALTH.report(STARTUP, True)
         try:
             while not self.stop.is_set():
                 # wait for the first record only, then take what is already fetched: a
@@ -189,8 +198,17 @@ class Projector:
         positions: dict[Partition, int] = {}
         dead = 0
         for msg in msgs:
-            if msg.error() is not None:
-                log.warning("consumer error: %s", msg.error())
+            error = msg.error()
+            if error is not None:
+                if is_fatal(error):
+                    CLIENT_FATAL.labels(f"projector-{self.sink.projection}", "consumer").inc()
+                    raise FatalClientError(
+                        f"{self.sink.projection} projector consumer failed for good: "
+                        f"{error.str()}; exiting so that a new process starts with a new "
+                        "consumer (is another projector running with the same "
+                        "KFLOW_PROJECTOR_INSTANCE?)"
+                    )
+                log.warning("consumer error: %s", error.str())
                 continue
             tp = (str(msg.topic()), int(msg.partition() or 0))
             positions[tp] = max(positions.get(tp, 0), int(msg.offset() or 0) + 1)
@@ -205,7 +223,9 @@ class Projector:
             return
         # Dead letters are delivered before the offsets move past their records: a crash
         # in between repeats one (same source coordinates), it never loses one.
-        if dead and not _until_done("writing dead letters", self._flush_dlq, self.sink, self.stop):
+        if dead and not _until_done(
+            "writing dead letters", self._flush_dlq, self.sink, self.stop, self.outage
+        ):
             return
 
         def refused(record: Record, error: Exception) -> None:
@@ -247,6 +267,7 @@ class Projector:
             lambda: holder.append(self.sink.apply(events, defs, positions)),
             self.sink,
             self.stop,
+            self.outage,
         ):
             return None
         return holder[0]

@@ -13,6 +13,7 @@ from pydantic import Field, ValidationError
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from kflow.core.errors import KflowError
+from kflow.core.limits import MAX_PAYLOAD_CEILING
 
 ENV_PREFIX = "KFLOW_"
 SCHEMA_PATTERN = r"^[a-z_][a-z0-9_]{0,50}$"
@@ -69,7 +70,10 @@ class Settings(BaseSettings):
     # -- limits -----------------------------------------------------------------------------
 
     max_payload_bytes: int = Field(
-        1_000_000, ge=1024, description="largest workflow input or step output accepted"
+        1_000_000,
+        ge=1024,
+        le=MAX_PAYLOAD_CEILING,
+        description="largest workflow input or step output accepted",
     )
     """Checked by the API and the outbox relay on the way in, and by the orchestrator (too
     large an input rejects the workflow, too large an output fails the step), so a record
@@ -108,6 +112,14 @@ class Settings(BaseSettings):
         description="consumer group of the projector [default: <prefix>.projector.<target>]",
     )
     """Set by ``kflow projections rebuild`` for its workers, which read the log from 0."""
+
+    # -- observability ----------------------------------------------------------------------
+
+    metrics_host: str = Field(
+        "127.0.0.1", description="address of every service's /metrics, /healthz and /readyz"
+    )
+    """``--metrics-host`` overrides it; containers set 0.0.0.0 so Prometheus and the kubelet
+    in other network namespaces can reach the port (the API serves them on its own port)."""
 
     # -- read-model API ---------------------------------------------------------------------
 

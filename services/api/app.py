@@ -1,7 +1,9 @@
-"""The read-model API: FastAPI app factory and the ASGI middleware that records metrics."""
+"""The read-model API: FastAPI app factory and the ASGI middleware that records metrics
+and writes the access log."""
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -17,14 +19,56 @@ from kflow.api import (
     routes_ops,
     routes_read,
 )
-from kflow.api.problems import install_problem_handlers
+from kflow.api.problems import install_problem_handlers, problem_response
 from kflow.api.resources import ApiConfig, close_resources, open_resources
 from kflow.api.responses import DocumentResponse
+from kflow.api.server import RequestHeadLimit
 from kflow.observability.metrics import API_LATENCY, API_REQUESTS
+
+log = logging.getLogger(__name__)
+
+
+class CrashMiddleware:
+    """An exception no handler took becomes a logged 500 problem, and the connection stays
+    usable: Starlette re-raises it after answering, and uvicorn then drops the keep-alive
+    connection (or, before any answer, writes a ``text/plain`` 500)."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = [False]
+
+        async def watch(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                started[0] = True
+            await send(message)
+
+        try:
+            await self.app(scope, receive, watch)
+        except Exception:
+            if started[0]:
+                raise  # a body is half sent: only closing the connection can say so
+            log.exception("unexpected error answering %s %s", scope["method"], scope["path"])
+            response = problem_response(
+                500, "internal", "Internal error",
+                "the server failed to handle this request; it has been logged",
+                scope["path"],
+            )  # fmt: skip
+            await response(scope, receive, send)
+
+
+access_log = logging.getLogger("kflow.api.access")
+PROBE_PATHS = frozenset({"/healthz", "/readyz", "/metrics"})
+"""Probed every few seconds: their access lines are logged at debug, not info."""
 
 
 class MetricsMiddleware:
-    """Pure ASGI middleware: request count and latency by route template (streams included)."""
+    """Pure ASGI middleware: request count and latency by route template (streams included),
+    and one access-log line per response (method, path, route, status, duration, client)."""
 
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
@@ -46,8 +90,29 @@ class MetricsMiddleware:
         finally:
             # the router records the matched route in the scope; label by its template
             route = getattr(scope.get("route"), "path", "unmatched")
-            API_LATENCY.labels(route, scope["method"]).observe(time.perf_counter() - started)
+            elapsed = time.perf_counter() - started
+            API_LATENCY.labels(route, scope["method"]).observe(elapsed)
             API_REQUESTS.labels(route, scope["method"], str(status[0])).inc()
+            path = scope.get("path", "")
+            level = logging.DEBUG if path in PROBE_PATHS else logging.INFO
+            if access_log.isEnabledFor(level):
+                client = scope.get("client")
+                access_log.log(
+                    level,
+                    "%s %s -> %d in %.1f ms",
+                    scope["method"],
+                    path,
+                    status[0],
+                    elapsed * 1000,
+                    extra={
+                        "method": scope["method"],
+                        "path": path,
+                        "route": route,
+                        "status": status[0],
+                        "duration_ms": round(elapsed * 1000, 2),
+                        "client": f"{client[0]}:{client[1]}" if client else None,
+                    },
+                )
 
 
 def create_app(config: ApiConfig) -> FastAPI:
@@ -71,7 +136,9 @@ def create_app(config: ApiConfig) -> FastAPI:
         default_response_class=DocumentResponse,
     )
     install_problem_handlers(app)
-    app.add_middleware(MetricsMiddleware)
+    app.add_middleware(CrashMiddleware)
+    app.add_middleware(RequestHeadLimit)
+    app.add_middleware(MetricsMiddleware)  # the last added runs first: it sees every answer
     app.include_router(routes_read.router)
     app.include_router(routes_commands.router)
     app.include_router(routes_ops.router)

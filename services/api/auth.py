@@ -31,15 +31,20 @@ def _unauthorized(detail: str) -> Problem:
     return Problem(401, "unauthorized", "Unauthorized", detail, headers=_CHALLENGE)
 
 
-async def authenticate(request: Request) -> Principal:
-    """The caller's key, checked against its stored hash; 401 when missing or wrong."""
+def bearer_token(request: Request) -> str:
+    """The token of ``Authorization: Bearer <token>``; 401 when there is none."""
     header = request.headers.get("authorization", "")
     scheme, _, token = header.partition(" ")
-    if scheme.lower() != "bearer" or not token:
+    if scheme.lower() != "bearer" or not token.strip():
         raise _unauthorized(
             "send 'Authorization: Bearer <api key>' (create one with kflow apikey create)"
         )
-    return await principal_for_token(resources(request), token.strip())
+    return token.strip()
+
+
+async def authenticate(request: Request) -> Principal:
+    """The caller's key, checked against its stored hash; 401 when missing or wrong."""
+    return await principal_for_token(resources(request), bearer_token(request))
 
 
 async def principal_for_token(res: ApiResources, token: str) -> Principal:

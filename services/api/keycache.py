@@ -4,7 +4,9 @@ A trigger on ``api_keys`` (migration 0004) sends ``NOTIFY kflow_api_key_revoked,
 '<key id>'`` whenever a key row changes; a task here LISTENs and evicts that key.
 The cache is trusted only while the listener is connected (a notification missed
 during a reconnect cannot leave a revoked key cached), and a lookup that raced with
-a revocation is not stored (``generation``).
+a revocation is not stored (``generation``). Open streams hold a :class:`KeyWatch` on
+their key: an eviction (or a reconnect of the listener, which may have missed one)
+marks it, and the stream re-verifies its key before it sends anything more (ADR 0047).
 """
 
 from __future__ import annotations
@@ -25,6 +27,15 @@ MAX_ENTRIES = 10_000
 RECONNECT_S = 1.0
 
 
+@dataclass(eq=False)
+class KeyWatch:
+    """An open stream's hold on its key: ``changed`` is set when the key's row may have
+    changed (revoked, deleted, rescoped), so the stream must verify the key again."""
+
+    key_id: str
+    changed: asyncio.Event = field(default_factory=asyncio.Event)
+
+
 @dataclass
 class KeyCache:
     """Principals by the sha256 of their token, each with the monotonic time it expires."""
@@ -35,6 +46,8 @@ class KeyCache:
     """Bumped on every eviction: a lookup that started before one must not be cached."""
     listener: psycopg.AsyncConnection[tuple[object, ...]] | None = None
     """The connection LISTENing for revocations; None while it is (re)connecting."""
+    watches: dict[str, set[KeyWatch]] = field(default_factory=dict)
+    """Open streams by the id of the key they were opened with."""
 
     def get(self, digest: bytes, now: float) -> Principal | None:
         """The cached principal, unless expired or a revocation may be on its way."""
@@ -52,14 +65,33 @@ class KeyCache:
         self.entries[digest] = (principal, now + self.ttl_s)
 
     def evict_key(self, key_id: str) -> None:
-        """Forget every token of ``key_id``."""
+        """Forget every token of ``key_id`` and tell its open streams."""
         self.generation += 1
         for digest in [d for d, (p, _) in self.entries.items() if p.key_id == key_id]:
             del self.entries[digest]
+        for watch in self.watches.get(key_id, ()):
+            watch.changed.set()
 
     def clear(self) -> None:
+        """Forget every key; every open stream re-verifies its own."""
         self.generation += 1
         self.entries.clear()
+        for watches in self.watches.values():
+            for watch in watches:
+                watch.changed.set()
+
+    def watch(self, key_id: str) -> KeyWatch:
+        """Register an open stream of ``key_id`` (release it with :meth:`unwatch`)."""
+        watch = KeyWatch(key_id)
+        self.watches.setdefault(key_id, set()).add(watch)
+        return watch
+
+    def unwatch(self, watch: KeyWatch) -> None:
+        watches = self.watches.get(watch.key_id)
+        if watches is not None:
+            watches.discard(watch)
+            if not watches:
+                del self.watches[watch.key_id]
 
     def _quiet(self) -> bool:
         """True when the listener is connected and has no unread notification waiting."""

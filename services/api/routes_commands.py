@@ -15,6 +15,7 @@ from fastapi import APIRouter, Depends, Header, Path, Request, Response
 
 from kflow.api.apikeys import Principal, Scope
 from kflow.api.auth import require, resources
+from kflow.api.documents import first_not_ijson
 from kflow.api.models import (
     SIGNAL_PATTERN,
     WORKFLOW_ID_PATTERN,
@@ -50,16 +51,27 @@ _COMMAND_PROBLEMS: dict[int | str, dict[str, Any]] = {
 }
 
 
+def _invalid(field: str, message: str) -> Problem:
+    return Problem(
+        422, "invalid-request", "Invalid request", f"{field}: {message}",
+        errors=[{"field": field, "message": message}],
+    )  # fmt: skip
+
+
 def _document(request: Request, what: str, value: object) -> Json:
-    """``value`` as a document within the size limit (its text made once, reused to publish)."""
+    """``value`` as an I-JSON document within the size limit (its text made once, reused
+    to publish); a 422 names the spot that is not I-JSON (ADR 0048)."""
     limit = resources(request).config.max_payload_bytes
     document = Json.of(value)
     try:
         size = document.measure()
     except ValueError as e:
-        raise Problem(
-            422, "invalid-request", "Invalid request", f"{what}: not a JSON document ({e})"
-        ) from e
+        where = first_not_ijson(value, what) or (what, f"not a JSON document ({e})")
+        raise _invalid(*where) from e
+    # kflow's writer escapes a lone surrogate as \udXXX: look for it only then
+    found = first_not_ijson(value, what) if "\\ud" in document.text else None
+    if found is not None:
+        raise _invalid(*found)
     if size > limit:
         raise Problem(
             413, "payload-too-large", "Payload too large",

@@ -9,7 +9,7 @@ from fastapi import APIRouter, Depends, Header, Path, Query, Request
 from fastapi.responses import StreamingResponse
 
 from kflow.api.apikeys import Principal, Scope
-from kflow.api.auth import require, resources
+from kflow.api.auth import bearer_token, require, resources
 from kflow.api.models import (
     NAME_PATTERN,
     WORKFLOW_ID_PATTERN,
@@ -26,7 +26,14 @@ from kflow.api.queries import (
     list_workflows,
     workflow_tenant,
 )
-from kflow.api.stream import event_stream, open_subscription
+from kflow.api.stream import (
+    LAST_EVENT_ID_PATTERN,
+    MAX_SEQ,
+    event_stream,
+    open_subscription,
+    parse_last_event_id,
+)
+from kflow.api.streamauth import StreamAuth
 
 router = APIRouter(tags=["workflows"])
 Reader = Annotated[Principal, Depends(require(Scope.READ))]
@@ -118,24 +125,43 @@ async def stream(
     request: Request,
     who: Reader,
     workflow_id: WorkflowId,
-    last_event_id: Annotated[str | None, Header(max_length=20)] = None,
+    last_event_id: Annotated[
+        str | None,
+        Header(
+            max_length=20,
+            description="resume after this seq (the id of the last event received)",
+            json_schema_extra={"pattern": LAST_EVENT_ID_PATTERN},
+        ),
+    ] = None,
 ) -> StreamingResponse:
-    """Server-sent events: each event once, in order, with its seq as the SSE id."""
+    """Server-sent events: each event once, in order, with its seq as the SSE id.
+
+    The stream ends after the workflow's terminal event, or with an ``unauthorized``
+    message (a problem JSON as its data) once the API key is revoked."""
     after = 0
     if last_event_id:
-        if not last_event_id.isdigit():
+        parsed = parse_last_event_id(last_event_id)
+        if parsed is None:
             raise Problem(
                 400, "invalid-request", "Invalid request",
-                "Last-Event-ID: send the id of the last event received (a whole number)",
+                "Last-Event-ID: send the id of the last event received (a whole number, "
+                f"at most {MAX_SEQ})",
             )  # fmt: skip
-        after = int(last_event_id)
+        after = parsed
     res = resources(request)
     async with res.db() as conn:
         if await workflow_tenant(conn, workflow_id) != who.tenant:
             raise not_found(workflow_id)
     pubsub = await open_subscription(res, workflow_id)
     return StreamingResponse(
-        event_stream(res, pubsub, workflow_id, after),
+        event_stream(
+            res,
+            pubsub,
+            workflow_id,
+            after,
+            StreamAuth(bearer_token(request), who),
+            request.url.path,
+        ),
         media_type="text/event-stream",
         headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
     )

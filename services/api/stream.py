@@ -5,13 +5,15 @@ then backfill from PostgreSQL, then forward live events, dropping any seq
 already sent. A live event that arrives ahead of a gap waits while the gap is
 filled from PostgreSQL (the PostgreSQL projection may trail the Redis one);
 during silence the stream also polls PostgreSQL, so it still completes when
-the Redis projection is down.
+the Redis projection is down. A stream whose API key is revoked ends within one
+poll (``_POLL_S``) of the notification, with an ``unauthorized`` message (ADR 0047).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import re
 import time
 from collections.abc import AsyncIterator
 
@@ -23,12 +25,15 @@ from kflow.api.models import EventView
 from kflow.api.problems import unavailable
 from kflow.api.queries import list_events
 from kflow.api.resources import ApiResources
+from kflow.api.streamauth import StreamAuth, StreamGuard, unauthorized_frame
 from kflow.core.events import TERMINAL_TYPES
 from kflow.core.jsondoc import dumps, loads
 from kflow.observability.metrics import SSE_CLIENTS
 from kflow.projections.redis_keys import events_channel
 
 TERMINAL = frozenset(t.__name__ for t in TERMINAL_TYPES)
+LAST_EVENT_ID_PATTERN = r"^[0-9]{1,19}$"
+MAX_SEQ = 2**62
 _POLL_S = 0.5
 _PAGE = 500
 
@@ -44,6 +49,16 @@ def sse_frame(ev: EventView) -> bytes:
     if not data.isascii():
         data = data.translate(_LINE_BREAKS)
     return f"id: {ev.seq}\nevent: {ev.type}\ndata: {data}\n\n".encode()
+
+
+def parse_last_event_id(value: str) -> int | None:
+    """The seq in a ``Last-Event-ID`` header (ASCII digits, at most ``MAX_SEQ``), else None.
+
+    ``str.isdigit`` is not the test: it is true for ``'²'``, which ``int`` refuses."""
+    if not re.fullmatch(LAST_EVENT_ID_PATTERN, value):
+        return None
+    seq = int(value)
+    return seq if seq <= MAX_SEQ else None
 
 
 async def open_subscription(res: ApiResources, workflow_id: str) -> PubSub:
@@ -69,17 +84,28 @@ async def _backfill(res: ApiResources, workflow_id: str, after: int) -> list[Eve
 
 
 async def event_stream(
-    res: ApiResources, pubsub: PubSub, workflow_id: str, last_seq: int
+    res: ApiResources,
+    pubsub: PubSub,
+    workflow_id: str,
+    last_seq: int,
+    auth: StreamAuth,
+    instance: str,
 ) -> AsyncIterator[bytes]:
-    """SSE bytes: every event with seq > ``last_seq`` once, in order; ends after a terminal one."""
+    """SSE bytes: every event with seq > ``last_seq`` once, in order; ends after a terminal
+    one, or with an ``unauthorized`` message once ``auth``'s key no longer stands."""
     SSE_CLIENTS.inc()
     sent = last_seq
     pending: dict[int, EventView] = {}
     last_frame = time.monotonic()
+    guard = StreamGuard(res, auth)
     try:
         yield b"retry: 1000\n\n"
         needs_db = True
         while True:
+            refused = await guard.check()
+            if refused is not None:
+                yield unauthorized_frame(refused, instance)
+                return
             if needs_db:
                 try:
                     for ev in await _backfill(res, workflow_id, sent):
@@ -116,6 +142,7 @@ async def event_stream(
             if pending and sent + 1 not in pending:
                 needs_db = True  # a gap: the missing events are in PostgreSQL (or soon will be)
     finally:
+        guard.close()
         SSE_CLIENTS.dec()
         with contextlib.suppress(RedisError, OSError):
             await pubsub.aclose()  # type: ignore[no-untyped-call]

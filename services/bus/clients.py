@@ -11,6 +11,8 @@ from typing import Any
 
 from confluent_kafka import Consumer, Producer
 
+from kflow.core.limits import MAX_RECORD_BYTES
+
 ConfigValue = str | int | float | bool
 
 PRODUCER_DEFAULTS: Mapping[str, ConfigValue] = {
@@ -25,7 +27,9 @@ PRODUCER_DEFAULTS: Mapping[str, ConfigValue] = {
     # Wait up to 5 ms to fill a batch: large batches at little latency cost.
     "linger.ms": 5,
     "batch.size": 256 * 1024,
-    "message.max.bytes": 2 * 1024 * 1024,
+    # The largest request equals the topics' max.message.bytes (one number, ADR 0027);
+    # the EOS loop refuses a larger record before produce, so this never fails a batch.
+    "message.max.bytes": MAX_RECORD_BYTES,
     "log_level": 3,
 }
 

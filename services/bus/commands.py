@@ -13,19 +13,22 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import threading
 from collections.abc import Callable
 from concurrent.futures import Future
 from concurrent.futures import TimeoutError as FutureTimeout
 
-from confluent_kafka import KafkaError, Message
+from confluent_kafka import KafkaError, KafkaException, Message, Producer
 
-from kflow.bus.clients import make_producer
+from kflow.bus.clients import producer_config
 from kflow.bus.contracts import EnvelopeMeta, encode_input
-from kflow.bus.errors import BusError
+from kflow.bus.errors import BusError, is_fatal
 from kflow.bus.topics import topic_names
 from kflow.core.inputs import Input
-from kflow.observability.metrics import EVENTS_OUT
+from kflow.observability.metrics import CLIENT_FATAL, EVENTS_OUT
+
+log = logging.getLogger(__name__)
 
 DELIVERY_TIMEOUT_S = 2.5
 """The API's wait for the broker's ack: a healthy broker acks in milliseconds, an HTTP client
@@ -53,25 +56,57 @@ class CommandPublisher:
         self._bootstrap = bootstrap
         self._sent = EVENTS_OUT.labels(component, self.topic)
         timeout_ms = max(1, int(timeout_s * 1000))
-        self._producer = make_producer(
-            bootstrap,
-            overrides={
-                "linger.ms": 1,
-                # librdkafka gives up on the record when the caller does, so a command
-                # reported as not delivered is not written later (a retry is safe either way)
-                "message.timeout.ms": timeout_ms,
-                "socket.connection.setup.timeout.ms": max(1000, timeout_ms),
-                # reconnect within 1 s of the broker coming back (the default backs off to 10 s)
-                "reconnect.backoff.max.ms": 1000,
-            },
-        )
+        self._config = {
+            **producer_config(
+                bootstrap,
+                overrides={
+                    "linger.ms": 1,
+                    # librdkafka gives up on the record when the caller does, so a command
+                    # reported as not delivered is not written later (a retry is safe anyway)
+                    "message.timeout.ms": timeout_ms,
+                    "socket.connection.setup.timeout.ms": max(1000, timeout_ms),
+                    # reconnect within 1 s of the broker coming back (the default: up to 10 s)
+                    "reconnect.backoff.max.ms": 1000,
+                },
+            ),
+            "error_cb": self._on_error,
+        }
+        self._lock = threading.Lock()
+        self._broken = threading.Event()
+        self.replacements = 0
+        """Producers replaced after a fatal error since this publisher was created."""
+        self._component = component
+        self._producer = Producer(self._config)
         self._stop = threading.Event()
         self._poller = threading.Thread(target=self._poll, name="command-producer", daemon=True)
         self._poller.start()
 
     def _poll(self) -> None:
         while not self._stop.is_set():
+            if self._broken.is_set():
+                self._replace_producer()
             self._producer.poll(0.05)
+
+    def _on_error(self, error: KafkaError) -> None:
+        """librdkafka's error callback; a fatal error (e.g. the idempotent producer's
+        sequence state is lost) makes the poller replace the producer."""
+        if is_fatal(error):
+            log.error("command producer failed for good (%s); replacing it", error.str())
+            self._broken.set()
+
+    def _replace_producer(self) -> None:
+        """A new producer for the next commands; what the old one held fails (callers see
+        :class:`CommandNotDelivered`, and sending again is safe)."""
+        with self._lock:
+            self._broken.clear()
+            old, self._producer = self._producer, Producer(self._config)
+            self.replacements += 1
+        CLIENT_FATAL.labels(self._component, "producer").inc()
+        try:
+            old.purge()
+            old.poll(0)  # serve the purged records' callbacks: their waiters fail at once
+        except KafkaException as e:
+            log.info("purging the failed command producer: %s", e)
 
     def submit(self, command: Input, meta: EnvelopeMeta) -> Future[str]:
         """Produce ``command`` in its envelope; the future gives ``meta.event_id`` once acked.
@@ -135,12 +170,20 @@ class CommandPublisher:
                 self._sent.inc()
                 settle(None)
             else:
+                if is_fatal(err):
+                    self._broken.set()
                 settle(self._not_delivered(command, err.str()))
 
         try:
-            self._producer.produce(
-                self.topic, key=command.workflow_id, value=value, on_delivery=on_delivery
-            )
+            with self._lock:
+                self._producer.produce(
+                    self.topic, key=command.workflow_id, value=value, on_delivery=on_delivery
+                )
+        except KafkaException as e:  # a fatal producer refuses new records
+            error = e.args[0] if e.args else None
+            if isinstance(error, KafkaError) and is_fatal(error):
+                self._broken.set()
+            settle(self._not_delivered(command, str(e)))
         except BufferError:
             settle(self._not_delivered(command, "the producer queue is full"))
 

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from confluent_kafka import Message
 
 from kflow.bus.codec import AvroCodec
 from kflow.bus.message import OutRecord, key_text
+from kflow.core.limits import MAX_MESSAGE_CHARS, MAX_OUTPUT_RECORD_BYTES
 
 DEAD_LETTER_SCHEMA = "kflow.DeadLetter"
 HANDLER_ERROR = "handler_error"
@@ -44,6 +45,8 @@ def dead_letter_for(
     ``error`` is the exception, or its ``(error_type, message)`` when it was recorded earlier.
     """
     error_type, text = error if isinstance(error, tuple) else (type(error).__name__, str(error))
+    if len(text) > MAX_MESSAGE_CHARS:  # an error text may quote the record: keep it short
+        text = f"{text[: MAX_MESSAGE_CHARS - 3]}..."
     return DeadLetter(
         original_key=key_text(message.key()),
         original_value=raw.encode() if isinstance(raw, str) else raw,
@@ -81,6 +84,25 @@ def decode_dead_letter(data: bytes, codec: AvroCodec) -> DeadLetter:
     return DeadLetter(**record)
 
 
-def dead_letter_record(letter: DeadLetter, dlq_topic: str, codec: AvroCodec) -> OutRecord:
-    """The record to produce to ``dlq_topic``, keyed by the original key."""
-    return OutRecord(dlq_topic, letter.original_key, encode_dead_letter(letter, codec))
+def dead_letter_record(
+    letter: DeadLetter,
+    dlq_topic: str,
+    codec: AvroCodec,
+    max_bytes: int = MAX_OUTPUT_RECORD_BYTES,
+) -> OutRecord:
+    """The record to produce to ``dlq_topic``, keyed by the original key.
+
+    An original too large to fit one record with the letter around it (it came from a
+    topic with the same limit) is cut to its first bytes, and ``message`` says so.
+    """
+    value = encode_dead_letter(letter, codec)
+    key_bytes = len(letter.original_key.encode()) if letter.original_key else 0
+    original = letter.original_value
+    if len(value) + key_bytes > max_bytes and original:
+        note = f" [original_value cut to its first {{}} of {len(original)} bytes to fit the DLQ]"
+        keep = max(0, max_bytes - key_bytes - (len(value) - len(original)) - len(note) - 64)
+        cut = replace(
+            letter, original_value=original[:keep], message=letter.message + note.format(keep)
+        )
+        value = encode_dead_letter(cut, codec)
+    return OutRecord(dlq_topic, letter.original_key, value)

@@ -12,6 +12,12 @@ the producer is recreated with the same ``transactional.id``, which makes the
 broker finish or abort it), the consumer is rewound to the committed offsets
 and ``handler.rolled_back(partitions)`` tells the owner to drop state changes
 made since the last commit. The batch is then processed again.
+
+No single input can make batches fail for good (ADR 0027): every output is checked
+against the record limit before it is produced (an input whose output is too large goes
+to the DLQ, ``output_too_large``), and a batch that fails twice because of a record the
+broker refuses is split until the one record at fault is found and dead-lettered
+(``batch_failed``; see :mod:`kflow.bus.isolation`). Server failures are only retried.
 """
 
 from __future__ import annotations
@@ -19,7 +25,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Sequence
 from typing import Generic, TypeVar
 
 from confluent_kafka import (
@@ -37,8 +43,18 @@ from kflow.bus.clients import consumer_config, producer_config
 from kflow.bus.codec import AvroCodec
 from kflow.bus.dead_letter import HANDLER_ERROR, dead_letter_for, dead_letter_record
 from kflow.bus.eos_handler import EosConfig, Handler, LoopStats, PartitionId, system_clock_ms
-from kflow.bus.errors import DecodeError, RetryableError, TransactionError
-from kflow.bus.message import BusMessage, OutRecord, header_map, key_text
+from kflow.bus.errors import (
+    DecodeError,
+    FatalClientError,
+    RecordTooLarge,
+    RetryableError,
+    TransactionError,
+    is_fatal,
+)
+from kflow.bus.isolation import OUTPUT_TOO_LARGE, BatchIsolation, Coordinates, Fault
+from kflow.bus.message import BusMessage, OutRecord, header_map, key_text, record_size
+from kflow.core.limits import MAX_OUTPUT_RECORD_BYTES, RECORD_FRAMING_BYTES
+from kflow.observability.health import HEALTH, Health
 from kflow.observability.tally import BatchTally
 
 __all__ = ["EosConfig", "EosLoop", "Handler", "LoopStats", "PartitionId", "system_clock_ms"]
@@ -46,6 +62,18 @@ __all__ = ["EosConfig", "EosLoop", "Handler", "LoopStats", "PartitionId", "syste
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
+
+RECORD_FAULTS = frozenset(
+    {
+        KafkaError.MSG_SIZE_TOO_LARGE,
+        KafkaError.RECORD_LIST_TOO_LARGE,
+        KafkaError.INVALID_RECORD,
+        KafkaError.INVALID_MSG,
+        KafkaError.INVALID_MSG_SIZE,
+        KafkaError._BAD_MSG,
+    }
+)
+"""Kafka errors caused by a record's content: the same records fail the same way again."""
 
 
 class EosLoop(Generic[T]):
@@ -59,8 +87,11 @@ class EosLoop(Generic[T]):
         *,
         codec: AvroCodec | None = None,
         clock_ms: Callable[[], int] = system_clock_ms,
+        health: Health = HEALTH,
     ) -> None:
         self.config = config
+        self._health = health
+        self._kafka_down = False
         self.handler = handler
         self.decode = decode
         self.codec = codec or AvroCodec()
@@ -78,6 +109,11 @@ class EosLoop(Generic[T]):
             transactional_id=config.transactional_id,
             overrides=config.producer_overrides,
         )
+        # One source for the size check: the producer's own request limit (ADR 0027).
+        request_limit = int(self._producer_config["message.max.bytes"])
+        self.max_record_bytes = min(MAX_OUTPUT_RECORD_BYTES, request_limit - RECORD_FRAMING_BYTES)
+        """Largest key + value + headers produced; a larger output is never sent."""
+        self.isolation = BatchIsolation(config.batch_size)
         timeout_ms = int(self._producer_config["transaction.timeout.ms"])
         # Stop adding records well before the broker would abort the transaction.
         self._txn_budget_s = timeout_ms / 1000 / 2 - config.kafka_timeout_s
@@ -90,6 +126,7 @@ class EosLoop(Generic[T]):
         self._pending: list[Message] = []
         self._assigned: set[PartitionId] = set()
         self._backoff_s = 0.0
+        self._blamed_now = False
         self._producer = self._new_producer()
         self._consumer = Consumer(self._consumer_config)
         self._consumer.subscribe(
@@ -98,6 +135,7 @@ class EosLoop(Generic[T]):
             on_revoke=self._on_revoke,
             on_lost=self._on_lost,
         )
+        health.report("kafka", True)
 
     # -- lifecycle -------------------------------------------------------------------------
 
@@ -128,6 +166,7 @@ class EosLoop(Generic[T]):
         if self._backoff_s:
             time.sleep(self._backoff_s)
         self._tally.discard()  # counts of an aborted attempt are counted again on retry
+        self._blamed_now = False
         batch = self._collect()
         in_transaction = False
         processed = 0
@@ -155,8 +194,8 @@ class EosLoop(Generic[T]):
                     self.config.kafka_timeout_s,
                 )
             self._producer.commit_transaction(self.config.kafka_timeout_s)
-        except (KafkaException, RetryableError) as e:
-            self._recover(e, in_transaction)
+        except (KafkaException, RetryableError, RecordTooLarge) as e:
+            self._recover(e, in_transaction, batch)
             return 0
         except BaseException:
             # A bug in tick/end_batch (or an interrupt): abort so nothing half-done stays
@@ -166,7 +205,12 @@ class EosLoop(Generic[T]):
             raise
         self.stats.commits += 1
         self.stats.records_in += processed
+        self.isolation.committed(offsets)
         self._backoff_s = 0.0
+        if self._kafka_down:
+            self._kafka_down = False
+            self._health.report("kafka", True)
+            log.warning("transactions commit again")
         self._tally.publish()
         self.handler.committed()
         return processed
@@ -174,11 +218,12 @@ class EosLoop(Generic[T]):
     def _collect(self) -> list[Message]:
         """Carried-over records plus new ones, until the batch is full or time is up."""
         deadline = time.monotonic() + self.config.max_batch_ms / 1000
-        while len(self._pending) < self.config.batch_size:
+        limit = self.isolation.limit  # smaller while a failing batch is being split
+        while len(self._pending) < limit:
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 break
-            wanted = self.config.batch_size - len(self._pending)
+            wanted = limit - len(self._pending)
             # consume(n, t) waits all of t unless n records arrive, so wait for the first
             # record with poll() (1 ms floor: librdkafka rounds shorter timeouts to 0 and
             # the loop would spin), then take only what is already buffered; under load the
@@ -194,14 +239,14 @@ class EosLoop(Generic[T]):
                 error = message.error()
                 if error is None:
                     self._pending.append(message)
-                elif error.fatal():
-                    raise TransactionError(f"consumer failed: {error.str()}")
+                elif is_fatal(error):
+                    raise FatalClientError(f"{self.config.component} consumer: {error.str()}")
                 else:
                     log.warning("consumer error (librdkafka retries): %s", error.str())
         # A revoke served inside consume() may come with records of the revoked partitions
         # in the same call: never process (or commit offsets for) partitions we do not own.
-        batch = [m for m in self._pending if self._owns(m)]
-        self._pending = []
+        batch = [m for m in self._pending[:limit] if self._owns(m)]
+        self._pending = self._pending[limit:]
         return batch
 
     def _owns(self, message: Message) -> bool:
@@ -216,7 +261,15 @@ class EosLoop(Generic[T]):
                 self._pending = batch[index:]
                 log.warning("batch took over %.1fs; committing early", self._txn_budget_s)
                 return offsets, index
-            self._produce_all(self._handle_one(message))
+            try:
+                self._produce_all(self._handle_one(message))
+            except RecordTooLarge as e:
+                # Known culprit: roll back, then its next delivery goes to the DLQ.
+                self.isolation.blame(
+                    _coordinates(message), Fault(OUTPUT_TOO_LARGE, type(e).__name__, str(e))
+                )
+                self._blamed_now = True
+                raise
             topic, partition, offset = message.topic(), message.partition(), message.offset()
             assert topic is not None and partition is not None and offset is not None
             offsets[PartitionId(topic, partition)] = offset + 1
@@ -225,6 +278,20 @@ class EosLoop(Generic[T]):
 
     def _handle_one(self, message: Message) -> Sequence[OutRecord]:
         raw = message.value()
+        fault = self.isolation.fault_of(_coordinates(message))
+        if fault is not None:
+            self.stats.isolated += 1
+            log.error(
+                "%s[%s]@%s to the DLQ (%s): %s",
+                message.topic(),
+                message.partition(),
+                message.offset(),
+                fault.reason,
+                fault.message,
+            )
+            return [
+                self._dead_letter(message, raw, fault.reason, (fault.error_type, fault.message))
+            ]
         raw_bytes = raw.encode() if isinstance(raw, str) else (raw or b"")
         try:
             value = self.decode(raw_bytes)
@@ -255,14 +322,26 @@ class EosLoop(Generic[T]):
             return [self._dead_letter(message, raw, HANDLER_ERROR, e)]
 
     def _dead_letter(
-        self, message: Message, raw: str | bytes | None, reason: str, error: Exception
+        self,
+        message: Message,
+        raw: str | bytes | None,
+        reason: str,
+        error: Exception | tuple[str, str],
     ) -> OutRecord:
         self.stats.dead_letters += 1
         self._tally.dead_lettered(message.topic() or "")
         letter = dead_letter_for(message, raw, reason, error, self.clock_ms())
-        return dead_letter_record(letter, self.config.dlq_topic, self.codec)
+        return dead_letter_record(
+            letter, self.config.dlq_topic, self.codec, max_bytes=self.max_record_bytes
+        )
 
-    def _produce_all(self, records: Iterable[OutRecord]) -> None:
+    def _produce_all(self, records: Sequence[OutRecord]) -> None:
+        """Produce ``records`` into the open transaction, none if one is over the limit."""
+        limit = self.max_record_bytes
+        for record in records:
+            size = record_size(record)
+            if size > limit:
+                raise RecordTooLarge(record.topic, size, limit)
         for record in records:
             headers: list[tuple[str, str | bytes | None]] | None = (
                 list(record.headers.items()) if record.headers else None
@@ -279,10 +358,19 @@ class EosLoop(Generic[T]):
 
     # -- failure handling ------------------------------------------------------------------
 
-    def _recover(self, error: Exception, in_transaction: bool) -> None:
-        """Abort (or fence by recreating the producer), rewind, tell the owner."""
+    def _recover(self, error: Exception, in_transaction: bool, batch: Sequence[Message]) -> None:
+        """Abort (or fence by recreating the producer), rewind, tell the owner.
+
+        A failure caused by the records (not the servers) feeds the isolation search.
+        """
         self.stats.aborts += 1
         log.warning("transaction failed, rewinding to committed offsets: %s", error)
+        record_fault = _is_record_fault(error)
+        if record_fault and not self._blamed_now:  # culprit unknown: narrow the batch down
+            self.isolation.batch_failed([_coordinates(m) for m in batch], error)
+        if not record_fault:  # a bad record is the isolation search's business, not readiness
+            self._kafka_down = True
+            self._health.report("kafka", False, f"transaction failed: {error}")
         if isinstance(error, KafkaException):
             kafka_error = error.args[0] if error.args else None
             unknown_outcome = not isinstance(kafka_error, KafkaError) or (
@@ -301,7 +389,10 @@ class EosLoop(Generic[T]):
         self._pending = []
         self._rewind()
         self.handler.rolled_back(self.assignment())
-        self._backoff_s = min(max(self._backoff_s * 2, 0.1), 5.0)
+        if record_fault and batch:
+            self._backoff_s = 0.0  # the same records fail the same way: no point waiting
+        else:
+            self._backoff_s = min(max(self._backoff_s * 2, 0.1), 5.0)
 
     def _abort_quietly(self) -> None:
         try:
@@ -399,10 +490,25 @@ class EosLoop(Generic[T]):
         ids = {PartitionId(tp.topic, tp.partition) for tp in partitions}
         log.debug("revoked %s", sorted(p.partition for p in ids))
         self._assigned.difference_update(ids)
+        self.isolation.forget(sorted(ids))
         self._pending = [
             m for m in self._pending if PartitionId(m.topic() or "", m.partition() or 0) not in ids
         ]
         self.handler.on_revoke(sorted(ids))
+
+
+def _coordinates(message: Message) -> Coordinates:
+    return Coordinates(message.topic() or "", message.partition() or 0, message.offset() or 0)
+
+
+def _is_record_fault(error: Exception) -> bool:
+    """Whether ``error`` comes from the records' content (so retrying them fails again)."""
+    if isinstance(error, RecordTooLarge):
+        return True
+    if isinstance(error, KafkaException) and error.args:
+        kafka_error = error.args[0]
+        return isinstance(kafka_error, KafkaError) and kafka_error.code() in RECORD_FAULTS
+    return False
 
 
 def _offset_spans(batch: Sequence[Message]) -> dict[str, tuple[int, int]]:

@@ -103,6 +103,8 @@ class LoopStats:
     commits: int = 0
     aborts: int = 0
     producer_restarts: int = 0
+    isolated: int = 0
+    """Records sent to the DLQ because their outputs (or batches) could not be produced."""
 
 
 def system_clock_ms() -> int:

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from enum import StrEnum
 
+from confluent_kafka import KafkaError
+
 from kflow.core.errors import KflowError
 
 
@@ -55,3 +57,31 @@ class RetryableError(BusError):
 
 class TransactionError(BusError):
     """The exactly-once loop could not initialise or complete a Kafka transaction."""
+
+
+class RecordTooLarge(BusError):
+    """An output record is over the record limit; refused before ``produce`` (ADR 0027)."""
+
+    def __init__(self, topic: str, size: int, limit: int, detail: str = "") -> None:
+        super().__init__(
+            f"a {size}-byte record for {topic} is over the {limit}-byte record limit"
+            f" (topic max.message.bytes less framing){detail}"
+        )
+        self.topic = topic
+        self.size = size
+        self.limit = limit
+
+
+class FatalClientError(BusError):
+    """A Kafka client hit a fatal error (e.g. a static member fenced by another process with
+    the same ``group.instance.id``, or a fenced producer): it can do nothing more. The owner
+    recreates the client or exits non-zero so that a supervisor restarts the process."""
+
+
+def is_fatal(error: KafkaError) -> bool:
+    """Whether ``error`` leaves its client unusable.
+
+    librdkafka hands a consumer's fatal error to ``poll()`` as an ``_FATAL`` message error
+    whose ``fatal()`` is False (confluent-kafka 2.x), so the code is checked too.
+    """
+    return bool(error.fatal()) or error.code() == KafkaError._FATAL

@@ -68,6 +68,14 @@ class OutRecord:
     headers: Headers = field(default_factory=dict)
 
 
+def record_size(record: OutRecord) -> int:
+    """Bytes of key, value and headers: what counts against the record limit."""
+    size = len(record.value or b"") + (len(record.key.encode()) if record.key else 0)
+    for name, value in record.headers.items():
+        size += len(name) + len(value)
+    return size
+
+
 def _text(value: bytes | None) -> str | None:
     return value.decode("utf-8", "replace") if value is not None else None
 

@@ -33,7 +33,7 @@ from confluent_kafka import (
 
 from kflow.bus.admin import TopicAdminError, wait_until_stable
 from kflow.bus.clients import ConfigValue, make_consumer
-from kflow.bus.errors import BusError
+from kflow.bus.errors import BusError, is_fatal
 from kflow.bus.message import header_map, key_text
 
 Start = Literal["beginning", "end"]
@@ -148,7 +148,7 @@ class TopicReader:
                     self._at_end.add(partition)
                     self._next[partition] = message.offset() or 0
                     continue
-                if error.fatal() or error.code() == KafkaError.UNKNOWN_TOPIC_OR_PART:
+                if is_fatal(error) or error.code() == KafkaError.UNKNOWN_TOPIC_OR_PART:
                     raise ReaderError(f"reading {self.topic}: {error.str()}")
                 continue  # transient: librdkafka retries by itself
             self._at_end.discard(partition)

@@ -11,19 +11,14 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
 
+# Every topic's max.message.bytes; defined with the other limits (ADR 0027).
+from kflow.core.limits import MAX_RECORD_BYTES as MAX_RECORD_BYTES
+
 PREFIX_PATTERN = re.compile(r"^[A-Za-z0-9._-]{1,100}$")
 QUEUE_PATTERN = re.compile(r"^[A-Za-z0-9_-]{1,100}$")
 
 BUILTIN_QUEUES: tuple[str, ...] = ("default", "sleep", "http", "approval")
 """Queues of the built-in node types; ``kflow topics create`` makes these unless told otherwise."""
-
-MAX_RECORD_BYTES = 4 * 1024 * 1024
-"""Largest record batch every kflow topic accepts (``max.message.bytes``).
-
-Room for a 1 MB payload (``Settings.max_payload_bytes``) plus the envelope, and for
-snapshots holding several step outputs. Producers must allow as much (librdkafka's
-``message.max.bytes`` defaults to 1,000,000).
-"""
 
 _BASE: Mapping[str, str] = MappingProxyType({"max.message.bytes": str(MAX_RECORD_BYTES)})
 _COMPACTED: Mapping[str, str] = MappingProxyType(

@@ -2,12 +2,18 @@
 
 from __future__ import annotations
 
-import logging
 from enum import StrEnum
 from typing import TYPE_CHECKING, Annotated
 
 import typer
 
+from kflow.cli.run import (
+    LogFormatOption,
+    MetricsHostOption,
+    configure_cli_logging,
+    exit_on_fatal,
+    start_health_server,
+)
 from kflow.settings import get_settings
 
 if TYPE_CHECKING:
@@ -40,51 +46,63 @@ def api_config() -> ApiConfig:
 
 
 def serve_api(host: str | None = None, port: int | None = None) -> None:
-    """Serve the read-model API with uvicorn until interrupted."""
+    """Serve the read-model API with uvicorn until interrupted.
+
+    Logging is the caller's (:func:`kflow.observability.logging.configure_logging`):
+    uvicorn's own loggers go through the same handler, its access log is replaced by the
+    app's (``kflow.api.access``, with route, status and duration fields).
+    """
     import uvicorn
 
     from kflow.api.app import create_app
+    from kflow.api.server import uvicorn_config
 
     s = get_settings()
-    uvicorn.run(
+    config = uvicorn_config(
         create_app(api_config()),
-        host=host or s.api_host,
-        port=port or s.api_port,
-        log_level="info",
+        host or s.api_host,
+        port or s.api_port,
+        log_config=None,  # keep kflow's handler: JSON lines like every other service
         access_log=False,
     )
+    uvicorn.Server(config).run()
 
 
 def api_cmd(
     host: Annotated[str | None, typer.Option(help="bind address [default: KFLOW_API_HOST]")] = None,
     port: Annotated[int | None, typer.Option(help="port [default: KFLOW_API_PORT]")] = None,
+    log_level: Annotated[str, typer.Option(help="logging level")] = "info",
+    log_format: LogFormatOption = None,
 ) -> None:
-    """Run the read-model HTTP API (JSON, SSE, /metrics)."""
+    """Run the read-model HTTP API (JSON, SSE, /metrics, /healthz, /readyz on its port)."""
+    configure_cli_logging(log_level, log_format)
     serve_api(host, port)
 
 
 def projector_cmd(
     target: Annotated[Target, typer.Option("--target", help="postgres or redis")],
     metrics_port: Annotated[
-        int | None, typer.Option("--metrics-port", help="serve /metrics on this port")
+        int | None,
+        typer.Option("--metrics-port", help="serve /metrics, /healthz and /readyz on this port"),
     ] = None,
+    metrics_host: MetricsHostOption = None,
     processes: Annotated[
         int,
         typer.Option(
             "--processes", min=1, max=64, help="projector processes sharing the partitions"
         ),
     ] = 1,
+    log_level: Annotated[str, typer.Option(help="logging level")] = "info",
+    log_format: LogFormatOption = None,
 ) -> None:
     """Project the event log into PostgreSQL or Redis until interrupted."""
-    from kflow.observability.metrics import serve_metrics
     from kflow.projections.service import run_projector, run_projector_processes
 
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    configure_cli_logging(log_level, log_format)
     if processes > 1:
         raise typer.Exit(run_projector_processes(target.value, processes))
-    if metrics_port is not None:
-        serve_metrics(metrics_port)
-    run_projector(target.value)
+    start_health_server(metrics_port, metrics_host, f"projector-{target.value}")
+    exit_on_fatal(lambda: run_projector(target.value))
 
 
 def register_run(run_app: typer.Typer) -> None:

@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import logging
 import signal
-import sys
 from types import FrameType
 from typing import Annotated, Any, NoReturn
 
@@ -124,22 +122,31 @@ def relay_cmd(
         float, typer.Option(min=0, help="seconds to keep published rows before deleting them")
     ] = 86_400.0,
     metrics_port: Annotated[
-        int | None, typer.Option(help="serve Prometheus /metrics on this port")
+        int | None, typer.Option(help="serve /metrics, /healthz and /readyz on this port")
+    ] = None,
+    metrics_host: Annotated[
+        str | None,
+        typer.Option(
+            "--metrics-host",
+            help="address of the metrics port [default: KFLOW_METRICS_HOST or 127.0.0.1]",
+        ),
     ] = None,
     log_level: Annotated[str, typer.Option(help="logging level")] = "info",
+    log_format: Annotated[
+        str | None,
+        typer.Option(
+            "--log-format", help="json or text (default: text on a terminal, json otherwise)"
+        ),
+    ] = None,
 ) -> None:
     """Publish committed outbox rows to {prefix}.commands as StartWorkflow (runs until Ctrl-C).
 
     Several relays may run against one table. Example: kflow run relay --dsn postgresql://...
     """
-    from kflow.observability.metrics import serve_metrics
+    from kflow.cli.run import configure_cli_logging, start_health_server
     from kflow.relay.relay import Relay, RelayConfig
 
-    logging.basicConfig(
-        level=log_level.upper(),
-        format="%(asctime)s %(levelname)s %(name)s %(message)s",
-        stream=sys.stderr,
-    )
+    configure_cli_logging(log_level, log_format)
     settings = get_settings()
     target = _dsn(dsn)
     with _connect(target) as conn:
@@ -165,8 +172,7 @@ def relay_cmd(
 
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
-    if metrics_port is not None:
-        serve_metrics(metrics_port)
+    start_health_server(metrics_port, metrics_host, "relay")
     typer.echo(
         f"relaying {_where(target)} kflow_outbox -> {relay.topic} at {settings.kafka_bootstrap}",
         err=True,

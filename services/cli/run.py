@@ -8,19 +8,20 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from types import FrameType
 from typing import Annotated
 
 import typer
 
-from kflow.bus.errors import BusError
+from kflow.bus.errors import BusError, FatalClientError
 from kflow.cli.broker import require_broker
 from kflow.cli.definitions import publish
 from kflow.core.definition import load_definition
 from kflow.examples import Example, example_names, find_example
+from kflow.observability.health import HEALTH, STARTUP, serve_health
 from kflow.observability.lag import LagRefresher
 from kflow.observability.logging import configure_logging, default_format
-from kflow.observability.metrics import serve_metrics
 from kflow.processor.registry import NodeRegistryError, load_node_modules, registry
 from kflow.registry.topic import RegistryError
 from kflow.settings import Settings
@@ -51,7 +52,15 @@ MetricsPortOption = Annotated[
         "--metrics-port",
         min=1,
         max=65535,
-        help="serve Prometheus /metrics on 127.0.0.1:PORT (default: off)",
+        help="serve /metrics, /healthz and /readyz on PORT (default: off)",
+    ),
+]
+MetricsHostOption = Annotated[
+    str | None,
+    typer.Option(
+        "--metrics-host",
+        help="address of the metrics port [default: KFLOW_METRICS_HOST or 127.0.0.1; "
+        "0.0.0.0 in containers]",
     ),
 ]
 LogFormatOption = Annotated[
@@ -60,7 +69,8 @@ LogFormatOption = Annotated[
 ]
 
 
-def _setup(level: str, log_format: str | None = None) -> Settings:
+def configure_cli_logging(level: str, log_format: str | None = None) -> None:
+    """``--log-level``/``--log-format`` of a service command (exit 2 naming a bad value)."""
     chosen = log_format or default_format(sys.stderr)
     if chosen not in ("json", "text"):
         typer.echo(f"error: --log-format must be json or text, got {chosen!r}", err=True)
@@ -70,19 +80,42 @@ def _setup(level: str, log_format: str | None = None) -> Settings:
     except ValueError as e:
         typer.echo(f"error: {e}", err=True)
         raise typer.Exit(2) from e
+
+
+def _setup(level: str, log_format: str | None = None) -> Settings:
+    configure_cli_logging(level, log_format)
     return require_broker(timeout_s=5.0)
 
 
-def _serve_metrics(port: int | None, settings: Settings, group_prefix: str) -> None:
-    """Expose /metrics and keep the lag of this service's consumer group fresh."""
+def start_health_server(port: int | None, host: str | None, component: str) -> None:
+    """Serve /metrics, /healthz and /readyz on ``host:port`` (nothing when ``port`` is None).
+
+    Called before the service connects: /healthz answers at once, /readyz says ``starting``
+    until the service reports its dependencies.
+    """
+    HEALTH.component = component
+    HEALTH.report(STARTUP, False, "starting")
     if port is None:
         return
+    from kflow.settings import get_settings
+
+    address = host or get_settings().metrics_host
     try:
-        serve_metrics(port)
+        serve_health(port, address)
     except OSError as e:
-        typer.echo(f"error: cannot serve metrics on 127.0.0.1:{port}: {e}", err=True)
+        typer.echo(
+            f"error: cannot serve metrics on {address}:{port}: {e}; pick a free --metrics-port "
+            "or a local address for --metrics-host",
+            err=True,
+        )
         raise typer.Exit(1) from e
-    LagRefresher(settings.kafka_bootstrap, group_prefix).start()
+
+
+def _started(port: int | None, settings: Settings, group_prefix: str) -> None:
+    """The service is built: clear ``startup`` and keep its consumer group's lag fresh."""
+    HEALTH.report(STARTUP, True)
+    if port is not None:
+        LagRefresher(settings.kafka_bootstrap, group_prefix).start()
 
 
 ProfileOption = Annotated[
@@ -90,8 +123,30 @@ ProfileOption = Annotated[
 ]
 
 
+FATAL_EXIT = 3
+"""Exit code of a service whose Kafka client failed for good (a supervisor restarts it)."""
+
+
 def _run_service(service: object, profile: str | None) -> None:
-    """Run ``service.run()``, under cProfile when asked (for bench/ investigations)."""
+    """Run ``service.run()``, under cProfile when asked (for bench/ investigations).
+
+    A fatal Kafka client error ends the process with :data:`FATAL_EXIT` (never a silent
+    idle process): a new process gets new clients.
+    """
+    exit_on_fatal(lambda: _profiled(service, profile))
+
+
+def exit_on_fatal(run: Callable[[], object]) -> None:
+    """``run()``; a :class:`FatalClientError` fails /healthz and exits with FATAL_EXIT."""
+    try:
+        run()
+    except FatalClientError as e:
+        HEALTH.fail(str(e))
+        typer.echo(f"error: {e}", err=True)
+        raise typer.Exit(FATAL_EXIT) from e
+
+
+def _profiled(service: object, profile: str | None) -> None:
     if profile is None:
         service.run()  # type: ignore[attr-defined]
         return
@@ -122,6 +177,7 @@ def orchestrator(
     log_level: Annotated[str, typer.Option(help="logging level")] = "warning",
     log_format: LogFormatOption = None,
     metrics_port: MetricsPortOption = None,
+    metrics_host: MetricsHostOption = None,
     profile: ProfileOption = None,
 ) -> None:
     """Run one orchestrator (consumes commands and results, writes events and tasks).
@@ -131,6 +187,7 @@ def orchestrator(
     from kflow.orchestrator.service import OrchestratorConfig, OrchestratorService
 
     settings = _setup(log_level, log_format)
+    start_health_server(metrics_port, metrics_host, "orchestrator")
     try:
         service = OrchestratorService(
             OrchestratorConfig(
@@ -147,7 +204,7 @@ def orchestrator(
     except (RegistryError, BusError) as e:
         typer.echo(f"error: {e}", err=True)
         raise typer.Exit(1) from e
-    _serve_metrics(metrics_port, settings, f"{settings.topic_prefix}.orchestrator")
+    _started(metrics_port, settings, f"{settings.topic_prefix}.orchestrator")
     _on_stop_signals(service)
     _run_service(service, profile)
 
@@ -163,6 +220,7 @@ def processor(
     log_level: Annotated[str, typer.Option(help="logging level")] = "warning",
     log_format: LogFormatOption = None,
     metrics_port: MetricsPortOption = None,
+    metrics_host: MetricsHostOption = None,
     profile: ProfileOption = None,
 ) -> None:
     """Run one node processor for a queue.
@@ -172,6 +230,7 @@ def processor(
     from kflow.processor.service import ProcessorConfig, ProcessorService
 
     settings = _setup(log_level, log_format)
+    start_health_server(metrics_port, metrics_host, "processor")
     if "" not in sys.path and os.getcwd() not in sys.path:
         sys.path.insert(0, os.getcwd())  # as for `run all`'s children, started with `python -c`
     try:
@@ -185,6 +244,7 @@ def processor(
                 concurrency=concurrency,
                 instance_id=instance,
                 redis_key_prefix=settings.topic_prefix,
+                max_payload_bytes=settings.max_payload_bytes,
             ),
             registry,
         )
@@ -192,7 +252,7 @@ def processor(
         typer.echo(f"error: {e}", err=True)
         raise typer.Exit(2) from e
     logging.getLogger(__name__).info("queue %s, node types: %s", queue, ", ".join(names))
-    _serve_metrics(metrics_port, settings, service.config.group_id)
+    _started(metrics_port, settings, service.config.group_id)
     _on_stop_signals(service)
     _run_service(service, profile)
 
@@ -223,6 +283,7 @@ def run_all(
             "processor (default: off)",
         ),
     ] = None,
+    metrics_host: MetricsHostOption = None,
 ) -> None:
     """Start orchestrator(s) and one processor per queue as subprocesses; Ctrl-C stops them all.
 
@@ -239,6 +300,8 @@ def run_all(
         modules.append(bundled.nodes_module)
         queues += [q for q in definition.task_queues if q not in queues]
     shared = ["--log-level", log_level, "--log-format", log_format or default_format(sys.stderr)]
+    if metrics_host is not None:
+        shared += ["--metrics-host", metrics_host]
     ports = iter(range(metrics_port, 65536)) if metrics_port is not None else None
 
     def port_args() -> list[str]:

@@ -82,7 +82,7 @@ class Decision:
         """Drop an oversized field from the cause (``verify`` then skips this batch)."""
         if self._cause is not None:
             self._cause[name] = None
-            self._cause["elided"] = [name]
+            self._cause["elided"] = sorted({*self._cause.get("elided", ()), name})
 
     # -- scheduling -------------------------------------------------------------------
     def can_schedule(self) -> bool:

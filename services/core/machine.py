@@ -45,7 +45,7 @@ from kflow.core.inputs import (
     input_to_dict,
 )
 from kflow.core.jsondoc import Json
-from kflow.core.limits import DEFAULT_LIMITS, Limits
+from kflow.core.limits import DEFAULT_LIMITS, MAX_MESSAGE_CHARS, NOTICE_FIELD_BYTES, Limits
 from kflow.core.state import (
     FINISHED_STEP,
     StepRecord,
@@ -55,7 +55,14 @@ from kflow.core.state import (
     step_timers,
 )
 
-__all__ = ["decide", "decide_and_evolve", "duplicate_start_ignored", "evolve", "evolve_all"]
+__all__ = [
+    "decide",
+    "decide_and_evolve",
+    "duplicate_start_ignored",
+    "evolve",
+    "evolve_all",
+    "notice_cause",
+]
 
 
 def decide(
@@ -123,7 +130,7 @@ def _notice(
         workflow_id=command.workflow_id,
         seq=0,
         at=now,
-        cause=recorded_cause(command),
+        cause=notice_cause(command),
         code=code,
         reason=reason,
         input_type=type(command).__name__,
@@ -134,13 +141,13 @@ def _notice(
 def _start(
     state: WorkflowState | None, command: StartWorkflow, now: int, limits: Limits
 ) -> Decision | list[Event]:
-    def rejected(code: str, reason: str, cause: dict[str, Any] | None = None) -> list[Event]:
+    def rejected(code: str, reason: str) -> list[Event]:
         return [
             WorkflowRejected(
                 workflow_id=command.workflow_id,
                 seq=0,
                 at=now,
-                cause=cause if cause is not None else recorded_cause(command),
+                cause=notice_cause(command),
                 code=code,
                 reason=reason,
                 name=command.name,
@@ -167,11 +174,8 @@ def _start(
     except ValueError as exc:
         return rejected("invalid_input", f"input is not a JSON document: {exc}")
     if size > limits.max_payload_bytes:
-        elided = {**recorded_cause(command), "input": None, "elided": ["input"]}
         return rejected(
-            "payload_too_large",
-            f"input is {size} bytes; the limit is {limits.max_payload_bytes}",
-            elided,
+            "payload_too_large", f"input is {size} bytes; the limit is {limits.max_payload_bytes}"
         )
     if graph.input_validator is not None:
         try:
@@ -253,10 +257,13 @@ def _on_result(
         if record.heartbeat_timeout_ms is None:
             return []  # nothing to reset: not worth an event in the log
         try:
-            json_size(command.details)
+            size = json_size(command.details)
         except ValueError as exc:
             reason = f"heartbeat details are not a JSON document: {exc}"
             return [_notice(command, now, "invalid_details", reason, command.step_key)]
+        if size > limits.max_payload_bytes:
+            reason = f"heartbeat details are {size} bytes; the limit is {limits.max_payload_bytes}"
+            return [_notice(command, now, "payload_too_large", reason, command.step_key)]
         decision.emit(
             StepHeartbeatRecorded,
             step_key=record.step_key,
@@ -285,7 +292,13 @@ def _on_result(
         else:
             decision.succeed(record, command.output)
     else:
-        decision.attempt_failed(record, command.error_class, command.error_type, command.message)
+        error_type, message = bounded_text(command.error_type, 200), bounded_text(command.message)
+        # The event keeps the cut text; the cause drops it (verify skips this input).
+        if message != command.message:
+            decision.elide("message")
+        if error_type != command.error_type:
+            decision.elide("error_type")
+        decision.attempt_failed(record, command.error_class, error_type, message)
     decision.advance()
     return decision
 
@@ -359,11 +372,14 @@ def _on_signal(
             )
         ]
     try:
-        json_size(command.payload)
+        size = json_size(command.payload)
         payload = command.payload.value
     except ValueError as exc:
         reason = f"payload is not a JSON document: {exc}"
         return [_notice(command, now, "invalid_signal", reason, key)]
+    if size > limits.max_payload_bytes:
+        reason = f"payload is {size} bytes; the limit is {limits.max_payload_bytes}"
+        return [_notice(command, now, "payload_too_large", reason, key)]
     if not isinstance(payload, dict) or not isinstance(payload.get("approved"), bool):
         return [
             _notice(
@@ -464,16 +480,43 @@ def _rejection(payload: dict[str, object]) -> str:
     return f"rejected by review: {comment}" if comment else "rejected by review"
 
 
-def recorded_cause(command: Input) -> dict[str, Any]:
-    """``input_to_dict(command)`` for a ``cause``, documents that are not JSON elided.
+def notice_cause(command: Input) -> dict[str, Any]:
+    """A bounded summary of a refused input, for its notice: never the payload.
 
-    Documents keep their text in the log, so one that does not parse must not go in.
+    Scalars are kept; a document, text or definition over ``NOTICE_FIELD_BYTES`` (or a
+    document that is not JSON) is elided and its size recorded under ``sizes``, so one
+    oversized input can never make an oversized notice (ADR 0027).
     """
     cause = input_to_dict(command)
-    bad = [name for name, value in cause.items() if type(value) is Json and not _is_json(value)]
-    if bad:
-        cause.update(dict.fromkeys(bad), elided=bad)
+    sizes: dict[str, int] = {}
+    for name, value in cause.items():
+        size = _field_size(value)
+        if size is not None and (
+            size > NOTICE_FIELD_BYTES or (type(value) is Json and not _is_json(value))
+        ):
+            sizes[name] = size
+    if sizes:
+        cause.update(dict.fromkeys(sizes), elided=sorted(sizes), sizes=sizes)
     return cause
+
+
+def _field_size(value: Any) -> int | None:
+    """Bytes of a cause field's text (None for a scalar that is always small)."""
+    if isinstance(value, dict | list):  # a definition
+        value = Json.of(value)
+    if type(value) is Json:
+        try:
+            return value.size
+        except (ValueError, TypeError, RecursionError):
+            return NOTICE_FIELD_BYTES + 1  # a value that cannot even be written: elide
+    if isinstance(value, str):
+        return len(value) if value.isascii() else len(value.encode())
+    return None
+
+
+def bounded_text(text: str, limit: int = MAX_MESSAGE_CHARS) -> str:
+    """``text`` cut to ``limit`` characters (ending ``...`` when cut)."""
+    return text if len(text) <= limit else f"{text[: limit - 3]}..."
 
 
 def _is_json(document: Json) -> bool:
@@ -490,7 +533,7 @@ def duplicate_start_ignored(command: StartWorkflow, now: int) -> DuplicateStartI
         workflow_id=command.workflow_id,
         seq=0,
         at=now,
-        cause=recorded_cause(command),
+        cause=notice_cause(command),
         name=command.name,
         version=command.version,
     )

@@ -245,3 +245,24 @@ def is_waiting(state: WorkflowState) -> bool:
     if state.status == "paused" or state.reviews:
         return True
     return any(r.status == "waiting" and r.kind == "approval" for r in state.steps.values())
+
+
+def awaiting_progress_since(state: WorkflowState) -> int | None:
+    """Since when (ms, event time) ``state`` has waited for its next event, or None when it is
+    not expected to move on its own (finished, paused, or waiting for a review or a signal).
+
+    The latest of the start and every step's scheduled/finished/heartbeat time; a step
+    waiting for its own timer (retry backoff, sleep) is not late before the timer is due, so
+    its due time counts too. Only recorded times are read, so the answer is the same on
+    every replay; the caller's clock turns it into an age (``now - since``).
+    """
+    if is_terminal(state) or is_waiting(state):
+        return None
+    latest = state.started_at
+    for record in state.steps.values():
+        for at in (record.scheduled_at, record.finished_at, record.heartbeat_at):
+            if at is not None and at > latest:
+                latest = at
+        if record.status in ("backoff", "waiting") and record.due_at is not None:
+            latest = max(latest, record.due_at)
+    return latest

@@ -8,7 +8,18 @@ import sys
 from datetime import UTC, datetime
 from typing import Any, TextIO
 
-CONTEXT_FIELDS = ("workflow_id", "step_key", "seq")
+CONTEXT_FIELDS = (
+    "workflow_id",
+    "step_key",
+    "seq",
+    # the API's access log
+    "method",
+    "path",
+    "route",
+    "status",
+    "duration_ms",
+    "client",
+)
 """Passed with ``log.info(..., extra={"workflow_id": ...})``; copied to the JSON object."""
 
 TEXT_FORMAT = "%(asctime)s %(levelname)s %(name)s [%(threadName)s] %(message)s"

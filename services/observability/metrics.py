@@ -6,9 +6,17 @@ outcomes, topics), never from ids, so the series count stays bounded.
 
 from __future__ import annotations
 
-from wsgiref.simple_server import WSGIServer
+import threading
+import weakref
+from collections.abc import Iterator, Mapping
+from typing import TYPE_CHECKING, Protocol
 
-from prometheus_client import Counter, Gauge, Histogram, start_http_server
+from prometheus_client import REGISTRY, Counter, Gauge, Histogram
+from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.registry import Collector
+
+if TYPE_CHECKING:
+    from wsgiref.simple_server import WSGIServer
 
 _LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300)
 _DURATION_BUCKETS = (0.05, 0.1, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 900, 3600, 86400)
@@ -83,10 +91,82 @@ API_LATENCY = Histogram(
     buckets=_LATENCY_BUCKETS,
 )
 SSE_CLIENTS = Gauge("kflow_sse_clients", "Open live event streams.")
+DEPENDENCY_UP = Gauge(
+    "kflow_dependency_up",
+    "1 while the dependency (kafka, redis, postgres) answers this component, else 0.",
+    ["component", "dependency"],
+)
+DEPENDENCY_WAITS = Counter(
+    "kflow_dependency_waits_total",
+    "Backoff waits for an unavailable dependency (the work waits; no retry budget is spent).",
+    ["component", "dependency"],
+)
+CLIENT_FATAL = Counter(
+    "kflow_kafka_client_fatal_total",
+    "Fatal Kafka client errors (the client was recreated or the process exited non-zero).",
+    ["component", "client"],
+)
+
+
+class ProgressSource(Protocol):
+    """An orchestrator's view: workflow name -> since when (ms) its oldest running workflow
+    has waited for progress, and the adapter's clock."""
+
+    def oldest_by_name(self) -> Mapping[str, int]: ...
+
+    def now_ms(self) -> int: ...
+
+
+class _OldestProgress(Collector):
+    """``kflow_workflow_oldest_progress_age_seconds{name}``, computed when scraped.
+
+    Each orchestrator registers its :class:`ProgressSource`; the age is the source's clock
+    minus the recorded time (``kflow.core.views.awaiting_progress_since``), so it keeps
+    growing while nothing commits. A name once seen stays at 0 when nothing of it waits.
+    """
+
+    NAME = "kflow_workflow_oldest_progress_age_seconds"
+
+    def __init__(self) -> None:
+        self._sources: weakref.WeakSet[ProgressSource] = weakref.WeakSet()
+        self._names: set[str] = set()
+        self._lock = threading.Lock()
+
+    def track(self, source: ProgressSource) -> None:
+        """Include ``source`` while it exists."""
+        with self._lock:
+            self._sources.add(source)
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        family = GaugeMetricFamily(
+            self.NAME,
+            "Age of the oldest running workflow's wait for its next event, by workflow name "
+            "(paused workflows and steps waiting for a review or a signal are not counted).",
+            labels=["name"],
+        )
+        ages: dict[str, float] = {}
+        with self._lock:
+            sources = list(self._sources)
+        for source in sources:
+            now = source.now_ms()
+            for name, since in source.oldest_by_name().items():
+                ages[name] = max(ages.get(name, 0.0), max(0, now - since) / 1000)
+        with self._lock:
+            self._names.update(ages)
+            names = sorted(self._names)
+        for name in names:
+            family.add_metric([name], ages.get(name, 0.0))
+        yield family
+
+
+OLDEST_PROGRESS = _OldestProgress()
+REGISTRY.register(OLDEST_PROGRESS)
 
 
 def serve_metrics(port: int, addr: str = "127.0.0.1") -> WSGIServer:
-    """Expose ``/metrics`` on ``addr:port`` from a daemon thread (for non-HTTP services);
-    ``shutdown()`` on the returned server stops it."""
-    server, _ = start_http_server(port, addr=addr)
-    return server
+    """Expose ``/metrics``, ``/healthz`` and ``/readyz`` on ``addr:port`` from a daemon thread
+    (for non-HTTP services; see :mod:`kflow.observability.health`); ``shutdown()`` on the
+    returned server stops it."""
+    from kflow.observability.health import serve_health
+
+    return serve_health(port, addr)

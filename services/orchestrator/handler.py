@@ -31,7 +31,7 @@ from kflow.orchestrator.closed import (
     duplicate_of_closed,
     encode_marker,
 )
-from kflow.orchestrator.metrics import WorkflowMetrics
+from kflow.orchestrator.metrics import ProgressAges, WorkflowMetrics
 from kflow.orchestrator.retained import DEFAULT_RETRY_WINDOW_MS
 from kflow.orchestrator.snapshots import SnapshotEncoder
 from kflow.orchestrator.table import WorkflowTable
@@ -95,6 +95,7 @@ class OrchestratorHandler(Handler[Envelope]):
         self.timers = TimerHeap()
         self._snapshots = SnapshotEncoder()
         self.metrics = WorkflowMetrics()
+        self.progress = ProgressAges(clock_ms)
         self._fired: list[tuple[str, str, int]] = []
         # State-changing events per workflow in the open batch: only the steps they touch
         # can need new timers (the heap keeps earlier ones; stale entries are ignored).
@@ -162,7 +163,9 @@ class OrchestratorHandler(Handler[Envelope]):
         return out
 
     def committed(self) -> None:
-        for state in self.table.commit():
+        changed = self.table.commit()
+        self.progress.update(changed)
+        for state in changed:
             if is_terminal(state):
                 self._snapshots.forget([state.workflow_id])
             else:
@@ -195,6 +198,7 @@ class OrchestratorHandler(Handler[Envelope]):
         restored = self._restore(sorted(numbers))
         for number, states in restored.items():
             self.table.load(number, states.values())
+            self.progress.update(states.values())
             for state in states.values():
                 self.timers.schedule(
                     state.workflow_id, ((t.timer_id, t.due_at) for t in pending_timers(state))
@@ -214,6 +218,7 @@ class OrchestratorHandler(Handler[Envelope]):
         gone = self._loaded - still
         if gone:
             dropped = self.table.drop_partitions(gone)
+            self.progress.forget(dropped)
             self.timers.drop_workflows(dropped)
             self._snapshots.forget(dropped)
             self._loaded -= gone

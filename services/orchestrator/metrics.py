@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+import threading
+from collections.abc import Callable, Iterable, Mapping
 
 from kflow.core.events import (
     Event,
@@ -12,7 +13,13 @@ from kflow.core.events import (
     WorkflowFailed,
 )
 from kflow.core.state import WorkflowState
-from kflow.observability.metrics import STEP_RETRIES, WORKFLOW_DURATION, WORKFLOWS_IN_FLIGHT
+from kflow.core.views import awaiting_progress_since
+from kflow.observability.metrics import (
+    OLDEST_PROGRESS,
+    STEP_RETRIES,
+    WORKFLOW_DURATION,
+    WORKFLOWS_IN_FLIGHT,
+)
 
 _OUTCOMES: dict[type[Event], str] = {
     WorkflowCompleted: "completed",
@@ -59,3 +66,45 @@ class WorkflowMetrics:
         """The batch was aborted: it is processed again and staged again."""
         self._durations.clear()
         self._retries.clear()
+
+
+class ProgressAges:
+    """Since when each owned running workflow has waited for progress (committed states).
+
+    Updated with the states of each committed batch and of restored partitions; read by the
+    ``kflow_workflow_oldest_progress_age_seconds`` collector at scrape time, from another
+    thread, with this orchestrator's clock.
+    """
+
+    def __init__(self, clock_ms: Callable[[], int]) -> None:
+        self._clock_ms = clock_ms
+        self._since: dict[str, tuple[str, int]] = {}
+        self._lock = threading.Lock()
+        OLDEST_PROGRESS.track(self)
+
+    def update(self, states: Iterable[WorkflowState]) -> None:
+        """Take the committed ``states`` (finished and waiting ones drop out)."""
+        with self._lock:
+            for state in states:
+                since = awaiting_progress_since(state)
+                if since is None:
+                    self._since.pop(state.workflow_id, None)
+                else:
+                    self._since[state.workflow_id] = (state.name, since)
+
+    def forget(self, workflow_ids: Iterable[str]) -> None:
+        """Drop workflows this orchestrator no longer owns."""
+        with self._lock:
+            for workflow_id in workflow_ids:
+                self._since.pop(workflow_id, None)
+
+    def oldest_by_name(self) -> Mapping[str, int]:
+        oldest: dict[str, int] = {}
+        with self._lock:
+            for name, since in self._since.values():
+                if since < oldest.get(name, since + 1):
+                    oldest[name] = since
+        return oldest
+
+    def now_ms(self) -> int:
+        return self._clock_ms()

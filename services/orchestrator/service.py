@@ -24,6 +24,7 @@ from kflow.bus.topics import (
 from kflow.core.definition import WorkflowDefinition
 from kflow.core.limits import Limits
 from kflow.core.state import WorkflowState
+from kflow.observability.health import HEALTH
 from kflow.orchestrator.closed import ClosedMarker, restore_closed
 from kflow.orchestrator.handler import OrchestratorHandler
 from kflow.orchestrator.retained import DEFAULT_RETRY_WINDOW_MS
@@ -130,9 +131,13 @@ class OrchestratorService:
         return found
 
     def _restore(self, partitions: Sequence[int]) -> dict[int, dict[str, WorkflowState]]:
-        return restore_partitions(
+        # not ready while the state of newly assigned partitions is read back
+        HEALTH.report("state", False, f"restoring partitions {sorted(partitions)}")
+        restored = restore_partitions(
             self.config.bootstrap, topic_names(self.config.topic_prefix).snapshots, partitions
         )
+        HEALTH.report("state", True)
+        return restored
 
     def _restore_closed(self, partitions: Sequence[int]) -> dict[int, list[ClosedMarker]]:
         return restore_closed(

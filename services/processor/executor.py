@@ -9,23 +9,26 @@ import asyncio
 import contextvars
 import functools
 import logging
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from concurrent.futures import Executor
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 from kflow.bus.records import ExecuteStep
 from kflow.core.errors import PermanentError
 from kflow.core.jsondoc import Json
+from kflow.core.limits import DEFAULT_LIMITS
+from kflow.observability.health import Outage
 from kflow.processor.context import StepContext
-from kflow.processor.failures import StepTimeout, UnknownNodeType, classify
-from kflow.processor.ledger import Outcome, RedisLedger
+from kflow.processor.failures import PayloadTooLarge, StepTimeout, UnknownNodeType, classify
+from kflow.processor.ledger import LEDGER_UNAVAILABLE, Outcome, RedisLedger
 from kflow.processor.registry import NodeHandler, NodeRegistry
 
 log = logging.getLogger(__name__)
 
 
 HeartbeatSink = Callable[[ExecuteStep, Any], None]
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -44,7 +47,12 @@ def _failure_outcome(exc: BaseException) -> Outcome:
 
 
 class StepExecutor:
-    """Executes tasks against a node registry, recording outcomes in the ledger."""
+    """Executes tasks against a node registry, recording outcomes in the ledger.
+
+    A ledger (Redis) outage is kflow's own, never the step's: every ledger call waits it out
+    with bounded backoff (``outage`` reports it to readiness, metrics and logs) instead of
+    failing the attempt, so no retry budget is spent and no workflow fails (ADR 0033).
+    """
 
     def __init__(
         self,
@@ -52,27 +60,45 @@ class StepExecutor:
         ledger: RedisLedger,
         thread_pool: Executor,
         heartbeat: HeartbeatSink,
+        max_payload_bytes: int = DEFAULT_LIMITS.max_payload_bytes,
+        outage: Outage | None = None,
     ) -> None:
         self._nodes = nodes
+        self._max_payload_bytes = max_payload_bytes
         self._ledger = ledger
         self._pool = thread_pool
         self._heartbeat = heartbeat
+        self._outage = outage or Outage("redis")
 
     async def recorded(self, tasks: list[ExecuteStep]) -> list[Outcome | None]:
         """The ledger's outcome for each task (None: never finished), in one round trip."""
-        return await self._ledger.lookup_many([t.idempotency_key for t in tasks])
+        keys = [t.idempotency_key for t in tasks]
+        return await self._patiently(lambda: self._ledger.lookup_many(keys))
 
     async def execute(self, task: ExecuteStep, recorded: Outcome | None = None) -> Execution:
         """Outcome of ``task``: the recorded one if this attempt already finished.
 
         ``recorded`` is a ledger lookup the caller already made (see :meth:`recorded`).
         """
+        key = task.idempotency_key
         if recorded is None:
-            recorded = await self._ledger.lookup(task.idempotency_key)
+            recorded = await self._patiently(lambda: self._ledger.lookup(key))
         if recorded is not None:
             return Execution(recorded, replayed=True)
         outcome = await self._run(task)
-        return Execution(await self._ledger.record(task.idempotency_key, outcome), replayed=False)
+        stored = await self._patiently(lambda: self._ledger.record(key, outcome))
+        return Execution(stored, replayed=False)
+
+    async def _patiently(self, call: Callable[[], Awaitable[T]]) -> T:
+        """``call()`` until the ledger answers; cancelled only when the processor stops."""
+        while True:
+            try:
+                result = await call()
+            except LEDGER_UNAVAILABLE as e:
+                await asyncio.sleep(self._outage.failed(e))
+                continue
+            self._outage.ok()
+            return result
 
     async def _run(self, task: ExecuteStep) -> Outcome:
         handler = self._nodes.get(task.node_type)
@@ -126,15 +152,22 @@ class StepExecutor:
             if keepalive is not None:
                 keepalive.cancel()
 
-    @staticmethod
-    def _finish(task: ExecuteStep, handler: NodeHandler, result: Any) -> Outcome:
+    def _finish(self, task: ExecuteStep, handler: NodeHandler, result: Any) -> Outcome:
         output = Json.of(handler.dump_output(result))
         try:
-            output.measure()  # the one serialisation: the ledger and the result reuse the text
+            size = output.measure()  # the one serialisation: ledger and result reuse the text
         except ValueError as exc:
             raise PermanentError(
                 f"node {task.node_type!r} returned a value that is not JSON: {exc}"
             ) from exc
+        if size > self._max_payload_bytes:
+            # Checked here, not at the broker: the step fails once, clearly, and the
+            # result record stays small (ADR 0027).
+            raise PayloadTooLarge(
+                f"node {task.node_type!r} returned {size} bytes of JSON; the limit is "
+                f"{self._max_payload_bytes} (KFLOW_MAX_PAYLOAD_BYTES): return a reference "
+                "to the data (a URL or a key) instead of the data"
+            )
         return Outcome(output=output)
 
     def _start_keepalive(self, task: ExecuteStep) -> asyncio.Task[None] | None:

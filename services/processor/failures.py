@@ -18,6 +18,10 @@ class StepTimeout(TransientError):
     """The step ran longer than its ``timeout_ms``."""
 
 
+class PayloadTooLarge(PermanentError):
+    """A node returned more JSON than ``max_payload_bytes`` allows."""
+
+
 class UnknownNodeType(PermanentError):
     """No node is registered for the task's node type in this processor."""
 

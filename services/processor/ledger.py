@@ -16,11 +16,17 @@ from dataclasses import dataclass
 from typing import Generic, TypeVar
 
 import redis.asyncio as aioredis
+import redis.exceptions
 
 from kflow.core.errors import ErrorClass
 from kflow.core.jsondoc import NULL, Json
 
 DEFAULT_TTL_S = 7 * 24 * 3600
+LEDGER_UNAVAILABLE: tuple[type[Exception], ...] = (redis.exceptions.RedisError, OSError)
+"""Errors that mean the ledger's Redis is unreachable or refusing work (down, loading, out of
+memory, read-only replica): the caller waits and tries again, never fails the step."""
+SOCKET_TIMEOUT_S = 5.0
+"""A Redis that stops answering (paused, partitioned) fails a call instead of hanging it."""
 K = TypeVar("K")
 R = TypeVar("R")
 
@@ -129,7 +135,10 @@ class RedisLedger:
     @classmethod
     def from_url(cls, url: str, key_prefix: str, ttl_s: int = DEFAULT_TTL_S) -> RedisLedger:
         """A ledger on a new connection pool for ``url``."""
-        return cls(aioredis.Redis.from_url(url), key_prefix, ttl_s)
+        client = aioredis.Redis.from_url(
+            url, socket_timeout=SOCKET_TIMEOUT_S, socket_connect_timeout=SOCKET_TIMEOUT_S
+        )
+        return cls(client, key_prefix, ttl_s)
 
     async def lookup(self, idempotency_key: str) -> Outcome | None:
         """The recorded outcome of this attempt, or None if it never finished."""
@@ -154,6 +163,10 @@ class RedisLedger:
         lost = [key for (key, _), ok in zip(items, stored, strict=True) if not ok]
         earlier = dict(zip(lost, await self.lookup_many(lost), strict=True)) if lost else {}
         return [earlier.get(key) or outcome for key, outcome in items]
+
+    async def ping(self) -> None:
+        """One round trip to Redis (raises one of :data:`LEDGER_UNAVAILABLE` when down)."""
+        await self._redis.ping()
 
     async def close(self) -> None:
         """Release the connection pool."""

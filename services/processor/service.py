@@ -20,17 +20,27 @@ from typing import Any
 
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
 
-from kflow.bus.clients import ConfigValue, make_consumer, make_producer
+from kflow.bus.clients import ConfigValue, consumer_config, producer_config
 from kflow.bus.codec import AvroCodec
 from kflow.bus.dead_letter import dead_letter_for, dead_letter_record
-from kflow.bus.errors import DecodeError
-from kflow.bus.message import OutRecord
+from kflow.bus.errors import DecodeError, FatalClientError, RecordTooLarge, is_fatal
+from kflow.bus.message import OutRecord, record_size
 from kflow.bus.topics import topic_names
 from kflow.core.errors import ErrorClass
 from kflow.core.inputs import StepError, StepHeartbeat, StepResult
-from kflow.observability.metrics import DLQ_RECORDS, EVENTS_IN, EVENTS_OUT, STEP_LATENCY
+from kflow.core.jsondoc import Json
+from kflow.core.limits import DEFAULT_LIMITS, MAX_OUTPUT_RECORD_BYTES
+from kflow.observability.health import HEALTH, Health, Outage
+from kflow.observability.metrics import (
+    CLIENT_FATAL,
+    DLQ_RECORDS,
+    EVENTS_IN,
+    EVENTS_OUT,
+    STEP_LATENCY,
+)
 from kflow.processor.executor import StepExecutor
-from kflow.processor.ledger import Outcome, RedisLedger
+from kflow.processor.failures import PayloadTooLarge
+from kflow.processor.ledger import LEDGER_UNAVAILABLE, Outcome, RedisLedger
 from kflow.processor.offsets import PartitionProgress
 from kflow.processor.registry import NodeRegistry
 from kflow.processor.wire import ExecuteStep, decode_task, encode_result
@@ -54,6 +64,8 @@ COMPONENT = "processor"
 """``component`` label of this service's metrics."""
 MAX_FETCH = 200
 """Most tasks taken from the consumer at once (bounded by free slots)."""
+LEDGER_PING_S = 1.0
+"""How often the ledger's Redis is pinged for readiness (steps report outages at once)."""
 
 
 @dataclass
@@ -70,6 +82,8 @@ class ProcessorConfig:
     ledger_ttl_s: int = 7 * 24 * 3600
     redis_key_prefix: str = "kflow"
     commit_interval_s: float = 0.2
+    max_payload_bytes: int = DEFAULT_LIMITS.max_payload_bytes
+    """Largest output (JSON bytes) a node may return; a larger one fails the step at once."""
     consumer_overrides: dict[str, ConfigValue] = field(default_factory=dict)
     producer_overrides: dict[str, ConfigValue] = field(default_factory=dict)
 
@@ -95,7 +109,9 @@ _Completion = tuple[TopicPartition, int, PartitionProgress]  # the progress it b
 class ProcessorService:
     """One processor process for ``config.queue``."""
 
-    def __init__(self, config: ProcessorConfig, nodes: NodeRegistry) -> None:
+    def __init__(
+        self, config: ProcessorConfig, nodes: NodeRegistry, health: Health = HEALTH
+    ) -> None:
         if config.concurrency < 1:
             raise ValueError(f"--concurrency must be >= 1, got {config.concurrency}")
         self.config = config
@@ -110,14 +126,29 @@ class ProcessorService:
         self._slots = threading.Semaphore(config.concurrency)
         self._progress: dict[tuple[str, int], PartitionProgress] = {}
         self._running: set[asyncio.Task[None]] = set()
-        self._producer: Producer = make_producer(
-            config.bootstrap, overrides={**LOW_LATENCY_PRODUCER, **config.producer_overrides}
+        self._health = health
+        self._fatal: FatalClientError | None = None
+        # Fatal errors come through poll() (consumer) or error_cb (either client); both stop
+        # the service, which then raises from run() so that the process exits non-zero.
+        self._producer: Producer = Producer(
+            {
+                **producer_config(
+                    config.bootstrap,
+                    overrides={**LOW_LATENCY_PRODUCER, **config.producer_overrides},
+                ),
+                "error_cb": lambda error: self._client_error("producer", error),
+            }
         )
-        self._consumer: Consumer = make_consumer(
-            config.bootstrap,
-            config.group_id,
-            instance_id=config.instance_id,
-            overrides={**LOW_LATENCY_CONSUMER, **config.consumer_overrides},
+        self._consumer: Consumer = Consumer(
+            {
+                **consumer_config(
+                    config.bootstrap,
+                    config.group_id,
+                    instance_id=config.instance_id,
+                    overrides={**LOW_LATENCY_CONSUMER, **config.consumer_overrides},
+                ),
+                "error_cb": lambda error: self._client_error("consumer", error),
+            }
         )
 
     def stop(self) -> None:
@@ -125,8 +156,36 @@ class ProcessorService:
         self._stop.set()
 
     def run(self) -> None:
-        """Run until :meth:`stop`; blocks the calling thread."""
+        """Run until :meth:`stop`; blocks the calling thread.
+
+        Raises :class:`FatalClientError` when a Kafka client failed for good (the caller
+        exits non-zero; a new process gets new clients).
+        """
         asyncio.run(self._main())
+        if self._fatal is not None:
+            raise self._fatal
+
+    def _client_error(self, client: str, error: KafkaError) -> None:
+        """librdkafka's error callback: a fatal error stops the service, others are logged."""
+        if is_fatal(error):
+            self._failed(client, error)
+        else:
+            log.info("%s error (librdkafka retries): %s", client, error.str())
+
+    def _failed(self, client: str, error: KafkaError) -> None:
+        if self._fatal is None:
+            self._fatal = FatalClientError(
+                f"processor {client} for {self._task_topic} failed for good: {error.str()}; "
+                "exiting so that a new process starts with new clients (is another processor "
+                f"running with --instance {self.config.instance_id}?)"
+                if self.config.instance_id
+                else f"processor {client} for {self._task_topic} failed for good: "
+                f"{error.str()}; exiting so that a new process starts with new clients"
+            )
+            CLIENT_FATAL.labels(COMPONENT, client).inc()
+            self._health.fail(str(self._fatal))
+            log.error("%s", self._fatal)
+        self._stop.set()
 
     async def _main(self) -> None:
         loop = asyncio.get_running_loop()
@@ -134,15 +193,25 @@ class ProcessorService:
         ledger = RedisLedger.from_url(
             self.config.redis_url, self.config.redis_key_prefix, self.config.ledger_ttl_s
         )
-        executor = StepExecutor(self._nodes, ledger, pool, self._send_heartbeat)
+        outage = Outage("redis", health=self._health)
+        executor = StepExecutor(
+            self._nodes,
+            ledger,
+            pool,
+            self._send_heartbeat,
+            self.config.max_payload_bytes,
+            outage=outage,
+        )
         kafka_thread = threading.Thread(
             target=self._kafka_loop, args=(loop, executor), name="kafka", daemon=True
         )
         kafka_thread.start()
+        watch = loop.create_task(self._watch_ledger(ledger, outage))
         try:
             while kafka_thread.is_alive():
                 await asyncio.sleep(0.1)
         finally:
+            watch.cancel()
             self._stop.set()
             await loop.run_in_executor(None, kafka_thread.join)
             # Steps still running are abandoned: their offsets were not committed, so the
@@ -153,6 +222,17 @@ class ProcessorService:
             await ledger.close()
             pool.shutdown(wait=False, cancel_futures=True)
 
+    async def _watch_ledger(self, ledger: RedisLedger, outage: Outage) -> None:
+        """Ping the ledger's Redis so readiness shows an outage even while no step runs."""
+        while not self._stop.is_set():
+            try:
+                await ledger.ping()
+            except LEDGER_UNAVAILABLE as e:
+                await asyncio.sleep(outage.failed(e))
+                continue
+            outage.ok()
+            await asyncio.sleep(LEDGER_PING_S)
+
     # -- Kafka thread ----------------------------------------------------------------------
 
     def _kafka_loop(self, loop: asyncio.AbstractEventLoop, executor: StepExecutor) -> None:
@@ -162,6 +242,7 @@ class ProcessorService:
             on_revoke=self._on_revoke,
             on_lost=self._on_revoke,
         )
+        self._health.report("kafka", True)
         last_commit = time.monotonic()
         try:
             while not self._stop.is_set():
@@ -192,16 +273,21 @@ class ProcessorService:
         finally:
             self._producer.flush(10)
             self._drain_completions()
-            self._commit()
-            self._consumer.close()
+            if self._fatal is None:
+                self._commit()
+            try:
+                self._consumer.close()
+            except KafkaException as e:  # a fatal consumer reports its error again on close
+                log.info("closing the consumer: %s", e)
 
     def _accept(self, message: Message) -> tuple[ExecuteStep, _Completion] | None:
         """Track a consumed task's offset and decode it (poison goes to the DLQ: None)."""
         error = message.error()
         if error is not None:
             self._slots.release()
-            if error.fatal():
-                raise RuntimeError(f"consumer failed: {error.str()}")
+            if is_fatal(error):
+                self._failed("consumer", error)
+                return None
             log.warning("consumer error (librdkafka retries): %s", error.str())
             return None
         tp = TopicPartition(message.topic() or "", message.partition() or 0)
@@ -273,11 +359,7 @@ class ProcessorService:
         self, batch: list[tuple[ExecuteStep, _Completion]], executor: StepExecutor
     ) -> None:
         """Look the whole batch up in the ledger at once, then run each task concurrently."""
-        try:
-            recorded = await executor.recorded([task for task, _ in batch])
-        except Exception:
-            log.exception("ledger lookup failed; each task will retry it")
-            recorded = [None] * len(batch)
+        recorded = await executor.recorded([task for task, _ in batch])  # waits out outages
         loop = asyncio.get_running_loop()
         for (task, done), outcome in zip(batch, recorded, strict=True):
             running = loop.create_task(self._run_task(task, executor, done, outcome))
@@ -326,8 +408,9 @@ class ProcessorService:
                 on_done=done,
             )
         except Exception as e:
-            # Ledger (Redis) or encoding trouble: report a transient error so the step's
-            # retry policy decides, instead of leaving the workflow waiting forever.
+            # A bug or encoding trouble (ledger outages are waited out in the executor):
+            # report a transient error so the step's retry policy decides, instead of
+            # leaving the workflow waiting forever.
             if not measured:
                 STEP_LATENCY.labels(task.node_type).observe(time.monotonic() - started)
             log.exception(
@@ -351,6 +434,12 @@ class ProcessorService:
             self._slots.release()
 
     def _send_heartbeat(self, task: Any, details: Any) -> None:
+        size = Json.of(details).measure()
+        if size > self.config.max_payload_bytes:
+            raise PayloadTooLarge(
+                f"heartbeat details are {size} bytes of JSON; the limit is "
+                f"{self.config.max_payload_bytes} (KFLOW_MAX_PAYLOAD_BYTES)"
+            )
         beat = StepHeartbeat(
             workflow_id=task.workflow_id,
             step_key=task.step_key,
@@ -362,12 +451,17 @@ class ProcessorService:
     def _produce(self, record: OutRecord, on_done: _Completion | None = None) -> None:
         completions = self._completions
         produced = EVENTS_OUT.labels(COMPONENT, record.topic)
+        size = record_size(record)
+        if size > MAX_OUTPUT_RECORD_BYTES:  # never hand librdkafka a record it must refuse
+            raise RecordTooLarge(record.topic, size, MAX_OUTPUT_RECORD_BYTES)
 
         def callback(err: KafkaError | None, msg: Message) -> None:
             if err is None:
                 produced.inc()
                 if on_done is not None:
                     completions.put(on_done)
+            elif is_fatal(err):
+                self._failed("producer", err)
             elif on_done is not None:  # not committed: redelivered, the ledger re-reports it
                 log.error("result for %s not delivered: %s", record.key, err.str())
 

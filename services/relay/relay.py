@@ -25,7 +25,8 @@ from confluent_kafka import KafkaError, KafkaException, Message, Producer
 from kflow.bus.clients import ConfigValue, make_producer
 from kflow.bus.topics import topic_names
 from kflow.core.limits import DEFAULT_LIMITS
-from kflow.observability.metrics import EVENTS_OUT
+from kflow.observability.health import HEALTH, STARTUP
+from kflow.observability.metrics import DEPENDENCY_WAITS, EVENTS_OUT
 from kflow.relay.errors import RowRejected
 from kflow.relay.metrics import (
     OUTBOX_DELETED,
@@ -280,22 +281,30 @@ class Relay:
     def run(self) -> None:
         """Publish until :meth:`stop`; survives broker and database outages by retrying."""
         log.info("relay publishing %s to %s", TABLE, self.topic)
+        HEALTH.report(STARTUP, True)
         while not self._stop.is_set():
             try:
                 outcome = self.relay_batch()
                 self._housekeeping()
+                HEALTH.report("postgres", True)
                 if outcome.deferred:
-                    self._pause(f"{outcome.deferred} row(s) not delivered: {outcome.error}")
+                    HEALTH.report("kafka", False, f"rows not delivered: {outcome.error}")
+                    self._pause(
+                        f"{outcome.deferred} row(s) not delivered: {outcome.error}", "kafka"
+                    )
                     continue
+                HEALTH.report("kafka", True)
                 self._backoff.reset()
                 if outcome.claimed < self.config.batch_size:  # else more rows are waiting
                     self._wait_for_rows()
             except psycopg.Error as e:
+                HEALTH.report("postgres", False, f"{type(e).__name__}: {e}")
                 self._drop_connections()
-                self._pause(f"database error: {e}")
+                self._pause(f"database error: {e}", "postgres")
             except KafkaException as e:
+                HEALTH.report("kafka", False, str(e))
                 self._producer = None
-                self._pause(f"Kafka error: {e}")
+                self._pause(f"Kafka error: {e}", "kafka")
         self.close()
 
     def _housekeeping(self) -> None:
@@ -318,7 +327,8 @@ class Relay:
             self._producer = None
         self._drop_connections()
 
-    def _pause(self, why: str) -> None:
+    def _pause(self, why: str, dependency: str) -> None:
+        DEPENDENCY_WAITS.labels("relay", dependency).inc()
         delay = self._backoff.next_delay()
         log.warning("%s; retrying in %.1fs", why, delay)
         self._stop.wait(delay)

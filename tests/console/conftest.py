@@ -48,13 +48,16 @@ def chromium_path() -> str:
     )
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def playwright() -> Iterator[Playwright]:
+    # Package scope, not session: the sync API keeps an event loop running on the main thread
+    # while it is open, and every asyncio test collected after tests/console would then fail
+    # with "Runner.run() cannot be called from a running event loop".
     with sync_playwright() as p:
         yield p
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def browser(playwright: Playwright) -> Iterator[Browser]:
     b = playwright.chromium.launch(executable_path=chromium_path(), headless=True)
     yield b

@@ -159,6 +159,7 @@ class ApiServer:
 
         from kflow.api.app import create_app
         from kflow.api.resources import ApiConfig
+        from kflow.api.server import uvicorn_config
 
         self.config = ApiConfig(
             database_url=readside.dsn,
@@ -175,7 +176,7 @@ class ApiServer:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.server = uvicorn.Server(
-            uvicorn.Config(self.app, host="127.0.0.1", port=self.port, log_level="warning")
+            uvicorn_config(self.app, "127.0.0.1", self.port, log_level="warning")
         )
         self._thread = threading.Thread(target=self.server.run, daemon=True)
         self._thread.start()

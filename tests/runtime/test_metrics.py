@@ -133,3 +133,20 @@ def test_lag_refresher_sets_the_gauge_for_the_service_group(runtime: Runtime) ->
         )
     finally:
         refresher.stop()
+
+
+def test_the_oldest_progress_age_grows_while_a_workflow_waits_and_resets_when_it_ends(
+    runtime: Runtime,
+) -> None:
+    """KflowWorkflowsStuck's gauge: nothing serves queue ``other`` at first, so the step waits."""
+    name = f"stuck-{uuid.uuid4().hex[:6]}"
+    runtime.apply({"name": name, "nodes": [{"id": "a", "type": "echo", "queue": "other"}]})
+    wid = runtime.start(name)
+    runtime.wait_for(wid, "StepScheduled")
+    metric = "kflow_workflow_oldest_progress_age_seconds"
+    eventually(lambda: value(metric, name=name) > 0, "a positive age for the waiting workflow")
+    first = value(metric, name=name)
+    eventually(lambda: value(metric, name=name) > first, "the age to grow while nothing commits")
+    runtime.start_processor("other")
+    runtime.wait_final([wid])
+    eventually(lambda: value(metric, name=name) == 0, "the age to drop to 0 once it completed")

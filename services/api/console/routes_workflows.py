@@ -29,13 +29,19 @@ from kflow.api.console.queries import (
     timeline_points,
 )
 from kflow.api.console.render import ConsoleRoute, env, render
-from kflow.api.console.session import Refused, signed_in
+from kflow.api.console.session import Refused, session_token, signed_in
 from kflow.api.console.state import console_state
 from kflow.api.models import NAME_PATTERN, WorkflowSummary
 from kflow.api.queries import ListFilter, get_workflow, list_workflows, workflow_tenant
 from kflow.api.resources import ApiResources
 from kflow.api.routes_read import STATUS_PATTERN, WorkflowId, not_found
-from kflow.api.stream import event_stream, open_subscription
+from kflow.api.stream import event_stream, open_subscription, parse_last_event_id
+from kflow.api.streamauth import (
+    StreamAuth,
+    StreamGuard,
+    unauthorized_frame,
+    wait_any,
+)
 from kflow.projections.redis_keys import status_key
 
 router = APIRouter(prefix="/ui", route_class=ConsoleRoute, include_in_schema=False)
@@ -159,25 +165,35 @@ async def workflows_live(
     request: Request, who: User, filters: Annotated[Filters, Depends()]
 ) -> StreamingResponse:
     """SSE for the list: ``row`` (a rendered row to insert or replace), ``drop`` (a row that
-    left the filter), ``counts`` (the counts bar), ``reload`` (updates were missed)."""
+    left the filter), ``counts`` (the counts bar), ``reload`` (updates were missed),
+    ``unauthorized`` (the key was revoked: the stream ends)."""
     flt = filters.list_filter(who.tenant)
     res = resources(request)
     hub = console_state(request).hub
     row_template = env.get_template("workflow_row.html")
     can_write = who.allows(Scope.WRITE)
     counts_template = env.get_template("counts.html")
+    auth = StreamAuth(session_token(request), who)
 
     async def stream() -> AsyncIterator[bytes]:
         listener = hub.open(who.tenant)
+        guard = StreamGuard(res, auth)
         counted = 0.0
+        last_frame = time.monotonic()
         try:
             yield b"retry: 2000\n\n"
             while True:
-                try:
-                    await asyncio.wait_for(listener.wake.wait(), KEEPALIVE_S)
-                except TimeoutError:
-                    yield b": keepalive\n\n"
+                await wait_any(listener.wake, guard.changed, timeout=guard.recheck_s)
+                refused = await guard.check()
+                if refused is not None:
+                    yield unauthorized_frame(refused, request.url.path)
+                    return
+                if not listener.wake.is_set():
+                    if time.monotonic() - last_frame >= KEEPALIVE_S:
+                        last_frame = time.monotonic()
+                        yield b": keepalive\n\n"
                     continue
+                last_frame = time.monotonic()
                 changed, overflowed = listener.take()
                 if overflowed:
                     yield _sse("reload", "")
@@ -205,6 +221,7 @@ async def workflows_live(
                     counts_template.render(counts=counts, total=sum(counts.values()), f=filters),
                 )
         finally:
+            guard.close()
             hub.close(listener)
 
     return StreamingResponse(
@@ -275,10 +292,18 @@ async def workflow_stream(
         if await workflow_tenant(conn, workflow_id) != who.tenant:
             raise Refused(404, not_found(workflow_id).detail)
     last = request.headers.get("last-event-id", "")
-    start = int(last) if last.isdigit() else after
+    resumed = parse_last_event_id(last) if last else None
+    start = after if resumed is None else resumed
     pubsub = await open_subscription(res, workflow_id)
     return StreamingResponse(
-        event_stream(res, pubsub, workflow_id, start),
+        event_stream(
+            res,
+            pubsub,
+            workflow_id,
+            start,
+            StreamAuth(session_token(request), who),
+            request.url.path,
+        ),
         media_type="text/event-stream",
         headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
     )

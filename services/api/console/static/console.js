@@ -10,6 +10,13 @@
     return t.content.firstElementChild;
   }
 
+  // a stream whose API key was revoked ends with "unauthorized": stop, and let the server
+  // send the browser to the sign-in page
+  function onUnauthorized(source) {
+    source.close();
+    window.location.reload();
+  }
+
   // ---- the workflow list -------------------------------------------------------------
   let listSource = null;
   function startList() {
@@ -41,6 +48,7 @@
       if (old) old.replaceWith(fragment(ev.data));
     });
     listSource.addEventListener("reload", () => { reloadList(list); });
+    listSource.addEventListener("unauthorized", () => { onUnauthorized(listSource); });
   }
   function reloadList(list) {
     fetch(window.location.href, { credentials: "same-origin" })
@@ -72,6 +80,7 @@
     };
     wfSource = new EventSource(live.dataset.stream + "?after=" + encodeURIComponent(live.dataset.seq || "0"));
     wfSource.onmessage = null;
+    wfSource.addEventListener("unauthorized", () => { onUnauthorized(wfSource); });
     const onEvent = (ev) => {
       if (!timer) timer = setTimeout(refresh, 250);
       if (TERMINAL.has(ev.type)) { wfSource.close(); wfSource = null; setTimeout(refresh, 600); }

@@ -59,6 +59,9 @@ def _register() -> None:
     from kflow.cli import demo
 
     demo.register(app)
+    from kflow.cli import recovery
+
+    recovery.register(app)
 
 
 def main() -> None:

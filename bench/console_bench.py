@@ -223,7 +223,8 @@ def main() -> None:
     with connect(s.database_url, schema) as conn:
         migrate(conn, schema)
         conn.commit()
-        token = create_key(conn, "bench", TENANT, [Scope.READ]).token
+        # a writer's page: the list carries the bulk-action form and a checkbox per row
+        token = create_key(conn, "bench", TENANT, [Scope.READ, Scope.WRITE]).token
     proc = None
     try:
         started = time.perf_counter()

@@ -247,7 +247,7 @@ def main() -> None:
             env={**os.environ, "PYTHONPATH": str(ROOT)},
         )  # fmt: skip
         base = f"http://127.0.0.1:{port}"
-        deadline = time.monotonic() + 30
+        deadline = time.monotonic() + 120  # a loaded shared machine starts it slowly
         while True:
             try:
                 if httpx.get(f"{base}/healthz").status_code == 200:

@@ -119,3 +119,17 @@ async def test_many_handles_are_awaited_together_on_one_consumer(
     assert results == [DIAMOND_OUTPUT] * 150
     assert len({h.workflow_id for h in handles}) == 150
     assert len(opened) == 1, f"{len(opened)} readers of the events topic"
+
+
+async def test_retry_reopens_a_cancelled_run(async_client: kflow.AsyncClient) -> None:
+    handle = await async_client.start("gated")
+    await wait_for(handle, StepScheduled, kind="approval")
+    await handle.cancel("too early")
+    with pytest.raises(kflow.WorkflowCancelled):
+        await handle.result(timeout=WAIT_S)
+    reopened = await handle.retry("now")
+    await wait_for(reopened, StepScheduled, kind="approval", attempt=2)
+    await reopened.signal("gate", {"approved": True, "by": "bo"})
+    assert await reopened.result(timeout=WAIT_S) == {"after": {"by": "bo"}}
+    with pytest.raises(kflow.CommandRefused, match="not_retryable"):
+        await (await reopened.retry()).result(timeout=WAIT_S)

@@ -235,7 +235,7 @@ async def _page(
     request: Request, who: Principal, workflow_id: str, every_event: bool
 ) -> views.WorkflowPage:
     async with resources(request).db() as conn:
-        detail = await get_workflow(conn, workflow_id, who.tenant)
+        detail = await get_workflow(conn, workflow_id, who.tenant, with_steps=False)
         if detail is None:
             raise Refused(404, not_found(workflow_id).detail)
         steps = await step_rows(conn, workflow_id)

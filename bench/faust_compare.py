@@ -63,16 +63,11 @@ def _measure(
     bootstrap: str, output: str, expected: int, limit_s: float, child: subprocess.Popen[str]
 ) -> tuple[float, int, int]:
     """(records/s from first to last, records seen, duplicates) for a read_committed reader."""
-    from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
+    from confluent_kafka import OFFSET_BEGINNING, TopicPartition
 
-    reader = Consumer(
-        {
-            "bootstrap.servers": bootstrap,
-            "group.id": f"measure-{uuid.uuid4().hex}",
-            "isolation.level": "read_committed",
-            "enable.auto.commit": False,
-        }
-    )
+    from kflow.bus.clients import make_consumer
+
+    reader = make_consumer(bootstrap, f"measure-{uuid.uuid4().hex}")
     reader.assign([TopicPartition(output, p, OFFSET_BEGINNING) for p in range(PARTITIONS)])
     seen: Counter[bytes] = Counter()
     first_at: float | None = None

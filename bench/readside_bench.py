@@ -27,7 +27,7 @@ from pathlib import Path
 
 import httpx
 import psycopg
-from confluent_kafka import KafkaError, Message, Producer
+from confluent_kafka import KafkaError, Message
 from psycopg import sql
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -35,6 +35,7 @@ sys.path.insert(0, str(ROOT))
 
 from kflow.api.apikeys import Scope, create_key  # noqa: E402
 from kflow.bus.admin import create_topics, delete_topics  # noqa: E402
+from kflow.bus.clients import make_producer  # noqa: E402
 from kflow.bus.topics import topic_names, topic_specs  # noqa: E402
 from kflow.core.definition import NodeSpec, WorkflowDefinition  # noqa: E402
 from kflow.projections.db import connect  # noqa: E402
@@ -54,15 +55,14 @@ def pct(values: list[float], p: float) -> float:
 
 
 def produce_all(bootstrap: str, topic: str, records: list[tuple[str, bytes]]) -> float:
-    producer = Producer(
-        {
-            "bootstrap.servers": bootstrap,
+    producer = make_producer(
+        bootstrap,
+        overrides={
             "linger.ms": 20,
             "batch.size": 1_000_000,
             "compression.type": "lz4",
-            "enable.idempotence": True,
             "queue.buffering.max.messages": 2_000_000,
-        }
+        },
     )
     started = time.perf_counter()
     for key, value in records:
@@ -198,9 +198,7 @@ def long_workflow(workflow_id: str, steps: int) -> WorkflowLog:
 def bench_sse(bootstrap: str, prefix: str, api_url: str, token: str, rate: float) -> None:
     wlog = long_workflow("sse-bench", 400)
     topic = topic_names(prefix).events
-    producer = Producer(
-        {"bootstrap.servers": bootstrap, "linger.ms": 0, "enable.idempotence": True}
-    )
+    producer = make_producer(bootstrap, overrides={"linger.ms": 0})
     acked: dict[int, float] = {}
 
     def acker(seq: int) -> Callable[[KafkaError | None, Message], None]:

@@ -22,10 +22,9 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaException, TopicPartition
-from confluent_kafka.admin import AdminClient
 from psycopg import sql
 
-from kflow.bus.clients import make_consumer
+from kflow.bus.clients import make_admin, make_consumer
 from kflow.bus.contracts import default_contracts
 from kflow.bus.reader import record_ends
 from kflow.bus.topics import TopicNames
@@ -265,7 +264,7 @@ def _project_in_workers(
 
 def _delete_group(bootstrap: str, group: str) -> None:
     """Best effort: the workers' group is of no use after the rebuild."""
-    admin = AdminClient({"bootstrap.servers": bootstrap, "log_level": 3})
+    admin = make_admin(bootstrap)
     for fut in admin.delete_consumer_groups([group], request_timeout=10).values():
         with contextlib.suppress(KafkaException):
             fut.result()

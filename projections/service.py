@@ -14,6 +14,7 @@ from enum import StrEnum
 
 import redis
 
+from kflow.bus.layout import check_layout
 from kflow.bus.topics import topic_names
 from kflow.projections.db import connect
 from kflow.projections.migrate import migrate
@@ -86,6 +87,8 @@ def run_projector(
     """
     settings = settings or get_settings()
     kind = Target(target)
+    names = topic_names(settings.topic_prefix)
+    check_layout(settings.kafka_bootstrap, settings.topic_prefix, [names.events])
     sink = make_sink(kind, settings)
     projector = Projector(
         sink,

@@ -8,8 +8,10 @@ so one environment configures a whole deployment; a process ignores what it does
 from __future__ import annotations
 
 from functools import lru_cache
+from pathlib import Path
+from typing import Literal
 
-from pydantic import Field, ValidationError
+from pydantic import Field, SecretStr, ValidationError
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from kflow.core.errors import KflowError
@@ -30,9 +32,63 @@ class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, extra="ignore")
 
     # -- connections ------------------------------------------------------------------------
-    # (Kafka security settings, SASL/TLS, belong with kafka_bootstrap.)
 
     kafka_bootstrap: str = Field("127.0.0.1:9092", description="Kafka bootstrap servers")
+    # Kafka security: kflow.bus.clients.connection_config turns these into librdkafka
+    # settings for every producer, consumer and admin client (ADR 0005).
+    kafka_security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = Field(
+        "PLAINTEXT", description="Kafka security.protocol"
+    )
+    kafka_sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512", "OAUTHBEARER"] = Field(
+        "SCRAM-SHA-512", description="SASL mechanism when the protocol is SASL_*"
+    )
+    kafka_sasl_username: str | None = Field(None, description="SASL user (PLAIN, SCRAM)")
+    kafka_sasl_password: SecretStr | None = Field(None, description="SASL password")
+    kafka_sasl_password_file: Path | None = Field(
+        None, description="file holding the SASL password (instead of KFLOW_KAFKA_SASL_PASSWORD)"
+    )
+    """A mounted secret: read at start-up; a trailing newline is dropped."""
+    kafka_oauth_token_url: str | None = Field(
+        None, description="OAUTHBEARER: the OIDC token endpoint (client-credentials grant)"
+    )
+    kafka_oauth_client_id: str | None = Field(None, description="OAUTHBEARER: OIDC client id")
+    kafka_oauth_client_secret: SecretStr | None = Field(
+        None, description="OAUTHBEARER: OIDC client secret"
+    )
+    kafka_oauth_client_secret_file: Path | None = Field(
+        None, description="file holding the OIDC client secret"
+    )
+    kafka_oauth_scope: str | None = Field(None, description="OAUTHBEARER: OIDC scope")
+    kafka_ssl_ca_location: Path | None = Field(
+        None, description="PEM file of the CA that signed the brokers' certificates"
+    )
+    """Unset: the system's CA store (librdkafka's default)."""
+    kafka_ssl_certificate_location: Path | None = Field(
+        None, description="client certificate (PEM) for mutual TLS"
+    )
+    kafka_ssl_key_location: Path | None = Field(
+        None, description="client private key (PEM) for mutual TLS"
+    )
+    kafka_ssl_key_password: SecretStr | None = Field(
+        None, description="password of an encrypted client key"
+    )
+    kafka_ssl_endpoint_identification: bool = Field(
+        True, description="check that the broker certificate names the host connected to"
+    )
+    """Turn off only for brokers whose certificates lack the host name; it hides a
+    man-in-the-middle otherwise."""
+    kafka_client_id: str = Field(
+        "kflow",
+        pattern=r"^[A-Za-z0-9._-]{1,100}$",
+        description="Kafka client.id (broker logs, quotas and ACL audit)",
+    )
+    kafka_extra: SecretStr | None = Field(
+        None,
+        description="more librdkafka settings: key=value,key=value or a .properties file path",
+    )
+    """Passed to every client after kflow's own settings, so it can override them; for
+    anything kflow has no setting for (``sasl.oauthbearer.extensions``,
+    ``socket.keepalive.enable``). Values containing commas need the file form."""
     database_url: str = Field(
         "postgresql://kflow:kflow@127.0.0.1:5432/kflow", description="PostgreSQL DSN"
     )
@@ -51,6 +107,16 @@ class Settings(BaseSettings):
     """Used when topics are created and by the orchestrator. Every co-partitioned topic has
     this count, because a workflow's commands, events, results and snapshots must land in
     the same partition number; changing it for an existing log moves workflows."""
+    replication_factor: int | None = Field(
+        None, ge=1, le=32, description="replicas of each topic [default: 3, or 1 on one broker]"
+    )
+    """Unset: asked of the cluster when topics are created; 3 with at least three brokers,
+    else the broker count (ADR 0006)."""
+    min_insync_replicas: int | None = Field(
+        None, ge=1, le=32, description="min.insync.replicas of each topic [default: RF - 1, >= 1]"
+    )
+    """With ``acks=all`` a write needs this many replicas: 2 of 3 survives one broker down
+    without losing an acknowledged record."""
     closed_retention_ms: int = Field(
         604_800_000,
         ge=60_000,
@@ -137,6 +203,12 @@ class Settings(BaseSettings):
     trigger, so this bounds nothing the trigger sees (ADR 0045)."""
 
 
+SECRET_FIELDS = frozenset(
+    name for name, info in Settings.model_fields.items() if info.annotation == SecretStr | None
+)
+"""Fields never printed: not in error messages, logs or status output."""
+
+
 def env_name(field: str) -> str:
     """The environment variable of a :class:`Settings` field (``db_schema`` -> KFLOW_DB_SCHEMA)."""
     return f"{ENV_PREFIX}{field.upper()}"
@@ -149,7 +221,8 @@ def settings_error(error: ValidationError) -> SettingsError:
         field = str(e["loc"][0]) if e["loc"] else "?"
         info = Settings.model_fields.get(field)
         what = f" ({info.description})" if info is not None and info.description else ""
-        lines.append(f"  {env_name(field)}={e.get('input')!r}: {e['msg']}{what}")
+        shown = "<hidden>" if field in SECRET_FIELDS else repr(e.get("input"))
+        lines.append(f"  {env_name(field)}={shown}: {e['msg']}{what}")
     return SettingsError("invalid kflow settings; fix these variables:\n" + "\n".join(lines))
 
 

@@ -11,8 +11,8 @@ from urllib.parse import urlsplit
 import psycopg
 import redis
 
-from kflow.bus.admin import broker_reachable
-from kflow.settings import Settings
+from kflow.bus.probe import KafkaConnectError, check_connection
+from kflow.settings import Settings, SettingsError
 
 # Not resolved: in a checkout kflow/devstack is the symlink to deploy/local (ADR 0002); installed,
 # it is package data. Either way only read: state goes to kflow_home() (ADR 0004).
@@ -72,15 +72,24 @@ def _host_port(url: str, default_port: int) -> str:
 
 def kafka_health(settings: Settings) -> ServerHealth:
     home = kflow_home() / "kafka"
-    ok = broker_reachable(settings.kafka_bootstrap, timeout_s=3.0)
+    try:
+        brokers = check_connection(settings.kafka_bootstrap, settings, timeout_s=3.0)
+        ok, detail = True, f"answers metadata ({brokers} broker(s), {_kafka_auth(settings)})"
+    except (KafkaConnectError, SettingsError) as e:
+        ok, detail = False, str(e)
     return ServerHealth(
-        "kafka",
-        settings.kafka_bootstrap,
-        _read_pid(home / "kafka.pid"),
-        ok,
-        "answers metadata" if ok else "no answer to a metadata request",
+        "kafka", settings.kafka_bootstrap, _read_pid(home / "kafka.pid"), ok, detail,
         home / "server.out",
-    )
+    )  # fmt: skip
+
+
+def _kafka_auth(settings: Settings) -> str:
+    """How kflow logs in, without secrets (``SASL_SSL SCRAM-SHA-512 as alice``)."""
+    protocol = settings.kafka_security_protocol
+    if not protocol.startswith("SASL_"):
+        return protocol
+    who = settings.kafka_sasl_username or settings.kafka_oauth_client_id or "?"
+    return f"{protocol} {settings.kafka_sasl_mechanism} as {who}"
 
 
 def postgres_health(settings: Settings) -> ServerHealth:

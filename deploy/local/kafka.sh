@@ -9,6 +9,12 @@
 # Settings (environment): KFLOW_HOME (required; `kflow dev up` and the Makefile set it, ADR 0004),
 # KFLOW_KAFKA_PORT (9092), KFLOW_KAFKA_CONTROLLER_PORT (port+1), KFLOW_KAFKA_DIR (KFLOW_HOME/kafka),
 # KFLOW_KAFKA_VERSION, KFLOW_KAFKA_HEAP (512m), KFLOW_KAFKA_LOG_LEVEL (WARN).
+#
+# A secured broker: KFLOW_KAFKA_LISTENER=SASL_SSL serves clients only on a SASL_SSL listener
+# (SCRAM-SHA-512, TLS with a throwaway CA made by openssl under $KFLOW_KAFKA_DIR/ssl; clients
+# trust ssl/ca.crt). KFLOW_KAFKA_SCRAM_USERS="alice:alice-secret,bob:pw" are created when the
+# data dir is formatted (StorageTool --add-scram; its output, which holds the salted
+# credentials, goes to format.out, mode 0600, never to the console).
 set -euo pipefail
 
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
@@ -28,6 +34,12 @@ DATA="$DIR/data"
 PIDFILE="$DIR/kafka.pid"
 LOG="$DIR/server.out"
 PROPS="$DIR/server.properties"
+LISTENER="${KFLOW_KAFKA_LISTENER:-PLAINTEXT}"
+SSL_DIR="$DIR/ssl"
+case "$LISTENER" in
+  PLAINTEXT | SASL_SSL) ;;
+  *) echo "kafka.sh: KFLOW_KAFKA_LISTENER must be PLAINTEXT or SASL_SSL, got $LISTENER" >&2; exit 2 ;;
+esac
 START_TIMEOUT="${KFLOW_KAFKA_START_TIMEOUT:-120}"
 STOP_TIMEOUT="${KFLOW_KAFKA_STOP_TIMEOUT:-30}"
 
@@ -59,17 +71,56 @@ our_pid() {  # prints the pid of our running broker, or fails
 
 port_open() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
 
+make_certs() {  # a throwaway CA and a broker certificate for localhost / 127.0.0.1 (once)
+  [[ -f "$SSL_DIR/broker-keystore.pem" ]] && return 0
+  command -v openssl >/dev/null || { echo "kafka.sh: openssl is needed for SASL_SSL" >&2; exit 1; }
+  mkdir -p "$SSL_DIR"
+  (
+    cd "$SSL_DIR"
+    openssl req -x509 -newkey rsa:2048 -nodes -keyout ca.key -out ca.crt -days 30 -subj "/CN=kflow-test-ca"
+    openssl req -newkey rsa:2048 -nodes -keyout broker.key -out broker.csr -subj "/CN=localhost"
+    printf 'subjectAltName=DNS:localhost,IP:127.0.0.1\nbasicConstraints=CA:FALSE\nkeyUsage=digitalSignature,keyEncipherment\nextendedKeyUsage=serverAuth,clientAuth\n' >ext.cnf
+    openssl x509 -req -in broker.csr -CA ca.crt -CAkey ca.key -CAcreateserial -out broker.crt -days 30 -extfile ext.cnf
+    cat broker.key broker.crt >broker-keystore.pem  # PEM keystore: key first, then the cert
+  ) >"$SSL_DIR/openssl.out" 2>&1 || { echo "kafka.sh: openssl failed; see $SSL_DIR/openssl.out" >&2; exit 1; }
+  chmod 600 "$SSL_DIR"/*.key "$SSL_DIR/broker-keystore.pem"
+  chmod 755 "$SSL_DIR"  # clients of other users read ca.crt
+  say "made a throwaway CA ($SSL_DIR/ca.crt) and broker certificate"
+}
+
+inter_broker_secret() {  # the broker's own SCRAM user, made once per data dir
+  local f="$SSL_DIR/inter-broker.secret"
+  [[ -s "$f" ]] || (umask 077; head -c 18 /dev/urandom | base64 | tr '+/' '-_' >"$f")
+  cat "$f"
+}
+
 write_props() {
   mkdir -p "$DATA"
   {
     cat "$HERE/kafka/server.properties"
     echo
     echo "# --- written by kafka.sh ---"
-    echo "listeners=PLAINTEXT://127.0.0.1:$PORT,CONTROLLER://127.0.0.1:$CONTROLLER_PORT"
-    echo "advertised.listeners=PLAINTEXT://127.0.0.1:$PORT,CONTROLLER://127.0.0.1:$CONTROLLER_PORT"
+    if [[ "$LISTENER" == SASL_SSL ]]; then
+      echo "listeners=SASL_SSL://127.0.0.1:$PORT,CONTROLLER://127.0.0.1:$CONTROLLER_PORT"
+      echo "advertised.listeners=SASL_SSL://127.0.0.1:$PORT"
+      echo "listener.security.protocol.map=CONTROLLER:PLAINTEXT,SASL_SSL:SASL_SSL"
+      echo "inter.broker.listener.name=SASL_SSL"
+      echo "sasl.enabled.mechanisms=SCRAM-SHA-512"
+      echo "sasl.mechanism.inter.broker.protocol=SCRAM-SHA-512"
+      echo "listener.name.sasl_ssl.scram-sha-512.sasl.jaas.config=org.apache.kafka.common.security.scram.ScramLoginModule required username=\"kflow-broker\" password=\"$(inter_broker_secret)\";"
+      echo "ssl.keystore.type=PEM"
+      echo "ssl.keystore.location=$SSL_DIR/broker-keystore.pem"
+      echo "ssl.truststore.type=PEM"
+      echo "ssl.truststore.location=$SSL_DIR/ca.crt"
+      echo "ssl.client.auth=none"
+    else
+      echo "listeners=PLAINTEXT://127.0.0.1:$PORT,CONTROLLER://127.0.0.1:$CONTROLLER_PORT"
+      echo "advertised.listeners=PLAINTEXT://127.0.0.1:$PORT,CONTROLLER://127.0.0.1:$CONTROLLER_PORT"
+    fi
     echo "controller.quorum.voters=1@127.0.0.1:$CONTROLLER_PORT"
     echo "log.dirs=$DATA"
   } >"$PROPS"
+  chmod 600 "$PROPS"  # holds the inter-broker secret when SASL_SSL
 }
 
 # kafka-run-class.sh's performance options, with a heap sized for tests.
@@ -88,8 +139,20 @@ format_once() {
   while [[ "$cluster_id" == [-_]* ]]; do
     cluster_id="$(head -c 16 /dev/urandom | base64 | tr '+/' '-_' | tr -d '=\n')"
   done
+  local scram=()
+  if [[ "$LISTENER" == SASL_SSL ]]; then
+    scram+=(--add-scram "SCRAM-SHA-512=[name=kflow-broker,password=$(inter_broker_secret)]")
+    local user
+    IFS=',' read -ra users <<<"${KFLOW_KAFKA_SCRAM_USERS:-}"
+    for user in "${users[@]}"; do
+      [[ "$user" == *:* ]] || { echo "kafka.sh: KFLOW_KAFKA_SCRAM_USERS entries are name:password" >&2; exit 2; }
+      scram+=(--add-scram "SCRAM-SHA-512=[name=${user%%:*},password=${user#*:}]")
+    done
+  fi
   say "formatting $DATA (cluster id $cluster_id)"
-  java_cmd kafka.tools.StorageTool format -t "$cluster_id" -c "$PROPS" --ignore-formatted >>"$LOG" 2>&1
+  # format prints the bootstrap metadata, SCRAM salts and keys included: keep it private
+  (umask 077; java_cmd kafka.tools.StorageTool format -t "$cluster_id" -c "$PROPS" --ignore-formatted \
+    "${scram[@]}" >"$DIR/format.out" 2>&1) || { echo "kafka.sh: format failed; see $DIR/format.out" >&2; exit 1; }
 }
 
 up() {
@@ -102,6 +165,7 @@ up() {
     return 0
   fi
   install
+  [[ "$LISTENER" == SASL_SSL ]] && make_certs
   write_props
   [[ -f "$LOG" ]] && mv -f "$LOG" "$LOG.1"
   format_once
@@ -123,7 +187,7 @@ up() {
     sleep 0.5
     waited=$((waited + 1))
   done
-  say "up (pid $(cat "$PIDFILE")) on 127.0.0.1:$PORT; data: $DATA; logs: $LOG"
+  say "up (pid $(cat "$PIDFILE")) on $LISTENER 127.0.0.1:$PORT; data: $DATA; logs: $LOG"
 }
 
 down() {

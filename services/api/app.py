@@ -23,6 +23,7 @@ from kflow.api.problems import install_problem_handlers, problem_response
 from kflow.api.resources import ApiConfig, close_resources, open_resources
 from kflow.api.responses import DocumentResponse
 from kflow.api.server import RequestHeadLimit
+from kflow.observability import tracing
 from kflow.observability.metrics import API_LATENCY, API_REQUESTS
 
 log = logging.getLogger(__name__)
@@ -64,6 +65,9 @@ class CrashMiddleware:
 access_log = logging.getLogger("kflow.api.access")
 PROBE_PATHS = frozenset({"/healthz", "/readyz", "/metrics"})
 """Probed every few seconds: their access lines are logged at debug, not info."""
+
+UNTRACED_PATHS = "/metrics,/healthz,/readyz,/static"
+"""Paths that get no server span (scrapes, probes, console assets): regexes, comma-separated."""
 
 
 class MetricsMiddleware:
@@ -145,4 +149,12 @@ def create_app(config: ApiConfig) -> FastAPI:
     app.include_router(routes_dlq.router)
     app.include_router(routes_batches.router)
     console.install(app)
+    if tracing.on():
+        # A server span per request, continuing the caller's traceparent; commands sent
+        # while it is current carry it on to the workflow (ADR 0037).
+        from opentelemetry.instrumentation.fastapi import FastAPIInstrumentor
+
+        FastAPIInstrumentor.instrument_app(
+            app, tracer_provider=tracing.provider(), excluded_urls=UNTRACED_PATHS
+        )
     return app

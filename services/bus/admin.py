@@ -19,8 +19,10 @@ from confluent_kafka.admin import (  # type: ignore[attr-defined]
     ResourceType,
 )
 
+from kflow.bus.clients import make_admin
 from kflow.bus.errors import BusError
-from kflow.bus.topics import TopicSpec
+from kflow.bus.topics import TopicPolicy, TopicSpec, TopicState, resolve_policy
+from kflow.settings import Settings, get_settings
 
 
 class TopicAdminError(BusError):
@@ -46,12 +48,9 @@ def admin_client(bootstrap: str, timeout_s: float = 10.0, quiet: bool = False) -
 
     ``quiet`` silences librdkafka's own connection errors, for probes whose caller reports.
     """
-    return AdminClient(
-        {
-            "bootstrap.servers": bootstrap,
-            "socket.timeout.ms": int(timeout_s * 1000),
-            "log_level": 0 if quiet else 3,
-        }
+    return make_admin(
+        bootstrap,
+        overrides={"socket.timeout.ms": int(timeout_s * 1000), "log_level": 0 if quiet else 3},
     )
 
 
@@ -64,17 +63,82 @@ def broker_reachable(bootstrap: str, timeout_s: float = 3.0) -> bool:
     return bool(metadata.brokers)
 
 
-def create_topics(bootstrap: str, specs: Sequence[TopicSpec], timeout_s: float = 30.0) -> list[str]:
+def cluster_policy(
+    bootstrap: str, settings: Settings | None = None, timeout_s: float = 10.0
+) -> TopicPolicy:
+    """The topic policy for the cluster at ``bootstrap``: its broker count decides the
+    defaults, ``KFLOW_REPLICATION_FACTOR`` / ``KFLOW_MIN_INSYNC_REPLICAS`` override them."""
+    s = settings or get_settings()
+    try:
+        brokers = len(admin_client(bootstrap, timeout_s).list_topics(timeout=timeout_s).brokers)
+    except KafkaException as e:
+        raise TopicAdminError(f"Kafka at {bootstrap} did not answer: {e.args[0].str()}") from e
+    try:
+        return resolve_policy(brokers, s.replication_factor, s.min_insync_replicas)
+    except ValueError as e:
+        raise TopicAdminError(str(e)) from e
+
+
+def describe_topics(
+    bootstrap: str, names: Iterable[str], timeout_s: float = 10.0
+) -> dict[str, TopicState]:
+    """The existing topics among ``names``: partitions, replicas and configuration."""
+    admin = admin_client(bootstrap, timeout_s)
+    try:
+        metadata = admin.list_topics(timeout=timeout_s).topics
+    except KafkaException as e:
+        raise TopicAdminError(f"Kafka at {bootstrap} did not answer: {e.args[0].str()}") from e
+    found = {n: metadata[n] for n in names if n in metadata and metadata[n].error is None}
+    if not found:
+        return {}
+    futures = admin.describe_configs(
+        [ConfigResource(ResourceType.TOPIC, n) for n in found], request_timeout=timeout_s
+    )
+    configs: dict[str, dict[str, str]] = {}
+    for resource, future in futures.items():
+        try:
+            entries = future.result()
+        except KafkaException as e:
+            raise TopicAdminError(
+                f"could not describe topic {resource.name}: {e.args[0].str()}"
+            ) from e
+        configs[resource.name] = {k: e.value for k, e in entries.items() if e.value is not None}
+    return {
+        name: TopicState(
+            name,
+            len(t.partitions),
+            min((len(p.replicas) for p in t.partitions.values()), default=0),
+            configs.get(name, {}),
+        )
+        for name, t in found.items()
+    }
+
+
+def create_topics(
+    bootstrap: str,
+    specs: Sequence[TopicSpec],
+    timeout_s: float = 30.0,
+    policy: TopicPolicy | None = None,
+) -> list[str]:
     """Create the topics that do not exist yet (one admin request); return the names created.
 
-    Idempotent: for a topic that already exists, the configuration entries of its spec
-    are set again (other entries and the partition count are left as they are).
+    Replicas and ``min.insync.replicas`` follow ``policy`` (:func:`cluster_policy` when
+    not given). Idempotent: for a topic that already exists, the configuration entries of
+    its spec are set again (other entries and the partition count are left as they are).
     """
     if not specs:
         return []
+    policy = policy or cluster_policy(bootstrap, timeout_s=timeout_s)
+    isr = {"min.insync.replicas": str(policy.min_insync_replicas)}
+    specs = [TopicSpec(s.name, s.partitions, {**s.config, **isr}) for s in specs]
     admin = admin_client(bootstrap, timeout_s)
     new = [
-        NewTopic(s.name, num_partitions=s.partitions, replication_factor=1, config=dict(s.config))
+        NewTopic(
+            s.name,
+            num_partitions=s.partitions,
+            replication_factor=policy.replication_factor,
+            config=dict(s.config),
+        )
         for s in specs
     ]
     futures = admin.create_topics(new, operation_timeout=timeout_s, request_timeout=timeout_s)

@@ -24,8 +24,10 @@ from confluent_kafka import KafkaError, KafkaException, Message, Producer
 from kflow.bus.clients import producer_config
 from kflow.bus.contracts import EnvelopeMeta, encode_input
 from kflow.bus.errors import BusError, is_fatal
+from kflow.bus.message import TRACE_HEADER
 from kflow.bus.topics import topic_names
 from kflow.core.inputs import Input
+from kflow.observability import tracing
 from kflow.observability.metrics import CLIENT_FATAL, EVENTS_OUT
 
 log = logging.getLogger(__name__)
@@ -33,6 +35,9 @@ log = logging.getLogger(__name__)
 DELIVERY_TIMEOUT_S = 2.5
 """The API's wait for the broker's ack: a healthy broker acks in milliseconds, an HTTP client
 is better served by a quick 503 with Retry-After than by a request that hangs."""
+
+
+_UNKNOWN_TOPIC = {KafkaError._UNKNOWN_TOPIC, KafkaError.UNKNOWN_TOPIC_OR_PART}
 
 
 class CommandNotDelivered(BusError):
@@ -67,6 +72,9 @@ class CommandPublisher:
                     "socket.connection.setup.timeout.ms": max(1000, timeout_ms),
                     # reconnect within 1 s of the broker coming back (the default: up to 10 s)
                     "reconnect.backoff.max.ms": 1000,
+                    # a topic missing from the metadata fails the record (UNKNOWN_TOPIC) well
+                    # within message.timeout.ms, so the caller learns which topic to create
+                    "topic.metadata.propagation.max.ms": max(1, timeout_ms // 3),
                 },
             ),
             "error_cb": self._on_error,
@@ -162,30 +170,72 @@ class CommandPublisher:
         meta: EnvelopeMeta,
         settle: Callable[[CommandNotDelivered | None], None],
     ) -> None:
-        """Produce ``command``; ``settle`` gets ``None`` once acked, else why not (once)."""
+        """Produce ``command``; ``settle`` gets ``None`` once acked, else why not (once).
+
+        The record carries the caller's trace context (``traceparent`` header): a ``send``
+        span's when kflow tracing is on, else the caller's own current span's, if any.
+        """
         value = encode_input(command, meta)
+        span = self._send_span(command, meta) if tracing.on() else None
+        traceparent = (
+            tracing.traceparent_of(span) if span is not None else tracing.current_traceparent()
+        )
 
         def on_delivery(err: KafkaError | None, _msg: Message) -> None:
+            error: CommandNotDelivered | None = None
             if err is None:
                 self._sent.inc()
-                settle(None)
+            elif err.code() in _UNKNOWN_TOPIC:
+                error = self._missing_topic()
             else:
                 if is_fatal(err):
                     self._broken.set()
-                settle(self._not_delivered(command, err.str()))
+                error = self._not_delivered(command, err.str())
+            _end_span(span, error)
+            settle(error)
 
         try:
             with self._lock:
                 self._producer.produce(
-                    self.topic, key=command.workflow_id, value=value, on_delivery=on_delivery
+                    self.topic,
+                    key=command.workflow_id,
+                    value=value,
+                    headers=[(TRACE_HEADER, traceparent.encode())] if traceparent else None,
+                    on_delivery=on_delivery,
                 )
         except KafkaException as e:  # a fatal producer refuses new records
-            error = e.args[0] if e.args else None
-            if isinstance(error, KafkaError) and is_fatal(error):
+            kafka_error = e.args[0] if e.args else None
+            if isinstance(kafka_error, KafkaError) and is_fatal(kafka_error):
                 self._broken.set()
-            settle(self._not_delivered(command, str(e)))
+            error = self._not_delivered(command, str(e))
+            _end_span(span, error)
+            settle(error)
         except BufferError:
-            settle(self._not_delivered(command, "the producer queue is full"))
+            error = self._not_delivered(command, "the producer queue is full")
+            _end_span(span, error)
+            settle(error)
+
+    def _send_span(self, command: Input, meta: EnvelopeMeta) -> tracing.Span:
+        """A producer span from the caller's context to the broker's ack."""
+        return tracing.tracer().start_span(
+            f"send {type(command).__name__}",
+            kind=tracing.SpanKind.PRODUCER,
+            attributes={
+                "messaging.system": "kafka",
+                "messaging.operation.type": "send",
+                "messaging.destination.name": self.topic,
+                "messaging.kafka.message.key": command.workflow_id,
+                "messaging.message.id": meta.event_id,
+                "kflow.workflow_id": command.workflow_id,
+            },
+        )
+
+    def _missing_topic(self) -> CommandNotDelivered:
+        return CommandNotDelivered(
+            f"topic {self.topic} does not exist at {self._bootstrap}: create the topics with "
+            "`kflow topics create` (or fix KFLOW_TOPIC_PREFIX); kflow never creates them "
+            "implicitly"
+        )
 
     def _not_delivered(self, command: Input, why: str) -> CommandNotDelivered:
         return CommandNotDelivered(
@@ -200,3 +250,11 @@ class CommandPublisher:
         self._producer.flush(timeout_s)
         self._stop.set()
         self._poller.join(2)
+
+
+def _end_span(span: tracing.Span | None, error: Exception | None) -> None:
+    if span is None:
+        return
+    if error is not None:
+        span.set_status(tracing.StatusCode.ERROR, str(error))
+    span.end()

@@ -197,6 +197,23 @@ class TopicReader:
             self._consumer.seek(TopicPartition(self.topic, partition, offset))
         self._at_end.clear()
 
+    def first_records(self, timeout_s: float = 10.0) -> set[int]:
+        """Partitions that have a record between where this reader is and their end now.
+
+        Each partition is read only until its first record or its end, so this is cheap
+        however far behind the end the reader starts. Raises :class:`ReaderError` if some
+        partition gives neither within ``timeout_s``.
+        """
+        self._rearm()
+        found: set[int] = set()
+        deadline = time.monotonic() + timeout_s
+        while len(found | self._at_end) < len(self.partitions):
+            if time.monotonic() >= deadline:
+                behind = sorted(set(self.partitions) - found - self._at_end)
+                raise ReaderError(f"{self.topic} partition(s) {behind} not read in {timeout_s:g}s")
+            found.update(record.partition for record in self.poll(0.1, max_records=100))
+        return found
+
     def follow(self, timeout_s: float | None = None) -> Iterator[RawRecord]:
         """Records as they arrive, for ever (or until ``timeout_s``; then it just stops)."""
         deadline = None if timeout_s is None else time.monotonic() + timeout_s
@@ -238,15 +255,23 @@ def read_latest(
     Waits first until no transaction is open on those partitions, so the result is exactly
     what the last committed transaction left (restores depend on this; see ADR 0021).
     """
+    latest = read_latest_records(bootstrap, topic, partitions, timeout_s)
+    return {p: {k: r.value for k, r in records.items()} for p, records in latest.items()}
+
+
+def read_latest_records(
+    bootstrap: str, topic: str, partitions: Iterable[int], timeout_s: float = 60.0
+) -> dict[int, dict[str, RawRecord]]:
+    """:func:`read_latest` with each key's whole latest record (headers included)."""
     wanted = sorted(set(partitions))
-    latest: dict[int, dict[str, bytes | None]] = {p: {} for p in wanted}
+    latest: dict[int, dict[str, RawRecord]] = {p: {} for p in wanted}
     if not wanted:
         return latest
     _wait_until_stable(bootstrap, topic, wanted, timeout_s)
     with TopicReader(bootstrap, topic, partitions=wanted) as reader:
         for record in reader.read_to_end(timeout_s):
             if record.key is not None:
-                latest[record.partition][record.key] = record.value
+                latest[record.partition][record.key] = record
     return latest
 
 

@@ -10,6 +10,7 @@ import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
+from typing import Literal
 
 # Every topic's max.message.bytes; defined with the other limits (ADR 0027).
 from kflow.core.limits import MAX_RECORD_BYTES as MAX_RECORD_BYTES
@@ -181,3 +182,108 @@ def topic_specs(
             seen.add(queue)
             specs.append(TopicSpec(names.tasks(queue), partitions, _BASE))
     return specs
+
+
+@dataclass(frozen=True)
+class TopicPolicy:
+    """Replication of every kflow topic: replicas and ``min.insync.replicas``."""
+
+    replication_factor: int
+    min_insync_replicas: int
+
+
+def resolve_policy(
+    brokers: int, replication_factor: int | None = None, min_insync_replicas: int | None = None
+) -> TopicPolicy:
+    """The policy for a cluster of ``brokers`` (ADR 0006).
+
+    Defaults: 3 replicas and ``min.insync.replicas`` 2 with at least three brokers, so one
+    broker can be down without refusing or losing an acknowledged write; otherwise one
+    replica per broker. Raises ``ValueError`` naming the variable when an override cannot work.
+    """
+    if brokers < 1:
+        raise ValueError("the cluster reported no brokers")
+    rf = replication_factor or min(3, brokers)
+    if rf > brokers:
+        raise ValueError(
+            f"KFLOW_REPLICATION_FACTOR={rf} but the cluster has {brokers} broker(s): "
+            f"set it to {brokers} or less"
+        )
+    isr = min_insync_replicas or max(1, rf - 1)
+    if isr > rf:
+        raise ValueError(
+            f"KFLOW_MIN_INSYNC_REPLICAS={isr} is above the replication factor {rf}: "
+            "every write would fail; set it to at most the replication factor"
+        )
+    return TopicPolicy(rf, isr)
+
+
+@dataclass(frozen=True)
+class TopicState:
+    """An existing topic as the cluster describes it."""
+
+    name: str
+    partitions: int
+    replication_factor: int
+    config: Mapping[str, str]
+
+
+@dataclass(frozen=True)
+class TopicProblem:
+    """An existing topic that differs from its spec; ``text`` says what and the fix."""
+
+    topic: str
+    kind: Literal["partitions", "cleanup", "replication"]
+    text: str
+
+    def __str__(self) -> str:
+        return self.text
+
+
+def topic_problems(
+    specs: Iterable[TopicSpec], existing: Mapping[str, TopicState], policy: TopicPolicy | None
+) -> list[TopicProblem]:
+    """One problem per difference between an existing topic and its spec.
+
+    Topics missing from ``existing`` are not problems (``kflow topics create`` makes them).
+    """
+    problems: list[TopicProblem] = []
+    for spec in specs:
+        state = existing.get(spec.name)
+        if state is None:
+            continue
+        if state.partitions != spec.partitions:
+            problems.append(
+                TopicProblem(
+                    spec.name,
+                    "partitions",
+                    f"{spec.name} has {state.partitions} partition(s), kflow expects "
+                    f"{spec.partitions}: co-partitioned topics must all have the same count. "
+                    f"Fix: set KFLOW_PARTITIONS={state.partitions} if the other topics have "
+                    f"{state.partitions} too, else delete {spec.name} (when it holds nothing you "
+                    "need) and run `kflow topics create`",
+                )
+            )
+        wanted_policy = spec.config.get("cleanup.policy", "delete")
+        have_policy = state.config.get("cleanup.policy", "delete")
+        if sorted(wanted_policy.split(",")) != sorted(have_policy.split(",")):
+            problems.append(
+                TopicProblem(
+                    spec.name,
+                    "cleanup",
+                    f"{spec.name} has cleanup.policy={have_policy}, kflow expects {wanted_policy}. "
+                    "Fix: run `kflow topics create`, which sets it",
+                )
+            )
+        if policy is not None and state.replication_factor < policy.replication_factor:
+            problems.append(
+                TopicProblem(
+                    spec.name,
+                    "replication",
+                    f"{spec.name} has replication factor {state.replication_factor}, the topic "
+                    f"policy is {policy.replication_factor}. Fix: raise it with "
+                    "kafka-reassign-partitions.sh, or set "
+                    f"KFLOW_REPLICATION_FACTOR={state.replication_factor} to accept it",
+                )
+            )
+    return problems

@@ -75,7 +75,18 @@ def api_cmd(
     log_format: LogFormatOption = None,
 ) -> None:
     """Run the read-model HTTP API (JSON, SSE, /metrics, /healthz, /readyz on its port)."""
+    from kflow.bus.errors import BusError
+    from kflow.bus.layout import check_layout
+    from kflow.bus.topics import topic_names
+
     configure_cli_logging(log_level, log_format)
+    s = get_settings()
+    names = topic_names(s.topic_prefix)
+    try:
+        check_layout(s.kafka_bootstrap, s.topic_prefix, [names.commands, names.events])
+    except BusError as e:
+        typer.echo(f"error: {e}", err=True)
+        raise typer.Exit(1) from e
     serve_api(host, port)
 
 
@@ -96,13 +107,18 @@ def projector_cmd(
     log_format: LogFormatOption = None,
 ) -> None:
     """Project the event log into PostgreSQL or Redis until interrupted."""
+    from kflow.bus.errors import BusError
     from kflow.projections.service import run_projector, run_projector_processes
 
     configure_cli_logging(log_level, log_format)
     if processes > 1:
         raise typer.Exit(run_projector_processes(target.value, processes))
     start_health_server(metrics_port, metrics_host, f"projector-{target.value}")
-    exit_on_fatal(lambda: run_projector(target.value))
+    try:
+        exit_on_fatal(lambda: run_projector(target.value))
+    except BusError as e:
+        typer.echo(f"error: {e}", err=True)
+        raise typer.Exit(1) from e
 
 
 def register_run(run_app: typer.Typer) -> None:

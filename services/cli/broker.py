@@ -4,18 +4,17 @@ from __future__ import annotations
 
 import typer
 
-from kflow.bus.admin import broker_reachable
-from kflow.settings import Settings, get_settings
+from kflow.bus.probe import KafkaConnectError, check_connection
+from kflow.settings import Settings, SettingsError, get_settings
 
 
 def require_broker(timeout_s: float = 3.0) -> Settings:
-    """The settings, after checking Kafka answers within ``timeout_s``; else exit 1 with a hint."""
+    """The settings, after checking Kafka answers within ``timeout_s``; else exit 1 with
+    one line naming the cause (unreachable, bad credentials, untrusted CA, wrong protocol)."""
     settings = get_settings()
-    if not broker_reachable(settings.kafka_bootstrap, timeout_s=timeout_s):
-        typer.echo(
-            f"error: Kafka is not reachable at {settings.kafka_bootstrap}; "
-            "start it with `kflow dev up` or set KFLOW_KAFKA_BOOTSTRAP",
-            err=True,
-        )
-        raise typer.Exit(1)
+    try:
+        check_connection(settings.kafka_bootstrap, settings, timeout_s=timeout_s)
+    except (KafkaConnectError, SettingsError) as e:
+        typer.echo(f"error: {e}", err=True)
+        raise typer.Exit(1) from None
     return settings

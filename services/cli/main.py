@@ -45,13 +45,14 @@ def _register() -> None:
     definitions.register(app)
     run.register(app)
     workflows.register(app)
-    from kflow.cli import api, apikey, audit, db, lag, projections
+    from kflow.cli import api, apikey, audit, db, lag, projections, status
 
     db.register(app)
     projections.register(app)
     audit.register(app)
     apikey.register(app)
     lag.register(app)
+    status.register(app)
     api.register_run(run.run_app)
     from kflow.cli import outbox
 

@@ -14,7 +14,9 @@ from typing import Annotated
 
 import typer
 
+from kflow.bus.admin import TopicAdminError, create_topics
 from kflow.bus.errors import BusError, FatalClientError
+from kflow.bus.topics import TopicSpec, topic_names
 from kflow.cli.broker import require_broker
 from kflow.cli.definitions import publish
 from kflow.core.definition import load_definition
@@ -22,11 +24,28 @@ from kflow.examples import Example, example_names, find_example
 from kflow.observability.health import HEALTH, STARTUP, serve_health
 from kflow.observability.lag import LagRefresher
 from kflow.observability.logging import configure_logging, default_format
+from kflow.observability.queues import QueueWatch
 from kflow.processor.registry import NodeRegistryError, load_node_modules, registry
-from kflow.registry.topic import RegistryError
+from kflow.registry.topic import DefinitionFollower, RegistryError
 from kflow.settings import Settings
 
 run_app = typer.Typer(help="Run kflow services in the foreground.", no_args_is_help=True)
+
+
+@run_app.callback()
+def _tracing(ctx: typer.Context) -> None:
+    """Every service traces when the standard OTEL_* variables name an exporter (ADR 0037)."""
+    from kflow.observability.tracing import TracingConfigError, configure_from_env
+
+    role = ctx.invoked_subcommand
+    if role is None or role == "all":  # `run all` only starts the services, each traces itself
+        return
+    try:
+        configure_from_env(role)
+    except TracingConfigError as e:
+        typer.echo(f"error: {e}", err=True)
+        raise typer.Exit(2) from e
+
 
 NodesOption = Annotated[
     list[str] | None,
@@ -205,6 +224,8 @@ def orchestrator(
         typer.echo(f"error: {e}", err=True)
         raise typer.Exit(1) from e
     _started(metrics_port, settings, f"{settings.topic_prefix}.orchestrator")
+    # tasks waiting on a queue no processor consumes: a warning and kflow_queue_unserved
+    QueueWatch(settings.kafka_bootstrap, settings.topic_prefix).start()
     _on_stop_signals(service)
     _run_service(service, profile)
 
@@ -251,6 +272,9 @@ def processor(
     except (NodeRegistryError, ValueError) as e:
         typer.echo(f"error: {e}", err=True)
         raise typer.Exit(2) from e
+    except BusError as e:
+        typer.echo(f"error: {e}", err=True)
+        raise typer.Exit(1) from e
     logging.getLogger(__name__).info("queue %s, node types: %s", queue, ", ".join(names))
     _started(metrics_port, settings, service.config.group_id)
     _on_stop_signals(service)
@@ -265,7 +289,12 @@ def service_command(*args: str) -> list[str]:
 @run_app.command("all")
 def run_all(
     queue: Annotated[
-        list[str] | None, typer.Option("--queue", help="queue to run a processor for (repeatable)")
+        list[str] | None,
+        typer.Option(
+            "--queue",
+            help="queue to run a processor for (repeatable) [default: default and every queue "
+            "of the applied definitions]",
+        ),
     ] = None,
     nodes: NodesOption = None,
     example: ExampleOption = None,
@@ -287,6 +316,9 @@ def run_all(
 ) -> None:
     """Start orchestrator(s) and one processor per queue as subprocesses; Ctrl-C stops them all.
 
+    Without --queue it serves `default` and every queue the applied definitions use (a node's
+    queue is its `queue`, else its type); every processor runs the built-in nodes.
+
     Example: kflow run all --queue default --nodes kflow.examples.docpipe.nodes --metrics-port 9101
 
     Example: kflow run all --example docpipe
@@ -299,6 +331,18 @@ def run_all(
         publish(settings, definition, actor="kflow run all")
         modules.append(bundled.nodes_module)
         queues += [q for q in definition.task_queues if q not in queues]
+    needed = _applied_queues(settings)
+    if queue is None:
+        queues += [q for q in ("default", *needed) if q not in queues]
+    else:
+        for q in needed:
+            if q not in queues:
+                typer.echo(
+                    f"warning: queue {q!r} of the applied definitions is not served "
+                    f"(add --queue {q}, or leave out --queue to serve them all)",
+                    err=True,
+                )
+    _create_task_topics(settings, queues)
     shared = ["--log-level", log_level, "--log-format", log_format or default_format(sys.stderr)]
     if metrics_host is not None:
         shared += ["--metrics-host", metrics_host]
@@ -314,7 +358,7 @@ def run_all(
         for i in range(orchestrators)
     ]
     node_args = [arg for module in modules for arg in ("--nodes", module)]
-    for q in queues or ["default"]:
+    for q in queues:
         commands.append(
             service_command(
                 "run",
@@ -330,8 +374,8 @@ def run_all(
         )
     children = [subprocess.Popen(cmd, env=os.environ.copy()) for cmd in commands]
     typer.echo(
-        f"started {len(children)} processes (pids {' '.join(str(c.pid) for c in children)}); "
-        "Ctrl-C stops them"
+        f"started {len(children)} processes (pids {' '.join(str(c.pid) for c in children)}) "
+        f"serving queues {', '.join(queues)}; Ctrl-C stops them"
     )
     stopping = False
 
@@ -350,6 +394,31 @@ def run_all(
     if failed and not stopping:
         typer.echo(f"error: a service exited with code {failed[0].returncode}", err=True)
         raise typer.Exit(1)
+
+
+def _create_task_topics(settings: Settings, queues: list[str]) -> None:
+    """The served queues' task topics, so processors subscribe to topics that exist."""
+    names = topic_names(settings.topic_prefix)
+    specs = [TopicSpec(names.tasks(q), settings.partitions) for q in queues]
+    try:
+        create_topics(settings.kafka_bootstrap, specs)
+    except (TopicAdminError, ValueError) as e:
+        typer.echo(f"error: cannot create the task topics of {', '.join(queues)}: {e}", err=True)
+        raise typer.Exit(1) from e
+
+
+def _applied_queues(settings: Settings) -> list[str]:
+    """Every task queue a registered definition (any version) sends steps to, sorted."""
+    try:
+        follower = DefinitionFollower(settings.kafka_bootstrap, settings.topic_prefix)
+        try:
+            follower.catch_up()
+        finally:
+            follower.close()
+    except RegistryError as e:
+        typer.echo(f"error: {e}", err=True)
+        raise typer.Exit(1) from e
+    return sorted({q for d in follower.store.all() for q in d.task_queues})
 
 
 def _find_example(name: str) -> Example:

@@ -8,8 +8,15 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from kflow.bus.admin import TopicAdminError, create_topics, list_topics
-from kflow.bus.topics import BUILTIN_QUEUES, topic_specs, validate_prefix
+from kflow.bus.admin import (
+    TopicAdminError,
+    cluster_policy,
+    create_topics,
+    describe_topics,
+    list_topics,
+)
+from kflow.bus.topics import BUILTIN_QUEUES, topic_problems, topic_specs, validate_prefix
+from kflow.cli.broker import require_broker
 from kflow.settings import get_settings
 
 topics_app = typer.Typer(help="Create and inspect kflow topics.", no_args_is_help=True)
@@ -40,7 +47,12 @@ def create(
         typer.Option("--queue", help="node queue to make a task topic for (repeatable)"),
     ] = None,
 ) -> None:
-    """Create every kflow topic that does not exist yet (existing ones are left unchanged)."""
+    """Create every kflow topic that does not exist yet; check the ones that do.
+
+    Prints what it will create (partitions, replicas, min.insync.replicas, cleanup policy).
+    An existing topic with another partition count or fewer replicas is reported by name
+    with the fix, and nothing is created (exit 1); a wrong cleanup policy is set right.
+    """
     settings = get_settings()
     try:
         specs = topic_specs(
@@ -51,11 +63,38 @@ def create(
         )
     except ValueError as e:
         raise typer.BadParameter(str(e), param_hint="--queue") from e
+    require_broker(timeout_s=10.0)
+    bootstrap = settings.kafka_bootstrap
     try:
-        created = set(create_topics(settings.kafka_bootstrap, specs))
+        policy = cluster_policy(bootstrap, settings)
+        existing = describe_topics(bootstrap, [s.name for s in specs])
+        problems = topic_problems(specs, existing, policy)
+        blocking = [p for p in problems if p.kind != "cleanup"]
+        if blocking:
+            for problem in blocking:
+                typer.echo(f"error: {problem}", err=True)
+            typer.echo(
+                f"error: {len(blocking)} existing topic(s) do not fit; nothing was created",
+                err=True,
+            )
+            raise typer.Exit(1)
+        typer.echo(
+            f"topics at {bootstrap}: replication factor {policy.replication_factor}, "
+            f"min.insync.replicas {policy.min_insync_replicas}"
+        )
+        for spec in specs:
+            if spec.name not in existing:
+                cleanup = spec.config.get("cleanup.policy", "delete")
+                typer.echo(
+                    f"will create {spec.name} ({spec.partitions} partitions, "
+                    f"cleanup.policy={cleanup})"
+                )
+        created = set(create_topics(bootstrap, specs, policy=policy))
     except TopicAdminError as e:
         typer.echo(f"error: {e}", err=True)
         raise typer.Exit(1) from e
+    for problem in problems:
+        typer.echo(f"fixed    {problem.text.split('. Fix:')[0]}")
     for spec in specs:
         state = "created" if spec.name in created else "exists"
         typer.echo(f"{state:8} {spec.name} ({spec.partitions} partitions)")
@@ -64,7 +103,7 @@ def create(
 @topics_app.command("list")
 def list_(prefix: PrefixOption = None) -> None:
     """List the topics under the prefix with partition count and end offsets."""
-    settings = get_settings()
+    settings = require_broker(timeout_s=10.0)
     try:
         infos = list_topics(settings.kafka_bootstrap, f"{_prefix(prefix)}.")
     except TopicAdminError as e:

@@ -1,4 +1,10 @@
-"""``kflow start|signal|pause|resume|cancel|events``: drive and inspect one workflow."""
+"""``kflow start|signal|pause|resume|cancel|events``: drive and inspect one workflow.
+
+Commands wait (``--timeout``, bounded) for the orchestrator's answer and print success only
+when it applied the command. Exit codes: 0 applied, 1 rejected (the reason is printed) or
+another error, 2 bad usage, 3 no answer in time (the command is delivered and applies once an
+orchestrator reads it). ``--no-wait`` returns once Kafka has the command.
+"""
 
 from __future__ import annotations
 
@@ -14,14 +20,23 @@ from rich.table import Table
 
 from kflow.bus.topics import topic_names
 from kflow.cli.broker import require_broker
-from kflow.client import Client, WorkflowHandle
+from kflow.client import Client, CommandRejected, WaitTimeout, WorkflowHandle
 from kflow.core.errors import KflowError
-from kflow.core.events import Event, StepEvent, WorkflowCompleted, event_to_dict
+from kflow.core.events import (
+    DuplicateStartIgnored,
+    Event,
+    StepEvent,
+    WorkflowCompleted,
+    WorkflowRejected,
+    event_to_dict,
+)
 from kflow.core.jsondoc import dumps
 from kflow.settings import get_settings
 
 _SKIP_FIELDS = {"type", "workflow_id", "seq", "at", "step_key", "attempt", "cause", "definition"}
 T = TypeVar("T")
+ANSWER_TIMEOUT_S = 10.0
+EXIT_NO_ANSWER = 3
 
 
 def _json(text: str | None, option: str) -> Any:
@@ -53,7 +68,56 @@ def _send(workflow_id: str, actor: str | None, send: Callable[[WorkflowHandle], 
         return send(client.get_handle(workflow_id))
 
 
+def _answer(what: str, timeout: float, wait: Callable[[], T]) -> T:
+    """``wait()`` for the orchestrator's answer with a spinner; no answer exits 3, a
+    rejection exits 1 with its reason."""
+    try:
+        with Console(stderr=True).status(f"waiting for the orchestrator's answer to {what}"):
+            return wait()
+    except WaitTimeout as e:
+        typer.echo(
+            f"error: no answer from the orchestrator within {timeout:g} s to {what}; it is "
+            "delivered and applies once an orchestrator reads it (is `kflow run orchestrator` "
+            "running?)",
+            err=True,
+        )
+        raise typer.Exit(EXIT_NO_ANSWER) from e
+    except CommandRejected as e:
+        typer.echo(f"error: {what} rejected ({e.code}): {e.reason}", err=True)
+        raise typer.Exit(1) from e
+
+
+def _command(
+    workflow_id: str,
+    actor: str | None,
+    what: str,
+    done: str,
+    send: Callable[[WorkflowHandle, float | None], object],
+    no_wait: bool,
+    timeout: float,
+) -> None:
+    """Send one command to ``workflow_id``; print the line ``done`` only once it was applied."""
+    with _client(actor) as client:
+        handle = client.get_handle(workflow_id)
+        if no_wait:
+            send(handle, None)
+            typer.echo(f"{what} sent for {workflow_id} (not waiting for the answer)")
+            return
+        _answer(f"{what} of {workflow_id}", timeout, lambda: send(handle, timeout))
+    typer.echo(done)
+
+
 ActorOption = Annotated[str | None, typer.Option(help="who asks (recorded in the envelope)")]
+NoWaitOption = Annotated[
+    bool,
+    typer.Option("--no-wait", help="return once Kafka has the command; do not wait for the answer"),
+]
+TimeoutOption = Annotated[
+    float,
+    typer.Option(
+        "--timeout", min=0.1, help="seconds to wait for the orchestrator's answer (exit 3 after)"
+    ),
+]
 
 
 def start(
@@ -64,16 +128,36 @@ def start(
     ] = None,
     version: Annotated[int, typer.Option(min=0, help="definition version; 0 = latest")] = 0,
     wait: Annotated[bool, typer.Option("--wait", help="follow progress until it ends")] = False,
+    no_wait: NoWaitOption = False,
+    timeout: TimeoutOption = ANSWER_TIMEOUT_S,
     actor: ActorOption = "cli",
 ) -> None:
-    """Start a workflow (publishes StartWorkflow to the commands topic).
+    """Start a workflow (publishes StartWorkflow to the commands topic) and report whether
+    the orchestrator started it.
 
     Example: kflow start docpipe --input '{"doc_id": "d-1"}' --id doc-1 --wait
     """
+    if wait and no_wait:
+        typer.echo(
+            "error: --wait follows the workflow, --no-wait does not wait: pick one", err=True
+        )
+        raise typer.Exit(2)
     value = _json(input, "--input")
     with _client(actor) as client:
         handle = client.start(name, value, id=workflow_id, version=version)
-        typer.echo(f"started {handle.workflow_id}")
+        wid = handle.workflow_id
+        if no_wait:
+            typer.echo(f"start sent for {wid} (not waiting for the answer)")
+            return
+        answer = _answer(f"start of {wid}", timeout, lambda: handle.answer(timeout))
+        if isinstance(answer, WorkflowRejected):
+            typer.echo(f"error: {wid} was not started ({answer.code}): {answer.reason}", err=True)
+            if not wait:
+                raise typer.Exit(1)
+        elif isinstance(answer, DuplicateStartIgnored):
+            typer.echo(f"{wid} already exists: not started again (duplicate start ignored)")
+        else:
+            typer.echo(f"started {wid}")
         if wait:
             code = _follow(handle)
             raise typer.Exit(code)
@@ -111,6 +195,8 @@ def signal(
     payload: Annotated[
         str, typer.Option(help='JSON payload, e.g. {"approved": true}')
     ] = '{"approved": true}',
+    no_wait: NoWaitOption = False,
+    timeout: TimeoutOption = ANSWER_TIMEOUT_S,
     actor: ActorOption = "cli",
 ) -> None:
     """Send a signal to a waiting step (approval, or a step awaiting review).
@@ -118,46 +204,80 @@ def signal(
     Example: kflow signal doc-1 review --payload '{"approved": true}'
     """
     value = _json(payload, "--payload")
-    _send(workflow_id, actor, lambda handle: handle.signal(name, value))
-    typer.echo(f"signalled {workflow_id}/{name}")
+    _command(
+        workflow_id,
+        actor,
+        f"signal {name}",
+        f"signalled {workflow_id}/{name}",
+        lambda handle, wait: handle.signal(name, value, wait=wait),
+        no_wait,
+        timeout,
+    )
 
 
 def pause(
     workflow_id: Annotated[str, typer.Argument(help="workflow id")],
     reason: Annotated[str, typer.Option(help="why (recorded)")] = "",
+    no_wait: NoWaitOption = False,
+    timeout: TimeoutOption = ANSWER_TIMEOUT_S,
     actor: ActorOption = "cli",
 ) -> None:
     """Pause a workflow: no new steps are scheduled until it is resumed.
 
     Example: kflow pause doc-1 --reason "waiting for the vendor"
     """
-    _send(workflow_id, actor, lambda handle: handle.pause(reason))
-    typer.echo(f"pause requested for {workflow_id}")
+    _command(
+        workflow_id,
+        actor,
+        "pause",
+        f"paused {workflow_id}",
+        lambda handle, wait: handle.pause(reason, wait=wait),
+        no_wait,
+        timeout,
+    )
 
 
 def resume(
     workflow_id: Annotated[str, typer.Argument(help="workflow id")],
+    no_wait: NoWaitOption = False,
+    timeout: TimeoutOption = ANSWER_TIMEOUT_S,
     actor: ActorOption = "cli",
 ) -> None:
     """Resume a paused workflow.
 
     Example: kflow resume doc-1
     """
-    _send(workflow_id, actor, lambda handle: handle.resume())
-    typer.echo(f"resume requested for {workflow_id}")
+    _command(
+        workflow_id,
+        actor,
+        "resume",
+        f"resumed {workflow_id}",
+        lambda handle, wait: handle.resume(wait=wait),
+        no_wait,
+        timeout,
+    )
 
 
 def cancel(
     workflow_id: Annotated[str, typer.Argument(help="workflow id")],
     reason: Annotated[str, typer.Option(help="why (recorded)")] = "",
+    no_wait: NoWaitOption = False,
+    timeout: TimeoutOption = ANSWER_TIMEOUT_S,
     actor: ActorOption = "cli",
 ) -> None:
     """Cancel a workflow; running steps are marked cancelled.
 
     Example: kflow cancel doc-1 --reason "duplicate upload"
     """
-    _send(workflow_id, actor, lambda handle: handle.cancel(reason))
-    typer.echo(f"cancel requested for {workflow_id}")
+    _command(
+        workflow_id,
+        actor,
+        "cancel",
+        f"cancelled {workflow_id}",
+        lambda handle, wait: handle.cancel(reason, wait=wait),
+        no_wait,
+        timeout,
+    )
 
 
 def events(

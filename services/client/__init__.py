@@ -4,7 +4,7 @@
 from kflow.client.client import AsyncClient, Client
 from kflow.client.errors import (
     ClientClosed,
-    CommandRefused,
+    CommandRejected,
     WaitTimeout,
     WorkflowCancelled,
     WorkflowError,
@@ -18,7 +18,7 @@ __all__ = [
     "AsyncWorkflowHandle",
     "Client",
     "ClientClosed",
-    "CommandRefused",
+    "CommandRejected",
     "WaitTimeout",
     "WorkflowCancelled",
     "WorkflowError",

@@ -44,12 +44,14 @@ class WorkflowRejected(WorkflowError):
         self.reason = reason
 
 
-class CommandRefused(WorkflowError):
-    """The orchestrator refused the command the handle followed (e.g. a RetryWorkflow for a
-    run that did not fail: ``code`` ``not_retryable``); ``reason`` says why."""
+class CommandRejected(WorkflowError):
+    """The orchestrator refused a command (pause, resume, cancel, signal): ``command`` is its
+    type, ``code`` and ``reason`` say why (e.g. ``workflow_finished``: it already ended)."""
 
     def __init__(self, workflow_id: str, command: str, code: str, reason: str) -> None:
-        super().__init__(workflow_id, f"{command} for {workflow_id} was refused ({code}): {reason}")
+        super().__init__(
+            workflow_id, f"{command} of workflow {workflow_id} was rejected ({code}): {reason}"
+        )
         self.command = command
         self.code = code
         self.reason = reason

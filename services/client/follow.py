@@ -23,6 +23,7 @@ waits for its next end.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from typing import Protocol
 
 from kflow.core.events import (
     FINAL_TYPES,
@@ -80,6 +81,45 @@ class Logged:
         return self._event
 
 
+class Followed(Protocol):
+    """What the watcher hands a workflow id's events to (:class:`Follower`, :class:`Answer`)."""
+
+    workflow_id: str
+    needs_history: bool
+
+    @property
+    def done(self) -> bool: ...
+
+    def live(self, logged: Logged) -> bool: ...
+
+
+class Answer:
+    """The orchestrator's answer to one command: the first event it caused (``event``).
+
+    Every event the orchestrator writes for a command carries the command's event id as its
+    causation id; the first is the applied change (``WorkflowPaused`` ...) or the refusal
+    (``InputRejected``). Only events after subscribing are seen: subscribe before sending.
+    """
+
+    def __init__(self, workflow_id: str, command_id: str) -> None:
+        self.workflow_id = workflow_id
+        self.command_id = command_id
+        self.needs_history = False
+        self.event: Logged | None = None
+
+    @property
+    def done(self) -> bool:
+        """The answer arrived."""
+        return self.event is not None
+
+    def live(self, logged: Logged) -> bool:
+        """Take ``logged`` if it is the answer; True when it was."""
+        if self.event is None and logged.causation_id == self.command_id:
+            self.event = logged
+            return True
+        return False
+
+
 class Follower:
     """The run of one handle: its events so far (``run``) and its final event (``final``)."""
 
@@ -88,6 +128,9 @@ class Follower:
         self.command_id = command_id
         self.run: list[Logged] = []
         self.final: Logged | None = None
+        self.answer: Logged | None = None
+        """The orchestrator's answer to the handle's start (its causation id is
+        ``command_id``): WorkflowStarted, WorkflowRejected or DuplicateStartIgnored."""
         self.needs_history = command_id is None
         """True while the history must be read before the run can be told."""
         self._history_applied = False
@@ -172,6 +215,7 @@ class Follower:
         )
         if answer is None:
             return None
+        self.answer = seen[answer]
         if seen[answer].type == REFUSED:
             return [seen[answer]]
         if seen[answer].type != DUPLICATE:

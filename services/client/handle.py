@@ -3,15 +3,17 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import threading
 import weakref
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
 from kflow.client.core import ClientCore
-from kflow.client.follow import Follower
-from kflow.client.tracker import Ready, Step, Tracker, deadline_of, outcome, remaining
+from kflow.client.follow import Answer, Follower
+from kflow.client.tracker import Ready, Step, Tracker, answered, deadline_of, outcome, remaining
 from kflow.client.watcher import LoopWake
+from kflow.core.errors import KflowError
 from kflow.core.events import Event
 from kflow.core.inputs import (
     CancelWorkflow,
@@ -35,6 +37,10 @@ def _history_read(follower: Follower) -> bool:
     return not follower.needs_history
 
 
+def _answered(follower: Follower) -> bool:
+    return follower.answer is not None or follower.done
+
+
 class _Base:
     def __init__(self, core: ClientCore, tracker: Tracker) -> None:
         self._core = core
@@ -47,6 +53,14 @@ class _Base:
 
     def _signal(self, name: str, payload: Any) -> Input:
         return SignalWorkflow(workflow_id=self.workflow_id, name=name, payload=payload)
+
+    def _start_answer(self) -> Event:
+        follower = self._tracker.follower
+        if follower.command_id is None:
+            raise KflowError("only a handle from start() has an answer to wait for")
+        answer = follower.answer or follower.final
+        assert answer is not None  # the wait for it returned
+        return answer.event
 
 
 class WorkflowHandle(_Base):
@@ -66,6 +80,15 @@ class WorkflowHandle(_Base):
         self._wait(_ended, deadline_of(timeout), final_only=True, what=("no end", timeout))
         return outcome(self._tracker.final())
 
+    def answer(self, timeout: float | None = None) -> Event:
+        """The orchestrator's answer to this handle's start (a handle from ``start()`` only):
+        ``WorkflowStarted``, ``DuplicateStartIgnored`` (the id exists) or ``WorkflowRejected``
+        (returned, not raised). ``WaitTimeout`` after ``timeout`` s."""
+        if self._tracker.follower.command_id is None:
+            return self._start_answer()  # raises
+        self._wait(_answered, deadline_of(timeout), final_only=False, what=("no answer", timeout))
+        return self._start_answer()
+
     def events(self, *, follow: bool = True, timeout: float | None = None) -> Iterator[Event]:
         """The workflow's events in log order, from its first (``WorkflowStarted``).
 
@@ -84,32 +107,57 @@ class WorkflowHandle(_Base):
             if done or not follow:
                 return
 
-    def signal(self, name: str, payload: Any = None) -> None:
-        """Send a signal to the waiting step ``name`` (e.g. ``{"approved": True}``)."""
-        self._send(self._signal(name, payload))
+    def signal(
+        self,
+        name: str,
+        payload: Any = None,
+        *,
+        wait: float | None = None,
+        idempotency_key: str | None = None,
+    ) -> Event | None:
+        """Send a signal to the waiting step ``name`` (e.g. ``{"approved": True}``).
 
-    def pause(self, reason: str = "") -> None:
-        """Ask the orchestrator to schedule no new steps until :meth:`resume`."""
-        self._send(PauseWorkflow(workflow_id=self.workflow_id, reason=reason))
+        Every command returns once Kafka has it. With ``wait`` (seconds) it also waits for
+        the orchestrator's answer: the event that applied it (``WorkflowSignalled`` ...) is
+        returned, a refusal raises :class:`~kflow.client.errors.CommandRejected` (code and
+        reason), no answer in time ``WaitTimeout``. A command repeating the
+        ``idempotency_key`` of one the workflow applied is not applied again; its answer is
+        an ``InputRejected`` notice with code ``duplicate_command`` (returned; ADR 0018).
+        """
+        return self._send(self._signal(name, payload), wait, idempotency_key)
 
-    def resume(self) -> None:
-        """Resume a paused workflow."""
-        self._send(ResumeWorkflow(workflow_id=self.workflow_id))
+    def pause(
+        self, reason: str = "", *, wait: float | None = None, idempotency_key: str | None = None
+    ) -> Event | None:
+        """Ask the orchestrator to schedule no new steps until :meth:`resume` (``wait`` and
+        ``idempotency_key``: see :meth:`signal`)."""
+        command = PauseWorkflow(workflow_id=self.workflow_id, reason=reason)
+        return self._send(command, wait, idempotency_key)
 
-    def cancel(self, reason: str = "") -> None:
-        """Cancel the workflow (running steps are marked cancelled)."""
-        self._send(CancelWorkflow(workflow_id=self.workflow_id, reason=reason))
+    def resume(
+        self, *, wait: float | None = None, idempotency_key: str | None = None
+    ) -> Event | None:
+        """Resume a paused workflow (``wait`` and ``idempotency_key``: see :meth:`signal`)."""
+        return self._send(ResumeWorkflow(workflow_id=self.workflow_id), wait, idempotency_key)
 
-    def retry(self, reason: str = "") -> WorkflowHandle:
+    def cancel(
+        self, reason: str = "", *, wait: float | None = None, idempotency_key: str | None = None
+    ) -> Event | None:
+        """Cancel the workflow; running steps are marked cancelled (``wait`` and
+        ``idempotency_key``: see :meth:`signal`)."""
+        command = CancelWorkflow(workflow_id=self.workflow_id, reason=reason)
+        return self._send(command, wait, idempotency_key)
+
+    def retry(self, reason: str = "", *, idempotency_key: str | None = None) -> WorkflowHandle:
         """Reopen the run if it failed or was cancelled (ADR 0082): its failed and cancelled
         steps run again as their next attempt, completed steps keep their results.
 
         Returns a handle on the reopened run: its ``result()`` waits for the run's next end,
-        or raises :class:`~kflow.client.errors.CommandRefused` if the orchestrator refused
+        or raises :class:`~kflow.client.errors.CommandRejected` if the orchestrator refused
         the retry (e.g. ``not_retryable``: the run did not fail; ``retry_window_passed``).
         """
         command = RetryWorkflow(workflow_id=self.workflow_id, reason=reason)
-        meta = self._core.meta(command)
+        meta = self._core.meta(command, idempotency_key)
         tracker = Tracker(self._core, self.workflow_id, meta.event_id)
         tracker.subscribe()  # before sending: the answer cannot be missed
         handle = WorkflowHandle(self._core, tracker)
@@ -120,8 +168,33 @@ class WorkflowHandle(_Base):
             raise
         return handle
 
-    def _send(self, command: Input) -> None:
-        self._core.publisher().publish(command, self._core.meta(command))
+    def _send(
+        self, command: Input, wait: float | None, idempotency_key: str | None = None
+    ) -> Event | None:
+        meta = self._core.meta(command, idempotency_key)
+        publisher = self._core.publisher()
+        if wait is None:
+            publisher.publish(command, meta)
+            return None
+        answer = Answer(self.workflow_id, meta.event_id)
+        watcher = self._core.watcher()
+        sub = watcher.subscribe(answer)  # before sending: the answer cannot be missed
+        try:
+            publisher.publish(command, meta)
+            woken = threading.Event()
+            with watcher.lock:
+                waiting = not answer.done and sub.error is None
+                if waiting:
+                    sub.add_waiter(woken.set)
+            if waiting:
+                woken.wait(wait)
+            with watcher.lock:
+                if not answer.done and sub.error is not None:
+                    raise sub.error
+                logged = answer.event
+        finally:
+            watcher.unsubscribe(sub)
+        return answered(self.workflow_id, type(command).__name__, logged, wait)
 
     def _wait(
         self,
@@ -153,6 +226,14 @@ class AsyncWorkflowHandle(_Base):
         await self._wait(_ended, deadline_of(timeout), final_only=True, what=("no end", timeout))
         return outcome(self._tracker.final())
 
+    async def answer(self, timeout: float | None = None) -> Event:
+        """The orchestrator's answer to this handle's start; see :meth:`WorkflowHandle.answer`."""
+        if self._tracker.follower.command_id is None:
+            return self._start_answer()  # raises
+        deadline = deadline_of(timeout)
+        await self._wait(_answered, deadline, final_only=False, what=("no answer", timeout))
+        return self._start_answer()
+
     async def events(
         self, *, follow: bool = True, timeout: float | None = None
     ) -> AsyncIterator[Event]:
@@ -169,26 +250,44 @@ class AsyncWorkflowHandle(_Base):
             if done or not follow:
                 return
 
-    async def signal(self, name: str, payload: Any = None) -> None:
-        """Send a signal to the waiting step ``name``."""
-        await self._send(self._signal(name, payload))
+    async def signal(
+        self,
+        name: str,
+        payload: Any = None,
+        *,
+        wait: float | None = None,
+        idempotency_key: str | None = None,
+    ) -> Event | None:
+        """Send a signal to the waiting step ``name``; see :meth:`WorkflowHandle.signal`."""
+        return await self._send(self._signal(name, payload), wait, idempotency_key)
 
-    async def pause(self, reason: str = "") -> None:
+    async def pause(
+        self, reason: str = "", *, wait: float | None = None, idempotency_key: str | None = None
+    ) -> Event | None:
         """Ask the orchestrator to schedule no new steps until :meth:`resume`."""
-        await self._send(PauseWorkflow(workflow_id=self.workflow_id, reason=reason))
+        command = PauseWorkflow(workflow_id=self.workflow_id, reason=reason)
+        return await self._send(command, wait, idempotency_key)
 
-    async def resume(self) -> None:
+    async def resume(
+        self, *, wait: float | None = None, idempotency_key: str | None = None
+    ) -> Event | None:
         """Resume a paused workflow."""
-        await self._send(ResumeWorkflow(workflow_id=self.workflow_id))
+        command = ResumeWorkflow(workflow_id=self.workflow_id)
+        return await self._send(command, wait, idempotency_key)
 
-    async def cancel(self, reason: str = "") -> None:
+    async def cancel(
+        self, reason: str = "", *, wait: float | None = None, idempotency_key: str | None = None
+    ) -> Event | None:
         """Cancel the workflow (running steps are marked cancelled)."""
-        await self._send(CancelWorkflow(workflow_id=self.workflow_id, reason=reason))
+        command = CancelWorkflow(workflow_id=self.workflow_id, reason=reason)
+        return await self._send(command, wait, idempotency_key)
 
-    async def retry(self, reason: str = "") -> AsyncWorkflowHandle:
+    async def retry(
+        self, reason: str = "", *, idempotency_key: str | None = None
+    ) -> AsyncWorkflowHandle:
         """Reopen a failed or cancelled run; see :meth:`WorkflowHandle.retry`."""
         command = RetryWorkflow(workflow_id=self.workflow_id, reason=reason)
-        meta = self._core.meta(command)
+        meta = self._core.meta(command, idempotency_key)
         tracker = Tracker(self._core, self.workflow_id, meta.event_id)
         await asyncio.to_thread(tracker.subscribe)  # may start the watcher: that blocks
         handle = AsyncWorkflowHandle(self._core, tracker)
@@ -199,8 +298,37 @@ class AsyncWorkflowHandle(_Base):
             raise
         return handle
 
-    async def _send(self, command: Input) -> None:
-        await self._core.publisher().publish_async(command, self._core.meta(command))
+    async def _send(
+        self, command: Input, wait: float | None, idempotency_key: str | None = None
+    ) -> Event | None:
+        meta = self._core.meta(command, idempotency_key)
+        publisher = self._core.publisher()
+        if wait is None:
+            await publisher.publish_async(command, meta)
+            return None
+        answer = Answer(self.workflow_id, meta.event_id)
+        watcher = self._core.watcher() if self._core.watching else None
+        if watcher is None:
+            watcher = await asyncio.to_thread(self._core.watcher)  # starting it blocks
+        sub = watcher.subscribe(answer)
+        try:
+            await publisher.publish_async(command, meta)
+            loop = asyncio.get_running_loop()
+            woken: asyncio.Future[None] = loop.create_future()
+            with watcher.lock:
+                waiting = not answer.done and sub.error is None
+                if waiting:
+                    sub.add_waiter(LoopWake(loop, woken))
+            if waiting:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(woken, wait)
+            with watcher.lock:
+                if not answer.done and sub.error is not None:
+                    raise sub.error
+                logged = answer.event
+        finally:
+            watcher.unsubscribe(sub)
+        return answered(self.workflow_id, type(command).__name__, logged, wait)
 
     async def _wait(
         self,

@@ -14,13 +14,13 @@ from typing import Any
 
 from kflow.client.core import ClientCore
 from kflow.client.errors import (
-    CommandRefused,
+    CommandRejected,
     WaitTimeout,
     WorkflowCancelled,
     WorkflowFailed,
     WorkflowRejected,
 )
-from kflow.client.follow import Follower
+from kflow.client.follow import Follower, Logged
 from kflow.client.watcher import EventWatcher, Subscription, Wake, ring
 from kflow.core import events as ev
 from kflow.core.errors import KflowError
@@ -57,8 +57,28 @@ def outcome(final: ev.Event) -> Any:
     if isinstance(final, ev.WorkflowRejected):
         raise WorkflowRejected(final.workflow_id, final.code, final.reason)
     if isinstance(final, ev.InputRejected):
-        raise CommandRefused(final.workflow_id, final.input_type, final.code, final.reason)
+        raise CommandRejected(final.workflow_id, final.input_type, final.code, final.reason)
     raise KflowError(f"{type(final).__name__} is not a final event")
+
+
+DUPLICATE_COMMAND = "duplicate_command"
+"""The code of the answer to a command whose idempotency key was applied already."""
+
+
+def answered(workflow_id: str, command: str, answer: Logged | None, timeout: float) -> ev.Event:
+    """The event that applied ``command`` (or the ``duplicate_command`` notice: an earlier one
+    with its idempotency key was applied); raises ``CommandRejected`` for a refusal and
+    ``WaitTimeout`` when no answer came within ``timeout`` s."""
+    if answer is None:
+        raise WaitTimeout(
+            f"workflow {workflow_id}: no answer from the orchestrator within {timeout:g} s to "
+            f"{command}; the command is delivered and applies once an orchestrator reads it "
+            "(is `kflow run orchestrator` running?)"
+        )
+    event = answer.event
+    if isinstance(event, ev.InputRejected) and event.code != DUPLICATE_COMMAND:
+        raise CommandRejected(workflow_id, command, event.code, event.reason)
+    return event
 
 
 class Tracker:

@@ -20,7 +20,7 @@ from kflow.bus.contracts import EnvelopeHead, default_contracts
 from kflow.bus.errors import DecodeError, DecodeFailure
 from kflow.bus.reader import RawRecord, TopicReader
 from kflow.client.errors import ClientClosed
-from kflow.client.follow import Follower, Logged
+from kflow.client.follow import Followed, Logged
 from kflow.core.errors import KflowError
 from kflow.core.events import EVENT_TYPES, Event
 
@@ -105,7 +105,7 @@ class Subscription:
     Every method must be called with the watcher's ``lock`` held.
     """
 
-    def __init__(self, follower: Follower) -> None:
+    def __init__(self, follower: Followed) -> None:
         self.follower = follower
         self.error: KflowError | None = None
         """Set when the watcher stopped (client closed, or the log could not be read)."""
@@ -150,7 +150,7 @@ class EventWatcher:
         self._thread = threading.Thread(target=self._run, name="kflow-event-watcher", daemon=True)
         self._thread.start()
 
-    def subscribe(self, follower: Follower) -> Subscription:
+    def subscribe(self, follower: Followed) -> Subscription:
         """Start handing ``follower`` its workflow's events (everything committed from now)."""
         with self.lock:
             if self._error is not None:

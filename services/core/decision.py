@@ -42,18 +42,33 @@ def json_size(value: Any) -> int:
     return Json.of(value).measure()
 
 
+def with_key(cause: dict[str, Any], idempotency_key: str | None) -> dict[str, Any]:
+    """``cause`` with the command's idempotency key recorded (if it has one): folding the
+    log then remembers the key (``WorkflowState.command_keys``, ADR 0018)."""
+    if idempotency_key is not None:
+        cause["idempotency_key"] = idempotency_key
+    return cause
+
+
 class Decision:
     """Collects the events one input produces, applying each to a working state."""
 
     def __init__(
-        self, builder: StateBuilder, now: int, cause: Input | None, limits: Limits
+        self,
+        builder: StateBuilder,
+        now: int,
+        cause: Input | None,
+        limits: Limits,
+        idempotency_key: str | None = None,
     ) -> None:
         self.b = builder
         self.now = now
         self.limits = limits
         self.events: list[Event] = []
         # None when the caller already recorded the input (StartWorkflow).
-        self._cause: dict[str, Any] | None = input_to_dict(cause) if cause is not None else None
+        self._cause: dict[str, Any] | None = (
+            with_key(input_to_dict(cause), idempotency_key) if cause is not None else None
+        )
 
     # -- emitting -----------------------------------------------------------------------
     def emit(self, cls: type[Event], **fields: Any) -> Event:

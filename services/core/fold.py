@@ -31,6 +31,8 @@ from kflow.core.events import (
 from kflow.core.graph import Graph, graph_from_dict
 from kflow.core.jsondoc import Json
 from kflow.core.state import (
+    MAX_COMMAND_KEYS,
+    CommandKey,
     StepRecord,
     WorkflowState,
     WorkflowStatus,
@@ -52,6 +54,7 @@ class StateBuilder:
         self.unresolved = state.unresolved
         self.output: Json = state.output
         self.reason = state.reason
+        self.command_keys: tuple[CommandKey, ...] = state.command_keys
         self._steps: dict[str, StepRecord] | None = None
         self._waiting: dict[str, int] | None = None
         self._ready: set[str] | None = None
@@ -155,6 +158,8 @@ class StateBuilder:
         if event.seq != self.seq + 1:
             raise ValueError(f"event seq {event.seq} does not follow {self.seq} (gapless)")
         self.seq = event.seq
+        if event.cause is not None:
+            self.command_keys = remember_key(self.command_keys, event)
         if isinstance(event, StepEvent):
             self._apply_step(event)
             return
@@ -206,8 +211,19 @@ class StateBuilder:
             unresolved=self.unresolved,
             output=self.output,
             reason=self.reason,
+            command_keys=self.command_keys,
             graph=self.graph,
         )
+
+
+def remember_key(keys: tuple[CommandKey, ...], event: Event) -> tuple[CommandKey, ...]:
+    """``keys`` plus the idempotency key recorded in ``event.cause`` (the first event of an
+    applied command), keeping the latest ``MAX_COMMAND_KEYS``."""
+    cause = event.cause or {}
+    key = cause.get("idempotency_key")
+    if not isinstance(key, str):
+        return keys
+    return (*keys, (key, str(cause.get("type", "")), event.seq))[-MAX_COMMAND_KEYS:]
 
 
 def start_state(event: WorkflowStarted, graph: Graph | None = None) -> WorkflowState:
@@ -238,6 +254,7 @@ def start_state(event: WorkflowStarted, graph: Graph | None = None) -> WorkflowS
         ready=frozenset(steps),
         reviews=frozenset(),
         unresolved=len(graph.nodes),
+        command_keys=remember_key((), event),
         graph=graph,
     )
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 from typing import Any
 
 from kflow.core.backoff import seed_for
-from kflow.core.decision import Decision, json_size
+from kflow.core.decision import Decision, json_size, with_key
 from kflow.core.definition import OnFailure
 from kflow.core.errors import DefinitionError, ErrorClass
 from kflow.core.events import (
@@ -48,6 +48,7 @@ from kflow.core.jsondoc import Json
 from kflow.core.limits import DEFAULT_LIMITS, MAX_MESSAGE_CHARS, NOTICE_FIELD_BYTES, Limits
 from kflow.core.state import (
     FINISHED_STEP,
+    CommandKey,
     StepRecord,
     WorkflowState,
     is_terminal,
@@ -65,22 +66,47 @@ __all__ = [
 ]
 
 
+KEYED_COMMANDS = (
+    StartWorkflow,
+    CancelWorkflow,
+    PauseWorkflow,
+    ResumeWorkflow,
+    SignalWorkflow,
+    RetryWorkflow,
+)
+"""Inputs whose envelope ``idempotency_key`` is honoured (results and timers have their own
+deduplication: the attempt in flight)."""
+
+
 def decide(
-    state: WorkflowState | None, command: Input, now: int, limits: Limits = DEFAULT_LIMITS
+    state: WorkflowState | None,
+    command: Input,
+    now: int,
+    limits: Limits = DEFAULT_LIMITS,
+    idempotency_key: str | None = None,
 ) -> list[Event]:
-    """The events that follow from ``command`` at time ``now`` (ms); pure and deterministic."""
-    outcome = _decide(state, command, now, limits)
+    """The events that follow from ``command`` at time ``now`` (ms); pure and deterministic.
+
+    ``idempotency_key`` (a command's envelope key) is recorded in the cause of what it
+    produces; a later command of the workflow with the same key is answered as a duplicate
+    instead of being applied again (ADR 0018).
+    """
+    outcome = _decide(state, command, now, limits, idempotency_key)
     return outcome if isinstance(outcome, list) else outcome.events
 
 
 def decide_and_evolve(
-    state: WorkflowState | None, command: Input, now: int, limits: Limits = DEFAULT_LIMITS
+    state: WorkflowState | None,
+    command: Input,
+    now: int,
+    limits: Limits = DEFAULT_LIMITS,
+    idempotency_key: str | None = None,
 ) -> tuple[list[Event], WorkflowState | None]:
     """``decide`` plus the state after its events, without applying them a second time.
 
     Equal to ``(events, evolve_all(state, events))``; the fast path for adapters.
     """
-    outcome = _decide(state, command, now, limits)
+    outcome = _decide(state, command, now, limits, idempotency_key)
     if isinstance(outcome, list):
         return outcome, state
     if not outcome.events:
@@ -89,48 +115,75 @@ def decide_and_evolve(
 
 
 def _decide(
-    state: WorkflowState | None, command: Input, now: int, limits: Limits
+    state: WorkflowState | None, command: Input, now: int, limits: Limits, key: str | None
 ) -> Decision | list[Event]:
+    if not isinstance(command, KEYED_COMMANDS):
+        key = None
     if isinstance(command, StartWorkflow):
-        return _start(state, command, now, limits)
+        return _start(state, command, now, limits, key)
     if state is None:
-        return [_notice(command, now, "unknown_workflow", "no such workflow")]
+        return [_notice(command, now, "unknown_workflow", "no such workflow", key=key)]
     if state.workflow_id != command.workflow_id:
         raise ValueError(f"input for {command.workflow_id!r} given state of {state.workflow_id!r}")
     if isinstance(command, StepResult | StepError | StepHeartbeat):
         return _on_result(state, command, now, limits)
     if isinstance(command, TimerFired):
         return _on_timer(state, command, now, limits)
+    applied = state.applied_key(key) if key is not None else None
+    if applied is not None:
+        return [_duplicate(command, now, applied)]
     if isinstance(command, RetryWorkflow):
-        return _on_retry(state, command, now, limits)
+        return _on_retry(state, command, now, limits, key)
     if is_terminal(state):
-        return [_notice(command, now, "workflow_finished", f"the workflow is {state.status}")]
-    decision = Decision(StateBuilder(state), now, command, limits)
+        reason = f"the workflow is {state.status}"
+        return [_notice(command, now, "workflow_finished", reason, key=key)]
+    decision = Decision(StateBuilder(state), now, command, limits, key)
     if isinstance(command, CancelWorkflow):
         decision.cancel_active(reason=command.reason or "cancelled")
         decision.emit(WorkflowCancelled, reason=command.reason)
     elif isinstance(command, PauseWorkflow):
         if state.status == "paused":
-            return [_notice(command, now, "not_applicable", "the workflow is already paused")]
+            reason = "the workflow is already paused"
+            return [_notice(command, now, "not_applicable", reason, key=key)]
         decision.emit(WorkflowPaused, reason=command.reason)
     elif isinstance(command, ResumeWorkflow):
         if state.status != "paused":
-            return [_notice(command, now, "not_applicable", "the workflow is not paused")]
+            reason = "the workflow is not paused"
+            return [_notice(command, now, "not_applicable", reason, key=key)]
         decision.emit(WorkflowResumed)
         decision.advance()
     elif isinstance(command, SignalWorkflow):
-        return _on_signal(state, command, now, limits)
+        return _on_signal(state, command, now, limits, key)
     return decision
 
 
+def _duplicate(command: Input, now: int, applied: CommandKey) -> InputRejected:
+    """The answer to a command whose idempotency key an applied command already carried."""
+    key, input_type, seq = applied
+    name = type(command).__name__
+    if input_type != name:
+        reason = (
+            f"idempotency key {key!r} was used by a {input_type} (applied at seq {seq}); "
+            f"give this {name} a key of its own"
+        )
+        return _notice(command, now, "idempotency_key_reused", reason, key=key)
+    reason = f"{name} with idempotency key {key!r} was already applied at seq {seq}"
+    return _notice(command, now, "duplicate_command", reason, key=key)
+
+
 def _notice(
-    command: Input, now: int, code: str, reason: str, step_key: str | None = None
+    command: Input,
+    now: int,
+    code: str,
+    reason: str,
+    step_key: str | None = None,
+    key: str | None = None,
 ) -> InputRejected:
     return InputRejected(
         workflow_id=command.workflow_id,
         seq=0,
         at=now,
-        cause=notice_cause(command),
+        cause=with_key(notice_cause(command), key),
         code=code,
         reason=reason,
         input_type=type(command).__name__,
@@ -139,7 +192,7 @@ def _notice(
 
 
 def _start(
-    state: WorkflowState | None, command: StartWorkflow, now: int, limits: Limits
+    state: WorkflowState | None, command: StartWorkflow, now: int, limits: Limits, key: str | None
 ) -> Decision | list[Event]:
     def rejected(code: str, reason: str) -> list[Event]:
         return [
@@ -147,7 +200,7 @@ def _start(
                 workflow_id=command.workflow_id,
                 seq=0,
                 at=now,
-                cause=notice_cause(command),
+                cause=with_key(notice_cause(command), key),
                 code=code,
                 reason=reason,
                 name=command.name,
@@ -156,7 +209,7 @@ def _start(
         ]
 
     if state is not None:
-        return [duplicate_start_ignored(command, now)]
+        return [duplicate_start_ignored(command, now, key)]
     if not command.workflow_id:
         return rejected("invalid_workflow_id", "workflow_id is empty; give a unique id")
     defn = command.definition
@@ -194,14 +247,17 @@ def _start(
         workflow_id=command.workflow_id,
         seq=1,
         at=now,
-        cause={
-            "type": "StartWorkflow",
-            "workflow_id": command.workflow_id,
-            "name": command.name,
-            "version": command.version,
-            "tenant": command.tenant,
-            "actor": command.actor,
-        },
+        cause=with_key(
+            {
+                "type": "StartWorkflow",
+                "workflow_id": command.workflow_id,
+                "name": command.name,
+                "version": command.version,
+                "tenant": command.tenant,
+                "actor": command.actor,
+            },
+            key,
+        ),
         name=command.name,
         version=command.version,
         input=command.input,
@@ -353,10 +409,10 @@ def _timer_current(record: StepRecord, kind: str, due_at: int) -> bool:
 
 
 def _on_signal(
-    state: WorkflowState, command: SignalWorkflow, now: int, limits: Limits
+    state: WorkflowState, command: SignalWorkflow, now: int, limits: Limits, key: str | None
 ) -> Decision | list[Event]:
-    key = f"{state.workflow_id}/{command.name}"
-    record = state.steps.get(key)
+    step = f"{state.workflow_id}/{command.name}"
+    record = state.steps.get(step)
     waiting = record is not None and (
         record.status == "review" or (record.status == "waiting" and record.kind == "approval")
     )
@@ -368,6 +424,7 @@ def _on_signal(
                 "no_waiting_step",
                 f"no step {command.name!r} is waiting for a signal; signal an approval step"
                 " or a step awaiting review by its node id (map child: node[i])",
+                step,
                 key,
             )
         ]
@@ -376,10 +433,10 @@ def _on_signal(
         payload = command.payload.value
     except ValueError as exc:
         reason = f"payload is not a JSON document: {exc}"
-        return [_notice(command, now, "invalid_signal", reason, key)]
+        return [_notice(command, now, "invalid_signal", reason, step, key)]
     if size > limits.max_payload_bytes:
         reason = f"payload is {size} bytes; the limit is {limits.max_payload_bytes}"
-        return [_notice(command, now, "payload_too_large", reason, key)]
+        return [_notice(command, now, "payload_too_large", reason, step, key)]
     if not isinstance(payload, dict) or not isinstance(payload.get("approved"), bool):
         return [
             _notice(
@@ -387,10 +444,11 @@ def _on_signal(
                 now,
                 "invalid_signal",
                 'payload must be an object with "approved": true or false',
+                step,
                 key,
             )
         ]
-    decision = Decision(StateBuilder(state), now, command, limits)
+    decision = Decision(StateBuilder(state), now, command, limits, key)
     decision.emit(WorkflowSignalled, name=command.name, payload=command.payload)
     approved = payload["approved"]
     if record.status == "waiting":  # approval step
@@ -453,21 +511,16 @@ def retry_plan(state: WorkflowState) -> list[tuple[StepRecord, int, str]]:
 
 
 def _on_retry(
-    state: WorkflowState, command: RetryWorkflow, now: int, limits: Limits
+    state: WorkflowState, command: RetryWorkflow, now: int, limits: Limits, key: str | None
 ) -> Decision | list[Event]:
     if state.status not in RETRYABLE_WORKFLOW:
-        return [
-            _notice(
-                command,
-                now,
-                "not_retryable",
-                f"the workflow is {state.status}; only failed or cancelled runs can be retried",
-            )
-        ]
+        reason = f"the workflow is {state.status}; only failed or cancelled runs can be retried"
+        return [_notice(command, now, "not_retryable", reason, key=key)]
     plan = retry_plan(state)
     if not plan:
-        return [_notice(command, now, "nothing_to_retry", "no failed or cancelled step to rerun")]
-    decision = Decision(StateBuilder(state), now, command, limits)
+        reason = "no failed or cancelled step to rerun"
+        return [_notice(command, now, "nothing_to_retry", reason, key=key)]
+    decision = Decision(StateBuilder(state), now, command, limits, key)
     decision.emit(WorkflowRetried, reason=command.reason, previous_status=state.status)
     for record, attempt, status in plan:
         decision.emit(StepReopened, step_key=record.step_key, attempt=attempt, status=status)
@@ -527,13 +580,15 @@ def _is_json(document: Json) -> bool:
     return True
 
 
-def duplicate_start_ignored(command: StartWorkflow, now: int) -> DuplicateStartIgnored:
+def duplicate_start_ignored(
+    command: StartWorkflow, now: int, idempotency_key: str | None = None
+) -> DuplicateStartIgnored:
     """The answer to a StartWorkflow for a workflow id that already exists (a notice, ADR 0011)."""
     return DuplicateStartIgnored(
         workflow_id=command.workflow_id,
         seq=0,
         at=now,
-        cause=notice_cause(command),
+        cause=with_key(notice_cause(command), idempotency_key),
         name=command.name,
         version=command.version,
     )

@@ -57,12 +57,19 @@ def recorded_input(event: Event) -> Input | None:
     if event.cause is None or event.cause.get("elided"):
         return None
     data = dict(event.cause)
+    data.pop("idempotency_key", None)  # an envelope field: see recorded_key
     if isinstance(event, WorkflowStarted) and data["type"] == "StartWorkflow":
         data.setdefault("input", event.input)
         data.setdefault("definition", event.definition)
     elif isinstance(event, StepSucceeded) and data["type"] == "StepResult":
         data.setdefault("output", event.output)
     return input_from_dict(data)
+
+
+def recorded_key(event: Event) -> str | None:
+    """The idempotency key of the command recorded in ``event.cause`` (ADR 0018)."""
+    key = (event.cause or {}).get("idempotency_key")
+    return key if isinstance(key, str) else None
 
 
 def batches(events: Sequence[Event]) -> list[tuple[int, list[Event]]]:
@@ -88,7 +95,7 @@ def verify(events: Sequence[Event]) -> Divergence | None:
             return Divergence(head.seq, start, event_to_dict(head), None)
         command = recorded_input(head)
         if command is not None:
-            derived = decide(state, command, head.at)
+            derived = decide(state, command, head.at, idempotency_key=recorded_key(head))
             for offset in range(max(len(batch), len(derived))):
                 want = event_to_dict(batch[offset]) if offset < len(batch) else None
                 got = event_to_dict(derived[offset]) if offset < len(derived) else None

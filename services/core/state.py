@@ -31,6 +31,11 @@ StepStatus = Literal[
 TERMINAL_WORKFLOW: frozenset[str] = frozenset({"completed", "failed", "cancelled"})
 FINISHED_STEP: frozenset[str] = frozenset({"succeeded", "failed", "skipped", "cancelled"})
 ACTIVE_STEP: frozenset[str] = frozenset({"ready", "running", "waiting", "backoff", "review"})
+MAX_COMMAND_KEYS = 64
+"""Idempotency keys of applied commands a workflow remembers (the latest; ADR 0018)."""
+
+CommandKey = tuple[str, str, int]
+"""``(idempotency key, input type, seq of the first event it produced)``."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -98,7 +103,14 @@ class WorkflowState:
     """Nodes not yet succeeded/skipped/failed-with-continue; 0 means complete."""
     output: Json = NULL
     reason: str = ""
+    command_keys: tuple[CommandKey, ...] = ()
+    """The last ``MAX_COMMAND_KEYS`` applied commands that carried an idempotency key, oldest
+    first: a command repeating one is answered as a duplicate (ADR 0018)."""
     graph: Graph = field(compare=False, repr=False, kw_only=True)
+
+    def applied_key(self, key: str) -> CommandKey | None:
+        """The applied command that carried idempotency key ``key``, if remembered."""
+        return next((entry for entry in self.command_keys if entry[0] == key), None)
 
     @property
     def definition_dict(self) -> dict[str, Any]:
@@ -128,6 +140,7 @@ class WorkflowState:
             "unresolved": self.unresolved,
             "output": self.output,
             "reason": self.reason,
+            "command_keys": [list(entry) for entry in self.command_keys],
         }
 
     @classmethod
@@ -155,6 +168,10 @@ class WorkflowState:
             unresolved=data["unresolved"],
             output=Json.of(data["output"]),
             reason=data["reason"],
+            # snapshots written before ADR 0018 have none
+            command_keys=tuple(
+                (str(k), str(t), int(q)) for k, t, q in data.get("command_keys", ())
+            ),
             graph=graph_from_dict(data["definition"]),
         )
 

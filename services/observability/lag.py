@@ -1,10 +1,17 @@
-"""Consumer lag per group, topic and partition: committed offset versus end offset."""
+"""Consumer lag per group, topic and partition: committed offset versus end offset.
+
+On a transactional topic the end offset counts commit markers no consumer is ever given:
+a group that consumed everything commits ``offset + 1`` of the last record, one (or more)
+below the end. So a partition whose committed offset is below the end is read from there
+until its first record or its end (:meth:`kflow.bus.reader.TopicReader.first_records`):
+no record means nothing is left to consume, and the lag is 0 (ADR 0015).
+"""
 
 from __future__ import annotations
 
 import logging
 import threading
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from confluent_kafka import (
     ConsumerGroupTopicPartitions,
@@ -12,8 +19,10 @@ from confluent_kafka import (
     KafkaException,
     TopicPartition,
 )
-from confluent_kafka.admin import AdminClient, OffsetSpec  # type: ignore[attr-defined]
+from confluent_kafka.admin import OffsetSpec  # type: ignore[attr-defined]
 
+from kflow.bus.clients import make_admin
+from kflow.bus.reader import ReaderError, TopicReader
 from kflow.core.errors import KflowError
 from kflow.observability.metrics import CONSUMER_LAG
 
@@ -29,11 +38,19 @@ class LagRow:
     partition: int
     committed: int | None
     end: int
+    drained: bool = False
+    """Nothing is left to consume after ``committed``, though it is below ``end`` (markers)."""
 
     @property
     def lag(self) -> int:
-        """Records not yet consumed (everything, if the group never committed)."""
-        return self.end if self.committed is None else max(0, self.end - self.committed)
+        """Offsets not yet consumed (everything, if the group never committed; 0 if drained).
+
+        While records are left, transaction markers among them are counted too, as Kafka's
+        own tools do.
+        """
+        if self.committed is None:
+            return self.end
+        return 0 if self.drained else max(0, self.end - self.committed)
 
 
 class LagUnavailable(KflowError):
@@ -44,9 +61,10 @@ def consumer_lag(bootstrap: str, group_prefix: str, timeout_s: float = 10.0) -> 
     """Lag of every consumer group whose id starts with ``group_prefix``.
 
     The end offset is the last stable offset (read_committed), which is what a
-    transactional consumer can reach.
+    transactional consumer can reach; a group below it with no record left to consume
+    there has lag 0 (see the module docstring).
     """
-    admin = AdminClient({"bootstrap.servers": bootstrap, "log_level": 3})
+    admin = make_admin(bootstrap)
     try:
         listed = admin.list_consumer_groups(request_timeout=timeout_s).result()
         groups = sorted(g.group_id for g in listed.valid if g.group_id.startswith(group_prefix))
@@ -73,9 +91,50 @@ def consumer_lag(bootstrap: str, group_prefix: str, timeout_s: float = 10.0) -> 
         LagRow(g, t, p, off if off >= 0 else None, ends.get((t, p), 0))
         for (g, t, p), off in sorted(committed.items())
     ]
+    behind: set[tuple[str, int, int | None]] = {
+        (r.topic, r.partition, r.committed)
+        for r in rows
+        if r.committed is not None and r.committed < r.end
+    }
+    drained = behind - with_records(bootstrap, behind, timeout_s)
+    rows = [
+        replace(r, drained=True) if (r.topic, r.partition, r.committed) in drained else r
+        for r in rows
+    ]
     for r in rows:
         CONSUMER_LAG.labels(r.group, r.topic, str(r.partition)).set(r.lag)
     return rows
+
+
+def with_records(
+    bootstrap: str, starts: set[tuple[str, int, int | None]], timeout_s: float
+) -> set[tuple[str, int, int | None]]:
+    """Of ``(topic, partition, offset)``, those with a record to consume from ``offset`` on.
+
+    One reader per topic reads every partition at once (groups at different offsets of one
+    partition take another round). A position that cannot be read in time keeps counting
+    as behind: it is never reported drained on a guess.
+    """
+    rounds: dict[tuple[str, int], dict[int, int]] = {}
+    for topic, partition, offset in sorted(starts, key=str):
+        if offset is None:
+            continue
+        n = 0
+        while partition in rounds.setdefault((topic, n), {}):
+            n += 1
+        rounds[(topic, n)][partition] = offset
+    left: set[tuple[str, int, int | None]] = set()
+    for (topic, _n), offsets in sorted(rounds.items()):
+        if not offsets:
+            continue
+        try:
+            with TopicReader(bootstrap, topic, partitions=offsets, start=offsets) as reader:
+                found = reader.first_records(timeout_s)
+        except ReaderError as e:
+            log.info("lag of %s %s counted from the end offset: %s", topic, sorted(offsets), e)
+            found = set(offsets)
+        left.update((topic, p, offsets[p]) for p in found)
+    return left
 
 
 class LagRefresher:

@@ -26,6 +26,19 @@ CONSUMER_LAG = Gauge(
     "Records between the group's committed offset and the partition's end offset.",
     ["group", "topic", "partition"],
 )
+QUEUE_WAITING = Gauge(
+    "kflow_queue_waiting_tasks",
+    "Task offsets on a queue its processors have not consumed (0: nothing left to consume).",
+    ["queue"],
+)
+QUEUE_PROCESSORS = Gauge(
+    "kflow_queue_processors", "Members of the queue's processor consumer group now.", ["queue"]
+)
+QUEUE_UNSERVED = Gauge(
+    "kflow_queue_unserved",
+    "1 while tasks wait on a queue that no processor consumes (alert on it), else 0.",
+    ["queue"],
+)
 EVENTS_IN = Counter(
     "kflow_events_in_total",
     "Records consumed, by component (orchestrator, processor, projector-postgres, ...) and topic.",

@@ -102,9 +102,11 @@ def decode_marker(workflow_id: str, data: bytes) -> ClosedMarker:
     return marker
 
 
-def duplicate_of_closed(command: StartWorkflow, now: int) -> DuplicateStartIgnored:
+def duplicate_of_closed(
+    command: StartWorkflow, now: int, idempotency_key: str | None = None
+) -> DuplicateStartIgnored:
     """The answer to a StartWorkflow for a closed id: what ``decide`` gives for a known one."""
-    return duplicate_start_ignored(command, now)
+    return duplicate_start_ignored(command, now, idempotency_key)
 
 
 class ClosedIds:

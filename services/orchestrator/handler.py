@@ -15,17 +15,18 @@ from dataclasses import dataclass, replace
 from kflow.bus.contracts import Envelope, default_contracts
 from kflow.bus.envelope import envelope_meta
 from kflow.bus.eos import Handler, PartitionId
-from kflow.bus.message import BusMessage, OutRecord
+from kflow.bus.message import BusMessage, Headers, OutRecord, trace_headers
 from kflow.bus.records import ExecuteStep
 from kflow.bus.topics import DEFAULT_CLOSED_RETENTION_MS, TopicNames
 from kflow.core.definition import WorkflowDefinition
 from kflow.core.errors import KflowError
 from kflow.core.events import Event, InputRejected, StepScheduled, is_notice
-from kflow.core.inputs import Input, RetryWorkflow, StartWorkflow, TimerFired, input_to_dict
+from kflow.core.inputs import Input, RetryWorkflow, StartWorkflow, TimerFired
 from kflow.core.limits import DEFAULT_LIMITS, Limits
-from kflow.core.machine import RETRYABLE_WORKFLOW, decide_and_evolve
+from kflow.core.machine import RETRYABLE_WORKFLOW, decide_and_evolve, notice_cause
 from kflow.core.state import WorkflowState, is_terminal, pending_timers
 from kflow.core.views import timers_for
+from kflow.observability import tracing
 from kflow.orchestrator.closed import (
     ClosedMarker,
     duplicate_of_closed,
@@ -47,6 +48,7 @@ RestoreClosedFn = Callable[[Sequence[int]], dict[int, list[ClosedMarker]]]
 """Closed partition numbers -> the closed markers of each."""
 
 MAX_TIMERS_PER_TICK = 1000
+_NO_HEADERS: Headers = {}
 
 
 class MisroutedRecord(KflowError, ValueError):
@@ -102,6 +104,9 @@ class OrchestratorHandler(Handler[Envelope]):
         self._batch_events: dict[str, list[Event]] = {}
         self._owned: set[PartitionId] = set()
         self._loaded: set[int] = set()
+        self.traces: dict[str, str] = {}
+        """traceparent of each workflow's last decision (while tracing is on, or restored from
+        its snapshot): the parent of decisions no record caused (timers), its snapshot's header"""
 
     # -- Handler hooks ---------------------------------------------------------------------
 
@@ -122,6 +127,9 @@ class OrchestratorHandler(Handler[Envelope]):
                 tenant=body.tenant or envelope.tenant,
             )
         self.stats.inputs += 1
+        if tracing.on():
+            parent = tracing.parent_from(message.headers)
+            return self._traced(body, message.partition, envelope, parent, message)
         return self._apply(body, message.partition, envelope)
 
     def tick(self, now_ms: int) -> Sequence[OutRecord]:
@@ -139,7 +147,10 @@ class OrchestratorHandler(Handler[Envelope]):
                 continue
             self.stats.timers_fired += 1
             fired = TimerFired(workflow_id=workflow_id, timer_id=timer_id, due_at=due_at)
-            out.extend(self._apply(fired, partition, None, now_ms))
+            if tracing.on():
+                out.extend(self._traced(fired, partition, None, None, None, now_ms))
+            else:
+                out.extend(self._apply(fired, partition, None, now_ms))
         return out
 
     def end_batch(self) -> Sequence[OutRecord]:
@@ -159,7 +170,8 @@ class OrchestratorHandler(Handler[Envelope]):
                 out.append(OutRecord(self.names.closed, state.workflow_id, marker))
             else:
                 encoded = self._snapshots.encode(state, now)
-                out.append(OutRecord(self.names.snapshots, state.workflow_id, encoded))
+                headers = trace_headers(traceparent=self.traces.get(state.workflow_id))
+                out.append(OutRecord(self.names.snapshots, state.workflow_id, encoded, headers))
         return out
 
     def committed(self) -> None:
@@ -168,6 +180,7 @@ class OrchestratorHandler(Handler[Envelope]):
         for state in changed:
             if is_terminal(state):
                 self._snapshots.forget([state.workflow_id])
+                self.traces.pop(state.workflow_id, None)
             else:
                 events = self._batch_events.get(state.workflow_id, ())
                 self.timers.schedule(
@@ -221,6 +234,8 @@ class OrchestratorHandler(Handler[Envelope]):
             self.progress.forget(dropped)
             self.timers.drop_workflows(dropped)
             self._snapshots.forget(dropped)
+            for workflow_id in dropped:
+                self.traces.pop(workflow_id, None)
             self._loaded -= gone
             log.info("dropped %d workflows of revoked partitions %s", len(dropped), sorted(gone))
 
@@ -232,31 +247,90 @@ class OrchestratorHandler(Handler[Envelope]):
             return command  # decide answers with WorkflowRejected(unknown_definition)
         return replace(command, definition=definition, version=definition.version)
 
+    def _traced(
+        self,
+        command: Input,
+        partition: int,
+        envelope: Envelope | None,
+        parent: tracing.Context | None,
+        message: BusMessage[Envelope] | None,
+        now: int | None = None,
+    ) -> list[OutRecord]:
+        """:meth:`_apply` inside a ``decide`` span; its outputs carry the span's context.
+
+        The parent is the causing record's context, else the workflow's last decision.
+        """
+        workflow_id = command.workflow_id
+        if parent is None:
+            parent = tracing.context_of(self.traces.get(workflow_id))
+        attributes: dict[str, str | int] = {"kflow.workflow_id": workflow_id}
+        if message is not None:
+            attributes |= {
+                "messaging.system": "kafka",
+                "messaging.operation.type": "process",
+                "messaging.destination.name": message.topic,
+                "messaging.destination.partition.id": str(message.partition),
+                "messaging.kafka.offset": message.offset,
+            }
+        if isinstance(command, TimerFired):
+            attributes["kflow.timer_id"] = command.timer_id
+        span = tracing.tracer().start_span(
+            f"decide {type(command).__name__}",
+            context=parent,
+            kind=tracing.SpanKind.CONSUMER if message is not None else tracing.SpanKind.INTERNAL,
+            attributes=attributes,
+        )
+        try:
+            traceparent = tracing.traceparent_of(span)
+            headers = trace_headers(traceparent=traceparent)
+            records = self._apply(command, partition, envelope, now, headers, span)
+            if traceparent is not None and self.table.get(workflow_id) is not None:
+                self.traces[workflow_id] = traceparent
+            return records
+        except Exception as e:
+            span.record_exception(e)
+            span.set_status(tracing.StatusCode.ERROR, str(e))
+            raise
+        finally:
+            span.end()
+
     def _apply(
         self,
         command: Input,
         partition: int,
         envelope: Envelope | None,
         now: int | None = None,
+        headers: Headers = _NO_HEADERS,
+        span: tracing.Span | None = None,
     ) -> list[OutRecord]:
         now = self._clock_ms() if now is None else now
         state = self.table.get(command.workflow_id)
         if isinstance(command, RetryWorkflow):
             state, refusal = self._retry_state(command, partition, state, now)
             if refusal is not None:
-                return self._records([refusal], envelope, command)
+                return self._records([refusal], envelope, command, headers)
         if (
             state is None
             and isinstance(command, StartWorkflow)
             and self.table.is_closed(partition, command.workflow_id)
         ):
             # Finished and its state gone (restart, rebalance, capacity): still a duplicate.
-            return self._records([duplicate_of_closed(command, now)], envelope, command)
+            key = envelope.idempotency_key if envelope is not None else None
+            notice = duplicate_of_closed(command, now, key)
+            return self._records([notice], envelope, command, headers)
         # decide_and_evolve returns the state decide built; evolving again would redo the work.
-        events, after = decide_and_evolve(state, command, now, self._limits)
+        events, after = decide_and_evolve(
+            state,
+            command,
+            now,
+            self._limits,
+            envelope.idempotency_key if envelope is not None else None,
+        )
+        if span is not None:
+            span.set_attribute("kflow.events", [type(e).__name__ for e in events])
         changes = [e for e in events if not is_notice(e)]
         new_state = after if changes else None
-        records = self._records(events, envelope, command)  # may raise: stage nothing before
+        records = self._records(events, envelope, command, headers)  # may raise: stage nothing
         if new_state is not None:
             self.table.stage(new_state, partition)
             self._batch_events.setdefault(new_state.workflow_id, []).extend(changes)
@@ -274,7 +348,7 @@ class OrchestratorHandler(Handler[Envelope]):
         workflow_id = command.workflow_id
         if state is not None and not is_terminal(state):
             return state, None  # decide answers not_retryable
-        if self.table.retained.contains(partition, workflow_id):
+        if self.table.retained.contains(partition, workflow_id, now):
             if state is None:
                 state = self._restore([partition]).get(partition, {}).get(workflow_id)
                 if state is not None:
@@ -296,7 +370,7 @@ class OrchestratorHandler(Handler[Envelope]):
             workflow_id=workflow_id,
             seq=0,
             at=now,
-            cause=input_to_dict(command),
+            cause=notice_cause(command),
             code="retry_window_passed",
             reason=reason,
             input_type="RetryWorkflow",
@@ -304,7 +378,11 @@ class OrchestratorHandler(Handler[Envelope]):
         return None, notice
 
     def _records(
-        self, events: list[Event], envelope: Envelope | None, command: Input
+        self,
+        events: list[Event],
+        envelope: Envelope | None,
+        command: Input,
+        headers: Headers = _NO_HEADERS,
     ) -> list[OutRecord]:
         if envelope is not None:
             cause_id = envelope.event_id
@@ -331,15 +409,21 @@ class OrchestratorHandler(Handler[Envelope]):
                     self.names.events,
                     event.workflow_id,
                     self._contracts.encode_body(event, meta),
+                    headers,
                 )
             )
             self.stats.events += 1
             if isinstance(event, StepScheduled) and event.kind == "task":
-                out.append(self._task_record(event, correlation, actor, tenant))
+                out.append(self._task_record(event, correlation, actor, tenant, headers))
         return out
 
     def _task_record(
-        self, event: StepScheduled, correlation: str, actor: str | None, tenant: str | None
+        self,
+        event: StepScheduled,
+        correlation: str,
+        actor: str | None,
+        tenant: str | None,
+        headers: Headers,
     ) -> OutRecord:
         self._ensure_queue(event.queue)
         task = ExecuteStep(
@@ -366,5 +450,8 @@ class OrchestratorHandler(Handler[Envelope]):
         )
         self.stats.tasks += 1
         return OutRecord(
-            self.names.tasks(event.queue), event.step_key, self._contracts.encode_body(task, meta)
+            self.names.tasks(event.queue),
+            event.step_key,
+            self._contracts.encode_body(task, meta),
+            headers,
         )

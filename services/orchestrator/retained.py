@@ -35,10 +35,13 @@ class RetainedIds:
         """The workflow runs again (retried): its snapshot is live, not retained."""
         self._finished.pop(workflow_id, None)
 
-    def contains(self, partition: int, workflow_id: str) -> bool:
-        """Whether the snapshot of ``workflow_id`` in ``partition`` is retained."""
+    def contains(self, partition: int, workflow_id: str, now: int | None = None) -> bool:
+        """Whether the snapshot of ``workflow_id`` in ``partition`` is retained (and, given
+        ``now``, its window has not passed yet: expiry runs on ticks, a retry may come first)."""
         found = self._finished.get(workflow_id)
-        return found is not None and found[0] == partition
+        if found is None or found[0] != partition:
+            return False
+        return now is None or found[1] >= now - self.window_ms
 
     def expire(self, now: int) -> list[str]:
         """Ids whose window has passed (their tombstones are due); forgotten here."""

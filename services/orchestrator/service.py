@@ -14,6 +14,7 @@ from kflow.bus.clients import ConfigValue
 from kflow.bus.contracts import Envelope, decode
 from kflow.bus.eos import EosConfig, EosLoop, system_clock_ms
 from kflow.bus.errors import RetryableError
+from kflow.bus.layout import check_layout
 from kflow.bus.topics import (
     DEFAULT_CLOSED_RETENTION_MS,
     TopicNames,
@@ -75,6 +76,12 @@ class OrchestratorService:
     ) -> None:
         self.config = config
         names = topic_names(config.topic_prefix)
+        check_layout(
+            config.bootstrap,
+            config.topic_prefix,
+            [names.commands, names.results, names.events, names.snapshots, names.definitions],
+            partitions=config.partitions,
+        )
         ensure_closed_topic(config.bootstrap, names, config.closed_retention_ms)
         self.definitions = DefinitionFollower(config.bootstrap, config.topic_prefix)
         self.definitions.catch_up()
@@ -134,7 +141,10 @@ class OrchestratorService:
         # not ready while the state of newly assigned partitions is read back
         HEALTH.report("state", False, f"restoring partitions {sorted(partitions)}")
         restored = restore_partitions(
-            self.config.bootstrap, topic_names(self.config.topic_prefix).snapshots, partitions
+            self.config.bootstrap,
+            topic_names(self.config.topic_prefix).snapshots,
+            partitions,
+            traces=self.handler.traces,
         )
         HEALTH.report("state", True)
         return restored

@@ -13,7 +13,8 @@ from dataclasses import dataclass, field
 
 from kflow.bus.contracts import default_contracts
 from kflow.bus.errors import DecodeError
-from kflow.bus.reader import read_latest
+from kflow.bus.message import TRACE_HEADER
+from kflow.bus.reader import read_latest_records
 from kflow.bus.records import WorkflowSnapshot
 from kflow.core.jsondoc import dumps
 from kflow.core.state import StepRecord, WorkflowState
@@ -87,6 +88,7 @@ class SnapshotEncoder:
                 "unresolved": state.unresolved,
                 "output": state.output,
                 "reason": state.reason,
+                "command_keys": [list(entry) for entry in state.command_keys],
             }
         )
         return f'{head[:-1]},"definition":{cached.definition},"steps":[{",".join(steps)}]}}'
@@ -110,18 +112,28 @@ class SnapshotEncoder:
 
 
 def restore_partitions(
-    bootstrap: str, topic: str, partitions: Iterable[int], timeout_s: float = 60.0
+    bootstrap: str,
+    topic: str,
+    partitions: Iterable[int],
+    timeout_s: float = 60.0,
+    traces: dict[str, str] | None = None,
 ) -> dict[int, dict[str, WorkflowState]]:
     """Latest state per workflow in each snapshots partition (tombstoned ones left out).
 
-    Raises ``ReaderError`` when a partition cannot be read to its end in ``timeout_s``.
+    ``traces`` gets the ``traceparent`` header of each restored snapshot (the workflow's
+    last decision, while tracing was on). Raises ``ReaderError`` when a partition cannot be
+    read to its end in ``timeout_s``.
     """
     found: dict[int, dict[str, WorkflowState]] = {}
-    for partition, latest in read_latest(bootstrap, topic, partitions, timeout_s).items():
+    for partition, latest in read_latest_records(bootstrap, topic, partitions, timeout_s).items():
         found[partition] = {}
-        for workflow_id, value in latest.items():
+        for workflow_id, record in latest.items():
+            value = record.value
             if value is None:
                 continue
+            traceparent = record.headers.get(TRACE_HEADER)
+            if traces is not None and traceparent is not None:
+                traces[workflow_id] = traceparent.decode("ascii", "replace")
             try:
                 snapshot = default_contracts().decode_snapshot(value)
                 found[partition][workflow_id] = WorkflowState.from_dict(snapshot.state)

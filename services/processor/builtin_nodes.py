@@ -82,9 +82,12 @@ def http_error_for_status(status: int, text: str) -> Exception | None:
 async def http(value: HttpInput, ctx: StepContext) -> dict[str, Any]:
     """Call an HTTP endpoint; output ``{"status", "headers", "body"}`` (body JSON if it parses).
 
-    Sends ``Idempotency-Key: <step idempotency key>`` so the server can deduplicate.
+    Sends ``Idempotency-Key: <step idempotency key>`` so the server can deduplicate, and
+    the attempt's ``traceparent`` when tracing is on, so the server's spans join the trace.
     """
     headers = {"Idempotency-Key": ctx.idempotency_key, **value.headers}
+    if ctx.traceparent is not None:
+        headers.setdefault("traceparent", ctx.traceparent)
     async with httpx.AsyncClient(timeout=value.timeout_s) as client:
         response = await client.request(
             value.method.upper(), value.url, headers=headers, json=value.json_body

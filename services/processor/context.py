@@ -20,6 +20,9 @@ class StepContext:
     ``idempotency_key`` (``"{step_key}#{attempt}"``) is stable across redeliveries
     of the same attempt; ``step_key`` is stable across attempts. Use them to make
     external side effects idempotent (e.g. as an HTTP ``Idempotency-Key`` header).
+    ``traceparent`` is the W3C trace context of this attempt's span when tracing is on
+    (ADR 0037): send it on (e.g. as an HTTP ``traceparent`` header) to join the workflow's
+    trace; the span is also OpenTelemetry's current span while the node runs.
     """
 
     workflow_id: str
@@ -29,6 +32,7 @@ class StepContext:
     attempt: int
     idempotency_key: str
     timeout_ms: int
+    traceparent: str | None = None
     _heartbeat: HeartbeatFn = field(default=_no_heartbeat, repr=False, compare=False)
 
     def heartbeat(self, details: Any = None) -> None:

@@ -75,17 +75,20 @@ class StepExecutor:
         keys = [t.idempotency_key for t in tasks]
         return await self._patiently(lambda: self._ledger.lookup_many(keys))
 
-    async def execute(self, task: ExecuteStep, recorded: Outcome | None = None) -> Execution:
+    async def execute(
+        self, task: ExecuteStep, recorded: Outcome | None = None, traceparent: str | None = None
+    ) -> Execution:
         """Outcome of ``task``: the recorded one if this attempt already finished.
 
-        ``recorded`` is a ledger lookup the caller already made (see :meth:`recorded`).
+        ``recorded`` is a ledger lookup the caller already made (see :meth:`recorded`);
+        ``traceparent`` is the attempt's trace context, for :attr:`StepContext.traceparent`.
         """
         key = task.idempotency_key
         if recorded is None:
             recorded = await self._patiently(lambda: self._ledger.lookup(key))
         if recorded is not None:
             return Execution(recorded, replayed=True)
-        outcome = await self._run(task)
+        outcome = await self._run(task, traceparent)
         stored = await self._patiently(lambda: self._ledger.record(key, outcome))
         return Execution(stored, replayed=False)
 
@@ -100,7 +103,7 @@ class StepExecutor:
             self._outage.ok()
             return result
 
-    async def _run(self, task: ExecuteStep) -> Outcome:
+    async def _run(self, task: ExecuteStep, traceparent: str | None = None) -> Outcome:
         handler = self._nodes.get(task.node_type)
         if handler is None:
             return _failure_outcome(
@@ -117,6 +120,7 @@ class StepExecutor:
             attempt=task.attempt,
             idempotency_key=task.idempotency_key,
             timeout_ms=task.timeout_ms,
+            traceparent=traceparent,
             _heartbeat=functools.partial(self._heartbeat, task),
         )
         keepalive = self._start_keepalive(task)

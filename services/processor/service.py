@@ -24,12 +24,14 @@ from kflow.bus.clients import ConfigValue, consumer_config, producer_config
 from kflow.bus.codec import AvroCodec
 from kflow.bus.dead_letter import dead_letter_for, dead_letter_record
 from kflow.bus.errors import DecodeError, FatalClientError, RecordTooLarge, is_fatal
-from kflow.bus.message import OutRecord, record_size
+from kflow.bus.layout import check_layout
+from kflow.bus.message import TRACE_HEADER, OutRecord, header_map, record_size, trace_headers
 from kflow.bus.topics import topic_names
 from kflow.core.errors import ErrorClass
 from kflow.core.inputs import StepError, StepHeartbeat, StepResult
 from kflow.core.jsondoc import Json
 from kflow.core.limits import DEFAULT_LIMITS, MAX_OUTPUT_RECORD_BYTES
+from kflow.observability import tracing
 from kflow.observability.health import HEALTH, Health, Outage
 from kflow.observability.metrics import (
     CLIENT_FATAL,
@@ -104,6 +106,7 @@ class ProcessorStats:
 
 
 _Completion = tuple[TopicPartition, int, PartitionProgress]  # the progress it belongs to
+_Accepted = tuple[ExecuteStep, _Completion, str | None]  # task, its offset, its traceparent
 
 
 class ProcessorService:
@@ -118,6 +121,7 @@ class ProcessorService:
         self.stats = ProcessorStats()
         self._names = topic_names(config.topic_prefix)
         self._task_topic = self._names.tasks(config.queue)
+        check_layout(config.bootstrap, config.topic_prefix, [self._task_topic, self._names.results])
         self._tasks_in = EVENTS_IN.labels(COMPONENT, self._task_topic)
         self._codec = AvroCodec()
         self._nodes = nodes
@@ -280,7 +284,7 @@ class ProcessorService:
             except KafkaException as e:  # a fatal consumer reports its error again on close
                 log.info("closing the consumer: %s", e)
 
-    def _accept(self, message: Message) -> tuple[ExecuteStep, _Completion] | None:
+    def _accept(self, message: Message) -> _Accepted | None:
         """Track a consumed task's offset and decode it (poison goes to the DLQ: None)."""
         error = message.error()
         if error is not None:
@@ -300,11 +304,16 @@ class ProcessorService:
         raw = message.value() or b""
         raw_bytes = raw.encode() if isinstance(raw, str) else raw
         try:
-            return decode_task(raw_bytes), done
+            task = decode_task(raw_bytes)
         except DecodeError as e:
             self._dead_letter(message, raw_bytes, e.reason.value, e, done)
             self._slots.release()
             return None
+        parent = None
+        if tracing.on():
+            value = header_map(message).get(TRACE_HEADER)
+            parent = value.decode("ascii", "replace") if value else None
+        return task, done, parent
 
     def _drain_completions(self) -> None:
         while True:
@@ -355,16 +364,48 @@ class ProcessorService:
 
     # -- asyncio side ----------------------------------------------------------------------
 
-    async def _run_batch(
-        self, batch: list[tuple[ExecuteStep, _Completion]], executor: StepExecutor
-    ) -> None:
+    async def _run_batch(self, batch: list[_Accepted], executor: StepExecutor) -> None:
         """Look the whole batch up in the ledger at once, then run each task concurrently."""
-        recorded = await executor.recorded([task for task, _ in batch])  # waits out outages
+        recorded = await executor.recorded([task for task, _, _ in batch])  # waits out outages
         loop = asyncio.get_running_loop()
-        for (task, done), outcome in zip(batch, recorded, strict=True):
-            running = loop.create_task(self._run_task(task, executor, done, outcome))
+        for (task, done, parent), outcome in zip(batch, recorded, strict=True):
+            if tracing.on():
+                work = self._run_traced(task, executor, done, outcome, parent)
+            else:
+                work = self._run_task(task, executor, done, outcome)
+            running = loop.create_task(work)
             self._running.add(running)  # keep a reference until it finishes
             running.add_done_callback(self._running.discard)
+
+    async def _run_traced(
+        self,
+        task: ExecuteStep,
+        executor: StepExecutor,
+        done: _Completion,
+        recorded: Outcome | None,
+        parent: str | None,
+    ) -> None:
+        """:meth:`_run_task` inside a ``step`` span (one per attempt, current while the node
+        runs); the result carries the span's context back to the orchestrator."""
+        span = tracing.tracer().start_span(
+            f"step {task.node_id}",
+            context=tracing.context_of(parent),
+            kind=tracing.SpanKind.CONSUMER,
+            attributes={
+                "messaging.system": "kafka",
+                "messaging.operation.type": "process",
+                "messaging.destination.name": self._task_topic,
+                "kflow.workflow_id": task.workflow_id,
+                "kflow.step_key": task.step_key,
+                "kflow.node_id": task.node_id,
+                "kflow.node_type": task.node_type,
+                "kflow.attempt": task.attempt,
+                "kflow.idempotency_key": task.idempotency_key,
+            },
+        )
+        # this coroutine runs as its own asyncio task: the context set here is its own
+        with tracing.use_span(span, end_on_exit=True):
+            await self._run_task(task, executor, done, recorded, span)
 
     async def _run_task(
         self,
@@ -372,11 +413,14 @@ class ProcessorService:
         executor: StepExecutor,
         done: _Completion,
         recorded: Outcome | None = None,
+        span: tracing.Span | None = None,
     ) -> None:
         started = time.monotonic()
         measured = False
+        traceparent = tracing.traceparent_of(span) if span is not None else None
+        headers = trace_headers(traceparent=traceparent)
         try:
-            execution = await executor.execute(task, recorded)
+            execution = await executor.execute(task, recorded, traceparent)
             measured = True
             outcome = execution.outcome
             if execution.replayed:
@@ -403,8 +447,10 @@ class ProcessorService:
                     error_type=outcome.error_type,
                     message=outcome.message,
                 )
+            if span is not None:
+                _describe(span, execution.replayed, result)
             self._produce(
-                OutRecord(self._names.results, task.workflow_id, encode_result(result)),
+                OutRecord(self._names.results, task.workflow_id, encode_result(result), headers),
                 on_done=done,
             )
         except Exception as e:
@@ -426,8 +472,11 @@ class ProcessorService:
                 error_type="ProcessorError",
                 message=f"processor could not run the step: {e!r}"[:2000],
             )
+            if span is not None:
+                span.record_exception(e)
+                _describe(span, False, failure)
             self._produce(
-                OutRecord(self._names.results, task.workflow_id, encode_result(failure)),
+                OutRecord(self._names.results, task.workflow_id, encode_result(failure), headers),
                 on_done=done,
             )
         finally:
@@ -465,9 +514,14 @@ class ProcessorService:
             elif on_done is not None:  # not committed: redelivered, the ledger re-reports it
                 log.error("result for %s not delivered: %s", record.key, err.str())
 
+        headers: list[tuple[str, str | bytes | None]] | None = (
+            list(record.headers.items()) if record.headers else None
+        )
         while True:
             try:
-                self._producer.produce(record.topic, record.value, record.key, on_delivery=callback)
+                self._producer.produce(
+                    record.topic, record.value, record.key, headers=headers, on_delivery=callback
+                )
                 return
             except BufferError:
                 time.sleep(0.01)
@@ -482,3 +536,12 @@ class ProcessorService:
             "task %s[%s]@%s to the DLQ: %s", letter.topic, letter.partition, letter.offset, error
         )
         self._produce(dead_letter_record(letter, self._names.dlq, self._codec), on_done=done)
+
+
+def _describe(span: tracing.Span, replayed: bool, result: StepResult | StepError) -> None:
+    """Record a step attempt's outcome on its span (a failed attempt is an error span)."""
+    span.set_attribute("kflow.replayed", replayed)
+    if isinstance(result, StepError):
+        span.set_attribute("kflow.error_class", result.error_class.value)
+        span.set_attribute("error.type", result.error_type)
+        span.set_status(tracing.StatusCode.ERROR, result.message[:200])

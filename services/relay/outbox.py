@@ -20,6 +20,7 @@ import psycopg
 from psycopg.pq import TransactionStatus
 
 from kflow.core.limits import DEFAULT_LIMITS
+from kflow.observability.tracing import current_traceparent
 from kflow.relay.errors import OutboxInputError
 
 TABLE = "kflow_outbox"
@@ -50,11 +51,16 @@ CREATE TABLE IF NOT EXISTS {TABLE} (
     published_at    timestamptz,
     attempts        integer NOT NULL DEFAULT 0,
     last_error      text,
-    failed_at       timestamptz
+    failed_at       timestamptz,
+    traceparent     text
 );
+-- tables installed before tracing (ADR 0037) gain the column
+ALTER TABLE {TABLE} ADD COLUMN IF NOT EXISTS traceparent text;
 COMMENT ON TABLE {TABLE} IS
     'kflow transactional outbox: StartWorkflow commands published by kflow run relay';
 COMMENT ON COLUMN {TABLE}.version IS '0 = the latest registered version';
+COMMENT ON COLUMN {TABLE}.traceparent IS
+    'W3C trace context of the span that wrote the row; the relay sends it on';
 COMMENT ON COLUMN {TABLE}.failed_at IS
     'set when the row can never be published (reason in last_error); kflow outbox retry';
 CREATE INDEX IF NOT EXISTS {TABLE}_unpublished
@@ -127,6 +133,26 @@ INSERT_SQL = (
     f"INSERT INTO {TABLE} (workflow_id, name, version, input, tenant, actor,"
     " correlation_id, idempotency_key) VALUES (%s, %s, %s, %s::jsonb, %s, %s, %s, %s)"
 )
+TRACED_INSERT_SQL = (
+    f"INSERT INTO {TABLE} (workflow_id, name, version, input, tenant, actor,"
+    " correlation_id, idempotency_key, traceparent)"
+    " VALUES (%s, %s, %s, %s::jsonb, %s, %s, %s, %s, %s)"
+)
+"""Used when the writer has a current span, so tables installed before tracing keep working
+for writers that do not trace."""
+_OLD_TABLE = OutboxInputError(
+    "conn",
+    f"its {TABLE} table has no traceparent column (installed before tracing)",
+    "run `kflow outbox install` once more: it adds the column",
+)
+
+
+def _insert(params: tuple[Any, ...]) -> tuple[str, tuple[Any, ...]]:
+    """The INSERT and its parameters, with the caller's trace context when it has one."""
+    traceparent = current_traceparent()
+    if traceparent is None:
+        return INSERT_SQL, params
+    return TRACED_INSERT_SQL, (*params, traceparent)
 
 
 def _not_in_transaction(autocommit: bool, status: TransactionStatus) -> OutboxInputError | None:
@@ -206,7 +232,10 @@ def enqueue_start(
         idempotency_key=idempotency_key,
         max_payload_bytes=max_payload_bytes,
     )
-    conn.execute(INSERT_SQL, params)
+    try:
+        conn.execute(*_insert(params))
+    except psycopg.errors.UndefinedColumn as e:
+        raise _OLD_TABLE from e
     return params[0]
 
 
@@ -238,7 +267,10 @@ async def enqueue_start_async(
         idempotency_key=idempotency_key,
         max_payload_bytes=max_payload_bytes,
     )
-    await conn.execute(INSERT_SQL, params)
+    try:
+        await conn.execute(*_insert(params))
+    except psycopg.errors.UndefinedColumn as e:
+        raise _OLD_TABLE from e
     return params[0]
 
 
@@ -305,6 +337,16 @@ def retry_failed(conn: psycopg.Connection[Any], ids: list[int] | None = None) ->
         (ids,) if ids is not None else None,
     )
     return cur.rowcount
+
+
+def has_trace_column(conn: psycopg.Connection[Any]) -> bool:
+    """Whether the outbox table has the ``traceparent`` column (installed since ADR 0037)."""
+    row = conn.execute(
+        "SELECT EXISTS (SELECT 1 FROM pg_attribute WHERE attrelid = to_regclass(%s)"
+        " AND attname = 'traceparent' AND NOT attisdropped)",
+        (TABLE,),
+    ).fetchone()
+    return bool(row and row[0])
 
 
 def is_installed(conn: psycopg.Connection[Any]) -> bool:

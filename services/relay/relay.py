@@ -23,8 +23,10 @@ import psycopg
 from confluent_kafka import KafkaError, KafkaException, Message, Producer
 
 from kflow.bus.clients import ConfigValue, make_producer
+from kflow.bus.message import TRACE_HEADER
 from kflow.bus.topics import topic_names
 from kflow.core.limits import DEFAULT_LIMITS
+from kflow.observability import tracing
 from kflow.observability.health import HEALTH, STARTUP
 from kflow.observability.metrics import DEPENDENCY_WAITS, EVENTS_OUT
 from kflow.relay.errors import RowRejected
@@ -37,8 +39,8 @@ from kflow.relay.metrics import (
     OUTBOX_PUBLISH_ERRORS,
     OUTBOX_PUBLISHED,
 )
-from kflow.relay.outbox import CHANNEL, TABLE, pending_backlog
-from kflow.relay.rows import CLAIM_SQL, EncodedRow, OutboxRow, encode_row
+from kflow.relay.outbox import CHANNEL, TABLE, has_trace_column, pending_backlog
+from kflow.relay.rows import CLAIM_SQL, UNTRACED_CLAIM_SQL, EncodedRow, OutboxRow, encode_row
 
 log = logging.getLogger(__name__)
 
@@ -117,6 +119,7 @@ class Relay:
         self._producer: Producer | None = None
         self._producer_or_new()  # bad Kafka settings fail here, not in the loop
         self._conn: psycopg.Connection[Any] | None = None
+        self._claim_sql = CLAIM_SQL
         self._listen: psycopg.Connection[Any] | None = None
         self._backoff = _Backoff(config.max_backoff_s)
         self._next_cleanup = 0.0
@@ -135,7 +138,7 @@ class Relay:
         with conn.transaction():
             rows = [
                 OutboxRow.from_tuple(r)
-                for r in conn.execute(CLAIM_SQL, (self.config.batch_size,)).fetchall()
+                for r in conn.execute(self._claim_sql, (self.config.batch_size,)).fetchall()
             ]
             if not rows:
                 return BatchOutcome()
@@ -168,6 +171,24 @@ class Relay:
             OUTBOX_PUBLISH_ERRORS.inc()
         return outcome
 
+    def _relay_spans(self, encoded: list[EncodedRow]) -> dict[int, tracing.Span]:
+        """A producer span per row, child of the span that wrote it, until the broker's ack."""
+        return {
+            item.row.id: tracing.tracer().start_span(
+                "relay StartWorkflow",
+                context=tracing.context_of(item.row.traceparent),
+                kind=tracing.SpanKind.PRODUCER,
+                attributes={
+                    "messaging.system": "kafka",
+                    "messaging.operation.type": "send",
+                    "messaging.destination.name": self.topic,
+                    "kflow.workflow_id": item.row.workflow_id,
+                    "kflow.outbox_row_id": item.row.id,
+                },
+            )
+            for item in encoded
+        }
+
     def _publish(
         self, producer: Producer, encoded: list[EncodedRow], rejected: dict[int, str]
     ) -> tuple[list[int], dict[int, str]]:
@@ -180,14 +201,19 @@ class Relay:
 
             return record
 
+        spans = self._relay_spans(encoded) if tracing.on() else {}
         for item in encoded:
+            headers = dict[str, str | bytes | None](item.headers)
+            span = spans.get(item.row.id)
+            if span is not None:
+                headers[TRACE_HEADER] = tracing.traceparent_of(span)
             while True:
                 try:
                     producer.produce(
                         self.topic,
                         value=item.value,
                         key=item.key,
-                        headers=dict[str, str | bytes | None](item.headers),
+                        headers=headers,
                         on_delivery=on_delivery(item.row.id),
                     )
                     break
@@ -197,6 +223,10 @@ class Relay:
                     results[item.row.id] = e.args[0]
                     break
         producer.flush(self.config.delivery_timeout_s + 5)
+        for row_id, span in spans.items():
+            if results.get(row_id, True) is not None:
+                span.set_status(tracing.StatusCode.ERROR, "not delivered")
+            span.end()
         delivered: list[int] = []
         deferred: dict[int, str] = {}
         for item in encoded:
@@ -356,6 +386,8 @@ class Relay:
             self._conn = psycopg.connect(
                 self.config.dsn, autocommit=True, application_name="kflow-relay", connect_timeout=10
             )
+            # a table installed before tracing has no traceparent column (ADR 0037)
+            self._claim_sql = CLAIM_SQL if has_trace_column(self._conn) else UNTRACED_CLAIM_SQL
         return self._conn
 
     def _listener(self) -> psycopg.Connection[Any]:

@@ -27,15 +27,18 @@ from kflow.relay.outbox import (
     input_json,
 )
 
-CLAIM_SQL = f"""
+_CLAIM = """
 SELECT id, event_id::text, workflow_id, name, version, input::text, tenant, actor,
-       correlation_id, idempotency_key, created_at
-FROM {TABLE}
+       correlation_id, idempotency_key, created_at, {traceparent}
+FROM {table}
 WHERE published_at IS NULL AND failed_at IS NULL
 ORDER BY id
 LIMIT %s
 FOR UPDATE SKIP LOCKED
 """
+CLAIM_SQL = _CLAIM.format(table=TABLE, traceparent="traceparent")
+UNTRACED_CLAIM_SQL = _CLAIM.format(table=TABLE, traceparent="NULL")
+"""For an outbox table installed before it had the ``traceparent`` column."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -53,6 +56,8 @@ class OutboxRow:
     correlation_id: str | None
     idempotency_key: str | None
     created_at: datetime
+    traceparent: str | None = None
+    """Trace context of the span that wrote the row; the record's ``traceparent`` header."""
 
     @classmethod
     def from_tuple(cls, values: tuple[Any, ...]) -> OutboxRow:
@@ -122,4 +127,5 @@ def encode_row(row: OutboxRow, max_payload_bytes: int) -> EncodedRow:
         encoded = encode_input(command, meta)
     except EncodeError as e:
         raise RowRejected(str(e)) from e
-    return EncodedRow(row, row.workflow_id, encoded, trace_headers(correlation_id=correlation_id))
+    headers = trace_headers(correlation_id=correlation_id, traceparent=row.traceparent)
+    return EncodedRow(row, row.workflow_id, encoded, headers)

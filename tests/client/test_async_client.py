@@ -121,6 +121,17 @@ async def test_many_handles_are_awaited_together_on_one_consumer(
     assert len(opened) == 1, f"{len(opened)} readers of the events topic"
 
 
+async def test_async_commands_with_wait_report_the_answer(async_client: kflow.AsyncClient) -> None:
+    handle = await async_client.start("gated")
+    await wait_for(handle, StepScheduled, kind="approval")
+    assert isinstance(await handle.pause(wait=WAIT_S), WorkflowPaused)
+    assert isinstance(await handle.resume(wait=WAIT_S), WorkflowResumed)
+    with pytest.raises(kflow.CommandRejected, match="no_waiting_step"):
+        await handle.signal("nope", {"approved": True}, wait=WAIT_S)
+    duplicate = await async_client.start("gated", id=handle.workflow_id)
+    assert isinstance(await duplicate.answer(timeout=WAIT_S), DuplicateStartIgnored)
+
+
 async def test_retry_reopens_a_cancelled_run(async_client: kflow.AsyncClient) -> None:
     handle = await async_client.start("gated")
     await wait_for(handle, StepScheduled, kind="approval")
@@ -131,5 +142,5 @@ async def test_retry_reopens_a_cancelled_run(async_client: kflow.AsyncClient) ->
     await wait_for(reopened, StepScheduled, kind="approval", attempt=2)
     await reopened.signal("gate", {"approved": True, "by": "bo"})
     assert await reopened.result(timeout=WAIT_S) == {"after": {"by": "bo"}}
-    with pytest.raises(kflow.CommandRefused, match="not_retryable"):
+    with pytest.raises(kflow.CommandRejected, match="not_retryable"):
         await (await reopened.retry()).result(timeout=WAIT_S)

@@ -243,6 +243,25 @@ def test_a_missing_events_topic_is_named_with_the_fix(stack: Settings) -> None:
         lost.start("diamond")
 
 
+def test_commands_with_wait_return_what_applied_them_or_raise_the_rejection(
+    client: kflow.Client,
+) -> None:
+    handle = client.start("gated")
+    assert isinstance(handle.answer(timeout=WAIT_S), WorkflowStarted)
+    wait_for(handle, StepScheduled, kind="approval")
+    paused = handle.pause("vendor", wait=WAIT_S)
+    assert isinstance(paused, WorkflowPaused) and paused.reason == "vendor"
+    with pytest.raises(kflow.CommandRejected) as twice:
+        handle.pause(wait=WAIT_S)
+    assert (twice.value.command, twice.value.code) == ("PauseWorkflow", "not_applicable")
+    handle.cancel(wait=WAIT_S)
+    with pytest.raises(kflow.CommandRejected) as finished:
+        handle.signal("gate", {"approved": True}, wait=WAIT_S)
+    assert finished.value.code == "workflow_finished" and "cancelled" in finished.value.reason
+    rejected = client.start("no-such-definition").answer(timeout=WAIT_S)
+    assert isinstance(rejected, WorkflowRejected) and rejected.code == "unknown_definition"
+
+
 def test_retry_reopens_a_cancelled_run_and_its_handle_waits_for_the_new_end(
     client: kflow.Client, runtime: Runtime
 ) -> None:
@@ -267,7 +286,7 @@ def test_retry_reopens_a_cancelled_run_and_its_handle_waits_for_the_new_end(
 def test_retry_of_a_completed_run_raises_command_refused(client: kflow.Client) -> None:
     handle = client.start("diamond", {"x": 1})
     handle.result(timeout=WAIT_S)
-    with pytest.raises(kflow.CommandRefused) as refused:
+    with pytest.raises(kflow.CommandRejected) as refused:
         handle.retry().result(timeout=WAIT_S)
     assert refused.value.code == "not_retryable"
     assert "completed" in refused.value.reason

@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
 
 import pytest
 import redis
+from click.testing import Result
 from confluent_kafka import Producer
 from typer.testing import CliRunner
 
@@ -19,7 +22,19 @@ from tests.console.test_browser_actions import events_of, fixable
 
 pytestmark = pytest.mark.integration
 _register()
-runner = CliRunner()
+_runner = CliRunner()
+
+
+class _InThread:
+    """``CliRunner.invoke`` in a thread of its own: Playwright's sync API keeps an event
+    loop running in the test thread once a browser test ran, and the CLI uses asyncio.run."""
+
+    def invoke(self, app: Any, args: list[str]) -> Result:
+        with ThreadPoolExecutor(1) as pool:
+            return pool.submit(_runner.invoke, app, args).result()
+
+
+runner = _InThread()
 
 
 @pytest.fixture

@@ -61,11 +61,14 @@ class Driver:
         self.log: list[Event] = []
         self.now = 1_000
 
-    def send(self, command: Input, now: int | None = None) -> list[Event]:
+    def send(self, command: Input, now: int | None = None, key: str | None = None) -> list[Event]:
+        """``decide`` (with the envelope's idempotency ``key``), checked against the fast path."""
         if now is not None:
             self.now = now
-        events = decide(self.state, command, self.now)
-        fast_events, fast_state = decide_and_evolve(self.state, command, self.now)
+        events = decide(self.state, command, self.now, idempotency_key=key)
+        fast_events, fast_state = decide_and_evolve(
+            self.state, command, self.now, idempotency_key=key
+        )
         self.log.extend(events)
         self.state = evolve_all(self.state, events)
         assert fast_events == events and fast_state == self.state

@@ -91,8 +91,8 @@ def test_apply_start_and_read_events_of_an_unknown_workflow(cli_env: Settings) -
     assert "applied docpipe@1" in applied.output
     listed = runner.invoke(app, ["definitions", "list"])
     assert "docpipe" in listed.output
-    started = runner.invoke(app, ["start", "nope", "--id", "cli-unknown"])
-    assert started.exit_code == 0 and "started cli-unknown" in started.output
+    sent = runner.invoke(app, ["start", "nope", "--id", "cli-unknown", "--no-wait"])
+    assert sent.exit_code == 0 and "start sent for cli-unknown" in sent.output
     missing = runner.invoke(app, ["events", "never-started"])
     assert missing.exit_code == 1
     assert "no events for workflow 'never-started'" in missing.output

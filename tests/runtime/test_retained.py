@@ -10,6 +10,7 @@ def test_ids_expire_once_the_window_passed_and_a_rerun_is_not_expired_early() ->
     ids.add(0, "a", 1_000)
     ids.add(1, "b", 1_050)
     assert ids.contains(0, "a") and not ids.contains(1, "a")
+    assert ids.contains(0, "a", now=1_100) and not ids.contains(0, "a", now=1_101)
     assert ids.expire(1_100) == []
     ids.discard("b")  # retried: running again
     ids.add(1, "b", 1_500)  # finished again later

@@ -178,3 +178,16 @@ def test_random_runs_with_retries_keep_every_completed_result_and_replay_exactly
     assert is_terminal(d.state)
     check_log(d.log, d.s)
     assert check_rows_at_every_prefix(d.log) > 0
+
+
+def test_a_retry_repeating_its_idempotency_key_is_not_applied_twice() -> None:
+    d = failed_diamond()
+    first = d.send(RetryWorkflow(workflow_id="wf", reason="r"), key="retry-1")
+    assert isinstance(first[0], WorkflowRetried)
+    d.err("c", ErrorClass.PERMANENT)  # fails again
+    assert d.s.status == "failed"
+    (again,) = d.send(RetryWorkflow(workflow_id="wf", reason="r"), key="retry-1")
+    assert isinstance(again, InputRejected) and again.code == "duplicate_command"
+    fresh = d.send(RetryWorkflow(workflow_id="wf"), key="retry-2")
+    assert isinstance(fresh[0], WorkflowRetried)
+    check_log(d.log, d.s)

@@ -22,12 +22,14 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
+from pydantic import SecretStr
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from kflow.api.apikeys import Scope, create_key
 from kflow.bus.admin import broker_reachable, create_topics
+from kflow.bus.principals import publish_key
 from kflow.bus.topics import TopicSpec, topic_names
 from kflow.cli.run import service_command, stop_children
 from kflow.client import AsyncClient, AsyncWorkflowHandle, WaitTimeout
@@ -86,10 +88,13 @@ def start_services(
 
 
 def console_key(settings: Settings) -> str:
-    """The read-model schema migrated, and a fresh admin API key for the console."""
+    """The read-model schema migrated, and a fresh admin API key for the console; its
+    signing key is published, so the demo's own commands are signed with it (ADR 0060)."""
     with connect(settings.database_url, settings.db_schema) as conn:
         migrate(conn, settings.db_schema)
-        return create_key(conn, "demo", "default", [Scope.ADMIN]).token
+        key = create_key(conn, "demo", "default", [Scope.ADMIN])
+    publish_key(settings.kafka_bootstrap, settings.topic_prefix, key.signing_record())
+    return key.token
 
 
 def wait_for_api(base: str, timeout_s: float = 60.0) -> bool:
@@ -157,13 +162,15 @@ def main() -> int:
 
     console.print("2. starting services")
     token = console_key(settings)
-    children = start_services({**os.environ}, args.concurrency, settings)
+    # the demo runs as a new install should: the orchestrator refuses unsigned commands
+    secure_env = {**os.environ, "KFLOW_REQUIRE_SIGNED_COMMANDS": "true"}
+    children = start_services(secure_env, args.concurrency, settings)
     base = f"http://{settings.api_host}:{settings.api_port}"
     try:
         if not wait_for_api(base):
             console.print(f"[red]the API did not become ready; see {LOG_DIR / 'api.log'}[/]")
             return 1
-        code, example = run_batch(settings.kafka_bootstrap, settings.topic_prefix, args)
+        code, example = run_batch(settings.kafka_bootstrap, settings.topic_prefix, args, token)
         show_read_model(base, token, example)
         console.rule("the console")
         console.print(
@@ -191,15 +198,17 @@ class Tally:
     approvals: int = 0
 
 
-def run_batch(bootstrap: str, prefix: str, args: argparse.Namespace) -> tuple[int, str]:
-    """Run the batch; the exit code and one workflow's id."""
-    return asyncio.run(_run_batch(bootstrap, prefix, args))
+def run_batch(bootstrap: str, prefix: str, args: argparse.Namespace, token: str) -> tuple[int, str]:
+    """Run the batch, signed with the API key ``token``; the exit code and one workflow's id."""
+    return asyncio.run(_run_batch(bootstrap, prefix, args, token))
 
 
-async def _run_batch(bootstrap: str, prefix: str, args: argparse.Namespace) -> tuple[int, str]:
+async def _run_batch(
+    bootstrap: str, prefix: str, args: argparse.Namespace, token: str
+) -> tuple[int, str]:
     names = topic_names(prefix)
     settings = get_settings().model_copy(
-        update={"kafka_bootstrap": bootstrap, "topic_prefix": prefix}
+        update={"kafka_bootstrap": bootstrap, "topic_prefix": prefix, "api_key": SecretStr(token)}
     )
     run_id = uuid.uuid4().hex[:6]
     ids = [f"doc-{run_id}-{i:03d}" for i in range(args.workflows)]
@@ -272,7 +281,9 @@ async def _run_batch(bootstrap: str, prefix: str, args: argparse.Namespace) -> t
     console.print(table)
     example = ids[0]
     console.print(f"Look at one workflow's events with: [bold]kflow events {example}[/]")
-    subprocess.run(service_command("events", example), check=False)
+    subprocess.run(
+        service_command("events", example), env={**os.environ, "KFLOW_API_KEY": token}, check=False
+    )
     if open_:
         console.print(f"[red]{open_} workflows did not finish; see {LOG_DIR}[/]")
         return 1, example

@@ -121,6 +121,7 @@ class Projector:
         """``dead_letters=False``: log poison records but write no dead letters (a rebuild
         replays records the live projector already dead-lettered)."""
         self.sink = sink
+        self.instance_id = instance_id
         self.dead_letters = dead_letters
         self.topics = topics
         self.batch_size = batch_size
@@ -137,8 +138,9 @@ class Projector:
             overrides={"partition.assignment.strategy": "range"},
         )
         self.dlq = make_producer(bootstrap)
-        self.outage = Outage(sink.projection, base_s=0.2)
-        """The store's outages (``kflow_dependency_up{dependency="postgres"|"redis"}``)."""
+        store = "postgresql" if sink.projection == "postgres" else sink.projection
+        self.outage = Outage(store, base_s=0.2)
+        """The store's outages (``kflow_dependency_up{dependency="postgresql"|"redis"}``)."""
 
     def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         self.sink.forget()
@@ -206,7 +208,7 @@ class Projector:
                         f"{self.sink.projection} projector consumer failed for good: "
                         f"{error.str()}; exiting so that a new process starts with a new "
                         "consumer (is another projector running with the same "
-                        "KFLOW_PROJECTOR_INSTANCE?)"
+                        f"KFLOW_PROJECTOR_INSTANCE={self.instance_id}?)"
                     )
                 log.warning("consumer error: %s", error.str())
                 continue

@@ -133,17 +133,37 @@ class Settings(BaseSettings):
     """The orchestrator keeps such a run's last snapshot this long after it finished, so a
     RetryWorkflow can reopen it after a restart or rebalance too (ADR 0082)."""
 
+    # -- identity (ADR 0060, docs/security.md) ---------------------------------------------
+
+    api_key: SecretStr | None = Field(
+        None, description="API key the CLI, kflow.Client and the relay sign commands with"
+    )
+    """A key made by ``kflow apikey create`` (``kf_<id>_<secret>``). Without it, the file
+    ``$KFLOW_API_KEY_FILE`` (default ``~/.config/kflow/api-key``) is read if present;
+    without either, commands go unsigned (refused where signatures are required)."""
+    api_key_file: str | None = Field(
+        None, description="file holding the API key [default: ~/.config/kflow/api-key]"
+    )
+    require_signed_commands: bool = Field(
+        False, description="orchestrator: refuse unsigned commands (signed ones are always checked)"
+    )
+    """Off, an unsigned command still acts only in the default tenant and can never touch
+    another tenant's workflow; on, it is refused with a reason event. ``kflow demo`` and
+    new deployments should turn it on (docs/security.md, migration)."""
+
     # -- limits -----------------------------------------------------------------------------
 
     max_payload_bytes: int = Field(
         1_000_000,
         ge=1024,
         le=MAX_PAYLOAD_CEILING,
-        description="largest workflow input or step output accepted",
+        description="largest workflow input or step output accepted "
+        "(at most a third of the 4 MiB record limit)",
     )
-    """Checked by the API and the outbox relay on the way in, and by the orchestrator (too
-    large an input rejects the workflow, too large an output fails the step), so a record
-    never fails at the broker; the topics' record limit leaves room for the envelope."""
+    """Checked by the API and the outbox relay on the way in, by the processor (a node's
+    output over it fails the step at once) and by the orchestrator (too large an input
+    rejects the workflow, an output fails the step, a signal or heartbeat gets a notice), so
+    a record never fails at the broker; at most ``MAX_PAYLOAD_CEILING`` (ADR 0027)."""
 
     # -- read model -------------------------------------------------------------------------
 

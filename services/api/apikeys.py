@@ -10,10 +10,13 @@ import hashlib
 import hmac
 import re
 import secrets
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from enum import StrEnum
 
 import psycopg
+
+from kflow.bus.principals import PrincipalKey
+from kflow.bus.signing import Signer
 
 REVOKED_CHANNEL = "kflow_api_key_revoked"
 """PostgreSQL NOTIFY channel; the payload is the revoked key's id (API processes evict it)."""
@@ -40,6 +43,8 @@ class Principal:
     name: str
     tenant: str
     scopes: frozenset[Scope]
+    signer: Signer | None = field(default=None, repr=False, compare=False)
+    """Signs the commands sent as this principal (made from the bearer key; ADR 0060)."""
 
     @property
     def actor(self) -> str:
@@ -48,6 +53,14 @@ class Principal:
 
     def allows(self, needed: Scope) -> bool:
         return any(_RANK[s] >= _RANK[needed] for s in self.scopes)
+
+    def signing_record(self) -> PrincipalKey | None:
+        """The record orchestrators verify this principal's signatures with."""
+        if self.signer is None:
+            return None
+        return PrincipalKey(
+            self.key_id, self.name, self.tenant, frozenset(self.scopes), self.signer.key
+        )
 
 
 @dataclass(frozen=True)
@@ -58,6 +71,14 @@ class NewKey:
     token: str
     tenant: str
     scopes: tuple[Scope, ...]
+    name: str = ""
+
+    def signing_record(self) -> PrincipalKey:
+        """The record orchestrators verify this key's signatures with (ADR 0060)."""
+        signer = Signer.from_token(self.token)
+        return PrincipalKey(
+            self.key_id, self.name, self.tenant, frozenset(map(str, self.scopes)), signer.key
+        )
 
 
 def hash_token(token: str) -> bytes:
@@ -92,7 +113,7 @@ def create_key(
             " VALUES (%s, %s, %s, %s, %s)",
             (key_id, hash_token(token), name, tenant, sorted({str(s) for s in scopes})),
         )
-    return NewKey(key_id, token, tenant, tuple(sorted(set(scopes), key=_RANK.__getitem__)))
+    return NewKey(key_id, token, tenant, tuple(sorted(set(scopes), key=_RANK.__getitem__)), name)
 
 
 def revoke_key(conn: psycopg.Connection[tuple[object, ...]], key_id: str) -> bool:
@@ -116,7 +137,13 @@ def principal_from_row(row: tuple[object, ...], token: str) -> Principal | None:
     if not isinstance(key_hash, bytes) or not matches(token, key_hash):
         return None
     assert isinstance(scopes, list)
-    return Principal(str(key_id), str(name), str(tenant), frozenset(Scope(s) for s in scopes))
+    return Principal(
+        str(key_id),
+        str(name),
+        str(tenant),
+        frozenset(Scope(s) for s in scopes),
+        Signer.from_token(token),
+    )
 
 
 LOOKUP_SQL = (

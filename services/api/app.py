@@ -22,7 +22,7 @@ from kflow.api import (
 from kflow.api.problems import install_problem_handlers, problem_response
 from kflow.api.resources import ApiConfig, close_resources, open_resources
 from kflow.api.responses import DocumentResponse
-from kflow.api.server import RequestHeadLimit
+from kflow.api.server import RequestLimits
 from kflow.observability import tracing
 from kflow.observability.metrics import API_LATENCY, API_REQUESTS
 
@@ -141,7 +141,7 @@ def create_app(config: ApiConfig) -> FastAPI:
     )
     install_problem_handlers(app)
     app.add_middleware(CrashMiddleware)
-    app.add_middleware(RequestHeadLimit)
+    app.add_middleware(RequestLimits, max_body_bytes=config.max_body_bytes)
     app.add_middleware(MetricsMiddleware)  # the last added runs first: it sees every answer
     app.include_router(routes_read.router)
     app.include_router(routes_commands.router)
@@ -155,6 +155,10 @@ def create_app(config: ApiConfig) -> FastAPI:
         from opentelemetry.instrumentation.fastapi import FastAPIInstrumentor
 
         FastAPIInstrumentor.instrument_app(
-            app, tracer_provider=tracing.provider(), excluded_urls=UNTRACED_PATHS
+            app,
+            tracer_provider=tracing.provider(),
+            excluded_urls=UNTRACED_PATHS,
+            # no span per ASGI message: an SSE stream would make one per event sent
+            exclude_spans=["receive", "send"],
         )
     return app

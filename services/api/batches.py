@@ -21,6 +21,7 @@ from kflow.api.console.queries import command_outcome
 from kflow.api.queries import AConn, ListFilter, contains_pattern
 from kflow.bus.commands import CommandPublisher
 from kflow.bus.envelope import envelope_meta
+from kflow.bus.signing import Signer
 from kflow.core.errors import KflowError
 from kflow.core.inputs import (
     CancelWorkflow,
@@ -207,11 +208,17 @@ async def _select(conn: AConn, tenant: str, sel: Selection) -> list[tuple[str, b
 
 
 async def submit(
-    conn: AConn, publisher: CommandPublisher, tenant: str, actor: str, request: BatchRequest
+    conn: AConn,
+    publisher: CommandPublisher,
+    tenant: str,
+    actor: str,
+    request: BatchRequest,
+    signer: Signer | None = None,
 ) -> str:
     """Create the batch (or find it again) and publish every command not yet published.
 
-    Commands are published while their rows are locked, then marked published in the same
+    Commands are signed by ``signer`` (the caller's key, ADR 0060) and published while their
+    rows are locked, then marked published in the same
     PostgreSQL transaction: a concurrent submission of the same batch skips them, and a crash
     before the commit republishes them on the next submission (each command is harmless
     twice: the second is answered with a notice).
@@ -262,7 +269,7 @@ async def submit(
                 command = command_of(request, str(workflow_id))
                 meta = envelope_meta(command, event_id=str(command_id), actor=actor,
                                      tenant=tenant, correlation_id=batch_id)  # fmt: skip
-                sends.append(publisher.publish_async(command, meta))
+                sends.append(publisher.publish_async(command, meta, signer))
             await asyncio.gather(*sends)
             await conn.execute(
                 "UPDATE batch_items SET published_at = now()"

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.routing import BaseRoute
 
 from kflow.core.errors import KflowError
 
@@ -79,6 +81,20 @@ def _validation_detail(exc: RequestValidationError) -> tuple[str, list[dict[str,
     return f"{first['field']}: {first['message']}", errors
 
 
+def allowed_methods(routes: Sequence[BaseRoute], path: str) -> list[str]:
+    """Every method some route serves at ``path`` (routes of included routers too)."""
+    found: set[str] = set()
+    for route in routes:
+        inner = getattr(route, "original_router", None)  # FastAPI's included router
+        if inner is not None:
+            found.update(allowed_methods(inner.routes, path))
+            continue
+        regex, methods = getattr(route, "path_regex", None), getattr(route, "methods", None)
+        if regex is not None and methods and regex.match(path):
+            found.update(methods)
+    return sorted(found)
+
+
 def install_problem_handlers(app: FastAPI) -> None:
     """Make every error, including framework ones, a problem response."""
 
@@ -103,14 +119,17 @@ def install_problem_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
-        title = {404: "Not found", 405: "Method not allowed"}.get(exc.status_code, "HTTP error")
+        titles = {404: "Not found", 405: "Method not allowed", 413: "Payload too large"}
+        title = titles.get(exc.status_code, "HTTP error")
+        headers = dict(exc.headers) if exc.headers else {}
+        detail = str(exc.detail)
+        if exc.status_code == 405:
+            allowed = allowed_methods(request.app.routes, request.url.path)
+            if allowed:  # the router names only the first route of the path
+                headers["Allow"] = ", ".join(allowed)
+                detail = f"{request.method} is not allowed on this path; use {headers['Allow']}"
         return problem_response(
-            exc.status_code,
-            "http-error",
-            title,
-            str(exc.detail),
-            request.url.path,
-            dict(exc.headers) if exc.headers else None,
+            exc.status_code, "http-error", title, detail, request.url.path, headers or None
         )
 
     @app.exception_handler(Exception)

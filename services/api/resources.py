@@ -5,13 +5,14 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import psycopg
 import redis.asyncio as aioredis
 from psycopg_pool import AsyncConnectionPool, PoolTimeout
 from redis.exceptions import RedisError
 
+from kflow.api.apikeys import Principal
 from kflow.api.keycache import (
     KeyCache,
     has_unread_input,
@@ -45,6 +46,12 @@ class ApiConfig:
     command_timeout_s: float = DELIVERY_TIMEOUT_S
     """How long a command request waits for Kafka's ack before answering 503."""
 
+    @property
+    def max_body_bytes(self) -> int:
+        """Largest request body read (413 beyond): room for a document at the payload limit
+        sent pretty-printed, plus the rest of the body."""
+        return 2 * self.max_payload_bytes + 65_536
+
 
 @dataclass
 class ApiResources:
@@ -56,6 +63,8 @@ class ApiResources:
     commands: CommandPublisher
     keys: KeyCache
     listener: asyncio.Task[None]
+    announced: set[str] = field(default_factory=set)
+    """Key ids whose signing key this process has published to ``<prefix>.principals``."""
 
     @asynccontextmanager
     async def db(self) -> AsyncIterator[psycopg.AsyncConnection[tuple[object, ...]]]:
@@ -126,6 +135,20 @@ async def open_resources(config: ApiConfig) -> ApiResources:
         listen_for_revocations(keys, config.database_url), name="api-key-revocations"
     )
     return ApiResources(config, pool, redis, commands, keys, listener)
+
+
+async def announce(res: ApiResources, who: Principal) -> None:
+    """Publish ``who``'s signing key before its first command from this process.
+
+    Keys made by ``kflow apikey create`` are published already; this covers keys made
+    before ADR 0060 or straight in PostgreSQL. Revocation stays final: it is a separate
+    record that no key record undoes (``kflow.bus.principals``).
+    """
+    record = who.signing_record()
+    if record is None or who.key_id in res.announced:
+        return
+    await res.commands.publish_principal_async(record)
+    res.announced.add(who.key_id)
 
 
 async def close_resources(res: ApiResources) -> None:

@@ -11,8 +11,9 @@ from kflow.api import batches
 from kflow.api.apikeys import Principal, Scope
 from kflow.api.auth import require, resources
 from kflow.api.models import NAME_PATTERN, WORKFLOW_ID_PATTERN
+from kflow.api.openapi_responses import COMMAND, ONE_WORKFLOW, problems
 from kflow.api.problems import Problem, unavailable
-from kflow.api.routes_read import _PROBLEMS
+from kflow.api.resources import announce
 from kflow.bus.commands import CommandNotDelivered
 
 router = APIRouter(tags=["batches"])
@@ -95,8 +96,9 @@ async def submit(request: Request, who: Principal, req: batches.BatchRequest) ->
     """Create (or find again) the batch and publish its commands; problems on failure."""
     res = resources(request)
     try:
+        await announce(res, who)
         async with res.db() as conn:
-            return await batches.submit(conn, res.commands, who.tenant, who.actor, req)
+            return await batches.submit(conn, res.commands, who.tenant, who.actor, req, who.signer)
     except batches.BatchError as e:
         raise Problem(422, "invalid-request", "Invalid request", str(e)) from e
     except CommandNotDelivered as e:
@@ -129,14 +131,14 @@ def vars_of(item: batches.ItemOutcome) -> dict[str, Any]:
 BatchId = Annotated[str, Path(pattern=r"^[0-9a-f-]{36}$")]
 
 
-@router.post("/batches", status_code=202, response_model=BatchOut, responses=_PROBLEMS)
+@router.post("/batches", status_code=202, response_model=BatchOut, responses=problems(*COMMAND))
 async def create_batch(request: Request, who: Writer, body: BatchRequestBody) -> BatchOut:
     """Publish one command per selected workflow; answers with the batch's progress."""
     batch_id = await submit(request, who, request_of(body))
     return out_of(await view(request, who, batch_id))
 
 
-@router.get("/batches/{batch_id}", response_model=BatchOut, responses=_PROBLEMS)
+@router.get("/batches/{batch_id}", response_model=BatchOut, responses=problems(*ONE_WORKFLOW))
 async def get_batch(request: Request, who: Reader, batch_id: BatchId) -> BatchOut:
     """A batch's progress and per-workflow outcome."""
     return out_of(await view(request, who, batch_id))

@@ -9,7 +9,7 @@ Idempotency-Key cannot start a workflow twice (the orchestrator ignores a duplic
 from __future__ import annotations
 
 import uuid
-from typing import Annotated, Any
+from typing import Annotated
 
 from fastapi import APIRouter, Depends, Header, Path, Request, Response
 
@@ -24,9 +24,11 @@ from kflow.api.models import (
     SignalRequest,
     StartWorkflowRequest,
 )
+from kflow.api.openapi_responses import COMMAND, problems
 from kflow.api.problems import Problem, unavailable
 from kflow.api.queries import latest_version, links, workflow_tenant
-from kflow.api.routes_read import _PROBLEMS, not_found
+from kflow.api.resources import announce
+from kflow.api.routes_read import not_found
 from kflow.bus.commands import CommandNotDelivered
 from kflow.bus.envelope import envelope_meta, workflow_id_for
 from kflow.bus.topics import topic_names
@@ -44,10 +46,10 @@ from kflow.core.jsondoc import Json
 router = APIRouter(tags=["commands"])
 Writer = Annotated[Principal, Depends(require(Scope.WRITE))]
 WorkflowId = Annotated[str, Path(pattern=WORKFLOW_ID_PATTERN, max_length=128)]
-_COMMAND_PROBLEMS: dict[int | str, dict[str, Any]] = {
-    **_PROBLEMS,
-    409: {"description": "the workflow id belongs to another tenant"},
-    413: {"description": "payload too large"},
+_LOCATION = {"Location": {"schema": {"type": "string"}, "description": "the workflow"}}
+_START_RESPONSES = {
+    **problems(*COMMAND),
+    202: {"description": "the StartWorkflow command is in the log", "headers": _LOCATION},
 }
 
 
@@ -88,7 +90,8 @@ async def _publish(
         meta = envelope_meta(
             command, actor=who.actor, tenant=who.tenant, idempotency_key=idempotency_key
         )
-        await publisher.publish_async(command, meta)
+        await announce(resources(request), who)
+        await publisher.publish_async(command, meta, who.signer)
     except CommandNotDelivered as e:
         advice = (
             f"no acknowledgement within {publisher.timeout_s:g} s; retry later (a start "
@@ -108,15 +111,19 @@ async def _visible(request: Request, who: Principal, workflow_id: str) -> None:
             raise not_found(workflow_id)
 
 
-@router.post("/workflows", status_code=202, response_model=Accepted, responses=_COMMAND_PROBLEMS)
+IdempotencyKey = Annotated[
+    str | None, Header(min_length=1, max_length=200, pattern=r"^[\x21-\x7e]+$")
+]
+"""``Idempotency-Key``: a retried command with the same key is applied once (ADR 0018)."""
+
+
+@router.post("/workflows", status_code=202, response_model=Accepted, responses=_START_RESPONSES)
 async def start(
     request: Request,
     response: Response,
     who: Writer,
     body: StartWorkflowRequest,
-    idempotency_key: Annotated[
-        str | None, Header(min_length=1, max_length=200, pattern=r"^[\x21-\x7e]+$")
-    ] = None,
+    idempotency_key: IdempotencyKey = None,
 ) -> Accepted:
     """Start a workflow (asynchronously); safe to retry with the same id or Idempotency-Key."""
     document = _document(request, "input", body.input)
@@ -158,65 +165,85 @@ async def start(
     "/workflows/{workflow_id}/cancel",
     status_code=202,
     response_model=Accepted,
-    responses=_COMMAND_PROBLEMS,
+    responses=problems(*COMMAND),
 )
 async def cancel(
-    request: Request, who: Writer, workflow_id: WorkflowId, body: ReasonRequest | None = None
+    request: Request,
+    who: Writer,
+    workflow_id: WorkflowId,
+    body: ReasonRequest | None = None,
+    idempotency_key: IdempotencyKey = None,
 ) -> Accepted:
-    """Cancel the workflow; running steps are marked cancelled."""
+    """Cancel the workflow; running steps are marked cancelled (a retry with the same
+    Idempotency-Key is applied once)."""
     await _visible(request, who, workflow_id)
     reason = body.reason if body else ""
-    return await _publish(request, who, CancelWorkflow(workflow_id=workflow_id, reason=reason))
+    command = CancelWorkflow(workflow_id=workflow_id, reason=reason)
+    return await _publish(request, who, command, idempotency_key)
 
 
 @router.post(
     "/workflows/{workflow_id}/pause",
     status_code=202,
     response_model=Accepted,
-    responses=_COMMAND_PROBLEMS,
+    responses=problems(*COMMAND),
 )
 async def pause(
-    request: Request, who: Writer, workflow_id: WorkflowId, body: ReasonRequest | None = None
+    request: Request,
+    who: Writer,
+    workflow_id: WorkflowId,
+    body: ReasonRequest | None = None,
+    idempotency_key: IdempotencyKey = None,
 ) -> Accepted:
-    """Stop scheduling new steps until resumed."""
+    """Stop scheduling new steps until resumed (a retry with the same Idempotency-Key is
+    applied once)."""
     await _visible(request, who, workflow_id)
     reason = body.reason if body else ""
-    return await _publish(request, who, PauseWorkflow(workflow_id=workflow_id, reason=reason))
+    command = PauseWorkflow(workflow_id=workflow_id, reason=reason)
+    return await _publish(request, who, command, idempotency_key)
 
 
 @router.post(
     "/workflows/{workflow_id}/resume",
     status_code=202,
     response_model=Accepted,
-    responses=_COMMAND_PROBLEMS,
+    responses=problems(*COMMAND),
 )
-async def resume(request: Request, who: Writer, workflow_id: WorkflowId) -> Accepted:
-    """Resume a paused workflow."""
+async def resume(
+    request: Request, who: Writer, workflow_id: WorkflowId, idempotency_key: IdempotencyKey = None
+) -> Accepted:
+    """Resume a paused workflow (a retry with the same Idempotency-Key is applied once)."""
     await _visible(request, who, workflow_id)
-    return await _publish(request, who, ResumeWorkflow(workflow_id=workflow_id))
+    return await _publish(request, who, ResumeWorkflow(workflow_id=workflow_id), idempotency_key)
 
 
 @router.post(
     "/workflows/{workflow_id}/retry",
     status_code=202,
     response_model=Accepted,
-    responses=_COMMAND_PROBLEMS,
+    responses=problems(*COMMAND),
 )
 async def retry(
-    request: Request, who: Writer, workflow_id: WorkflowId, body: ReasonRequest | None = None
+    request: Request,
+    who: Writer,
+    workflow_id: WorkflowId,
+    body: ReasonRequest | None = None,
+    idempotency_key: IdempotencyKey = None,
 ) -> Accepted:
     """Reopen a failed or cancelled run: its failed and cancelled steps run again as their
-    next attempt, completed steps keep their results (ADR 0082)."""
+    next attempt, completed steps keep their results (ADR 0082; a retry with the same
+    Idempotency-Key is applied once)."""
     await _visible(request, who, workflow_id)
     reason = body.reason if body else ""
-    return await _publish(request, who, RetryWorkflow(workflow_id=workflow_id, reason=reason))
+    command = RetryWorkflow(workflow_id=workflow_id, reason=reason)
+    return await _publish(request, who, command, idempotency_key)
 
 
 @router.post(
     "/workflows/{workflow_id}/signals/{name}",
     status_code=202,
     response_model=Accepted,
-    responses=_COMMAND_PROBLEMS,
+    responses=problems(*COMMAND),
 )
 async def signal(
     request: Request,
@@ -224,10 +251,11 @@ async def signal(
     workflow_id: WorkflowId,
     name: Annotated[str, Path(pattern=SIGNAL_PATTERN, max_length=128)],
     body: SignalRequest,
+    idempotency_key: IdempotencyKey = None,
 ) -> Accepted:
-    """Deliver a signal (e.g. an approval) to a waiting step."""
+    """Deliver a signal (e.g. an approval) to a waiting step (a retry with the same
+    Idempotency-Key is applied once)."""
     payload = _document(request, "payload", body.payload)
     await _visible(request, who, workflow_id)
-    return await _publish(
-        request, who, SignalWorkflow(workflow_id=workflow_id, name=name, payload=payload)
-    )
+    command = SignalWorkflow(workflow_id=workflow_id, name=name, payload=payload)
+    return await _publish(request, who, command, idempotency_key)

@@ -13,8 +13,8 @@ from kflow.api import dead_letters
 from kflow.api.apikeys import Principal, Scope
 from kflow.api.auth import require, resources
 from kflow.api.console.kafka_views import Letter
+from kflow.api.openapi_responses import ONE_WORKFLOW, READ, problems
 from kflow.api.problems import Problem, unavailable
-from kflow.api.routes_read import _PROBLEMS
 from kflow.bus.errors import BusError, TransactionError
 from kflow.bus.redrive import ActionResult, DeadLetterActionError, Marker, act, parse_letter_id
 
@@ -92,14 +92,14 @@ async def _shown(request: Request, who: Principal) -> dead_letters.Shown:
         raise unavailable("Kafka", e) from e
 
 
-@router.get("/dlq", response_model=list[DeadLetterView], responses=_PROBLEMS)
+@router.get("/dlq", response_model=list[DeadLetterView], responses=problems(*READ))
 async def list_dead_letters(request: Request, who: Admin) -> list[DeadLetterView]:
     """The newest dead letters of this tenant, newest first, with what was done to each."""
     shown = await _shown(request, who)
     return [view_of(x, shown.markers.get(dead_letters.id_of(x))) for x in shown.letters]
 
 
-@router.get("/dlq/{letter}", response_model=DeadLetterView, responses=_PROBLEMS)
+@router.get("/dlq/{letter}", response_model=DeadLetterView, responses=problems(*ONE_WORKFLOW))
 async def show_dead_letter(
     request: Request, who: Admin, letter: Annotated[str, Path(pattern=LETTER_PATTERN)]
 ) -> DeadLetterView:
@@ -146,14 +146,14 @@ async def act_on(
     return out
 
 
-@router.post("/dlq/redrive", response_model=list[LetterOutcome], responses=_PROBLEMS)
+@router.post("/dlq/redrive", response_model=list[LetterOutcome], responses=problems(*READ, 409))
 async def redrive(request: Request, who: Admin, body: LetterSelection) -> list[LetterOutcome]:
     """Send each letter's original record back to its source topic, once (a letter already
     redriven or discarded is reported, not sent again)."""
     return await act_on(request, who, body.letters, "redrive", body.reason)
 
 
-@router.post("/dlq/discard", response_model=list[LetterOutcome], responses=_PROBLEMS)
+@router.post("/dlq/discard", response_model=list[LetterOutcome], responses=problems(*READ, 409))
 async def discard(request: Request, who: Admin, body: LetterSelection) -> list[LetterOutcome]:
     """Mark letters as discarded with a ``reason`` (required); they are never redriven."""
     if not body.reason.strip():

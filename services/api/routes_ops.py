@@ -11,12 +11,14 @@ from fastapi.responses import JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from kflow.api.auth import resources
+from kflow.api.openapi_responses import TRANSPORT, problems
 from kflow.observability.lag import LagUnavailable, consumer_lag
+from kflow.observability.queues import publish_queue_metrics, queue_status
 
 router = APIRouter(tags=["operations"])
 
 
-@router.get("/healthz")
+@router.get("/healthz", responses=problems(*TRANSPORT))
 async def healthz() -> dict[str, str]:
     """The process is up (no dependency is checked)."""
     return {"status": "ok"}
@@ -24,7 +26,10 @@ async def healthz() -> dict[str, str]:
 
 @router.get(
     "/readyz",
-    responses={503: {"description": "a dependency is down", "content": {"application/json": {}}}},
+    responses={
+        **problems(*TRANSPORT),
+        503: {"description": "a dependency is down", "content": {"application/json": {}}},
+    },
 )
 async def readyz(request: Request) -> JSONResponse:
     """Kafka, PostgreSQL and Redis all answer; 503 names the ones that do not."""
@@ -39,16 +44,29 @@ _lag_refreshed = [0.0]
 
 
 async def _refresh_lag(request: Request) -> None:
-    """Update ``kflow_consumer_lag`` for the prefix's groups, at most every 10 s."""
+    """Update ``kflow_consumer_lag`` for the prefix's groups and the ``kflow_queue_*`` gauges,
+    at most every 10 s."""
     if time.monotonic() - _lag_refreshed[0] < _LAG_REFRESH_S:
         return
     _lag_refreshed[0] = time.monotonic()
     config = resources(request).config
     with contextlib.suppress(LagUnavailable):
         await asyncio.to_thread(consumer_lag, config.kafka_bootstrap, config.topic_prefix, 3.0)
+    with contextlib.suppress(LagUnavailable):  # kflow_queue_*: queues no processor serves
+        statuses = await asyncio.to_thread(
+            queue_status, config.kafka_bootstrap, config.topic_prefix, 3.0
+        )
+        publish_queue_metrics(statuses)
 
 
-@router.get("/metrics", response_class=Response)
+@router.get(
+    "/metrics",
+    response_class=Response,
+    responses={
+        **problems(*TRANSPORT),
+        200: {"content": {CONTENT_TYPE_LATEST: {"schema": {"type": "string"}}}},
+    },
+)
 async def metrics(request: Request) -> Response:
     """Prometheus exposition of this process's metrics, with consumer lag of every kflow group."""
     await _refresh_lag(request)

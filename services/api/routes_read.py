@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import re
 from datetime import datetime
-from typing import Annotated, Any
+from typing import Annotated
 
 from fastapi import APIRouter, Depends, Header, Path, Query, Request
 from fastapi.responses import StreamingResponse
+from pydantic import BeforeValidator
 
 from kflow.api.apikeys import Principal, Scope
 from kflow.api.auth import bearer_token, require, resources
@@ -18,6 +20,7 @@ from kflow.api.models import (
     WorkflowDetail,
     WorkflowPage,
 )
+from kflow.api.openapi_responses import ONE_WORKFLOW, READ, problems
 from kflow.api.problems import Problem
 from kflow.api.queries import (
     ListFilter,
@@ -39,17 +42,29 @@ router = APIRouter(tags=["workflows"])
 Reader = Annotated[Principal, Depends(require(Scope.READ))]
 WorkflowId = Annotated[str, Path(pattern=WORKFLOW_ID_PATTERN, max_length=128)]
 STATUS_PATTERN = r"^[a-z_]{1,32}$"
-_PROBLEMS: dict[int | str, dict[str, Any]] = {
-    code: {"description": desc, "content": {"application/problem+json": {}}}
-    for code, desc in {
-        400: "bad request",
-        401: "missing or invalid API key",
-        403: "the key lacks the scope",
-        404: "not found (or another tenant's)",
-        422: "invalid parameter",
-        503: "a dependency is down; retry",
-    }.items()
+
+
+SSE_MESSAGE = {
+    "type": "object",
+    "description": "one SSE message: an event (id = seq, event = its type, data = the event "
+    "as JSON), or the last one, 'unauthorized' (data = a problem), when the key is revoked",
+    "properties": {
+        "id": {"type": "string"},
+        "event": {"type": "string"},
+        "data": {"type": "string"},
+    },
+    "required": ["event", "data"],
 }
+
+
+def _iso_time(value: object) -> object:
+    """Refuse what pydantic would read as a Unix time (``0.5``): the filters are RFC 3339."""
+    if isinstance(value, str) and not re.match(r"^[0-9]{4}-[0-9]{2}-[0-9]{2}", value):
+        raise ValueError("give an RFC 3339 time, e.g. 2026-01-01T00:00:00Z")
+    return value
+
+
+Time = Annotated[datetime, BeforeValidator(_iso_time)]
 
 
 def not_found(workflow_id: str) -> Problem:
@@ -59,15 +74,15 @@ def not_found(workflow_id: str) -> Problem:
     )  # fmt: skip
 
 
-@router.get("/workflows", response_model=WorkflowPage, responses=_PROBLEMS)
+@router.get("/workflows", response_model=WorkflowPage, responses=problems(*READ))
 async def get_workflows(
     request: Request,
     who: Reader,
     status: Annotated[str | None, Query(pattern=STATUS_PATTERN)] = None,
     name: Annotated[str | None, Query(pattern=NAME_PATTERN)] = None,
     tenant: Annotated[str | None, Query(max_length=64)] = None,
-    created_after: datetime | None = None,
-    created_before: datetime | None = None,
+    created_after: Time | None = None,
+    created_before: Time | None = None,
     limit: Annotated[int, Query(ge=1, le=500)] = 50,
     cursor: Annotated[str | None, Query(max_length=400)] = None,
 ) -> WorkflowPage:
@@ -89,7 +104,9 @@ async def get_workflows(
     return WorkflowPage(items=items, next_cursor=nxt)
 
 
-@router.get("/workflows/{workflow_id}", response_model=WorkflowDetail, responses=_PROBLEMS)
+@router.get(
+    "/workflows/{workflow_id}", response_model=WorkflowDetail, responses=problems(*ONE_WORKFLOW)
+)
 async def get_one(request: Request, who: Reader, workflow_id: WorkflowId) -> WorkflowDetail:
     """One execution with its steps."""
     async with resources(request).db() as conn:
@@ -99,7 +116,9 @@ async def get_one(request: Request, who: Reader, workflow_id: WorkflowId) -> Wor
     return found
 
 
-@router.get("/workflows/{workflow_id}/events", response_model=EventPage, responses=_PROBLEMS)
+@router.get(
+    "/workflows/{workflow_id}/events", response_model=EventPage, responses=problems(*ONE_WORKFLOW)
+)
 async def get_events(
     request: Request,
     who: Reader,
@@ -118,7 +137,10 @@ async def get_events(
 
 @router.get(
     "/workflows/{workflow_id}/stream",
-    responses={**_PROBLEMS, 200: {"content": {"text/event-stream": {}}}},
+    responses={
+        **problems(*ONE_WORKFLOW),
+        200: {"content": {"text/event-stream": {"schema": SSE_MESSAGE}}},
+    },
     response_class=StreamingResponse,
 )
 async def stream(
@@ -126,13 +148,13 @@ async def stream(
     who: Reader,
     workflow_id: WorkflowId,
     last_event_id: Annotated[
-        str | None,
+        str,
         Header(
             max_length=20,
             description="resume after this seq (the id of the last event received)",
             json_schema_extra={"pattern": LAST_EVENT_ID_PATTERN},
         ),
-    ] = None,
+    ] = "",
 ) -> StreamingResponse:
     """Server-sent events: each event once, in order, with its seq as the SSE id.
 
@@ -167,7 +189,7 @@ async def stream(
     )
 
 
-@router.get("/definitions", response_model=list[DefinitionView], responses=_PROBLEMS)
+@router.get("/definitions", response_model=list[DefinitionView], responses=problems(*READ))
 async def definitions(request: Request, who: Reader) -> list[DefinitionView]:
     """Registered workflow definitions (from the compacted definitions topic)."""
     async with resources(request).db() as conn:

@@ -14,7 +14,9 @@ from typing import Any
 
 import h11
 import uvicorn
-from starlette.types import ASGIApp, Receive, Scope, Send
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from uvicorn.protocols.http.h11_impl import H11Protocol
 
 from kflow.api.problems import PROBLEM_MEDIA_TYPE, PROBLEM_TYPE_BASE, problem_response
@@ -57,27 +59,62 @@ def _framing_problem(head: bytes) -> tuple[int, str, str, str]:
     return (*too_large(len(request_line), sizes), instance)
 
 
-class RequestHeadLimit:
-    """ASGI middleware: a request whose URL and headers exceed ``MAX_REQUEST_HEAD_BYTES`` gets
-    the 414/431 problem. h11 enforces its limit only on a head that arrives in pieces, so
-    this makes the limit the same however the bytes arrive."""
+def _body_detail(limit: int) -> str:
+    return f"request body: over the limit of {limit} bytes; pass a reference to large data instead"
 
-    def __init__(self, app: ASGIApp) -> None:
+
+class RequestLimits:
+    """ASGI middleware: the request head (URL and headers) and body are bounded before any
+    of them is parsed. A head over ``MAX_REQUEST_HEAD_BYTES`` gets the 414/431 problem (h11
+    enforces its limit only on a head that arrives in pieces, so this makes the limit the
+    same however the bytes arrive); a body over ``max_body_bytes`` gets a 413 problem, from
+    its Content-Length at once, or as soon as that many bytes of a chunked body arrive."""
+
+    def __init__(self, app: ASGIApp, max_body_bytes: int) -> None:
         self.app = app
+        self.max_body_bytes = max_body_bytes
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "http":
-            target = len(scope.get("raw_path") or b"") + len(scope.get("query_string") or b"") + 1
-            headers = [(k, len(k) + len(v) + 2) for k, v in scope["headers"]]
-            if target + sum(size for _, size in headers) > MAX_REQUEST_HEAD_BYTES:
-                status, title, detail = too_large(target, headers)
-                response = problem_response(
-                    status, "request-too-large", title, detail, scope["path"][:200],
-                    headers={"Connection": "close"},
-                )  # fmt: skip
-                await response(scope, receive, send)
-                return
-        await self.app(scope, receive, send)
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        target = len(scope.get("raw_path") or b"") + len(scope.get("query_string") or b"") + 1
+        headers = [(k, len(k) + len(v) + 2) for k, v in scope["headers"]]
+        refusal: JSONResponse | None = None
+        if target + sum(size for _, size in headers) > MAX_REQUEST_HEAD_BYTES:
+            status, title, detail = too_large(target, headers)
+            refusal = problem_response(
+                status, "request-too-large", title, detail, scope["path"][:200],
+                headers={"Connection": "close"},
+            )  # fmt: skip
+        elif _content_length(scope) > self.max_body_bytes:
+            refusal = problem_response(
+                413, "payload-too-large", "Payload too large", _body_detail(self.max_body_bytes),
+                scope["path"][:200], headers={"Connection": "close"},
+            )  # fmt: skip
+        if refusal is not None:
+            await refusal(scope, receive, send)
+            return
+        received = 0
+
+        async def bounded() -> Message:
+            nonlocal received
+            message = await receive()
+            if message["type"] == "http.request":
+                received += len(message.get("body", b""))
+                if received > self.max_body_bytes:
+                    # FastAPI lets an HTTPException out of body reading: the problem handler
+                    raise HTTPException(413, _body_detail(self.max_body_bytes))
+            return message
+
+        await self.app(scope, bounded, send)
+
+
+def _content_length(scope: Scope) -> int:
+    for name, value in scope["headers"]:
+        if name == b"content-length":
+            return int(value) if value.isdigit() else 0  # h11 refuses a malformed one
+    return 0
 
 
 class ProblemH11Protocol(H11Protocol):

@@ -32,7 +32,8 @@ from kflow.observability.metrics import SSE_CLIENTS
 from kflow.projections.redis_keys import events_channel
 
 TERMINAL = frozenset(t.__name__ for t in TERMINAL_TYPES)
-LAST_EVENT_ID_PATTERN = r"^[0-9]{1,19}$"
+LAST_EVENT_ID_PATTERN = r"^([0-9]{1,19})?$"
+"""Empty is allowed: it means no event was received yet."""
 MAX_SEQ = 2**62
 _POLL_S = 0.5
 _PAGE = 500
@@ -55,7 +56,7 @@ def parse_last_event_id(value: str) -> int | None:
     """The seq in a ``Last-Event-ID`` header (ASCII digits, at most ``MAX_SEQ``), else None.
 
     ``str.isdigit`` is not the test: it is true for ``'²'``, which ``int`` refuses."""
-    if not re.fullmatch(LAST_EVENT_ID_PATTERN, value):
+    if not value or not re.fullmatch(LAST_EVENT_ID_PATTERN, value):
         return None
     seq = int(value)
     return seq if seq <= MAX_SEQ else None

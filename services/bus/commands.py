@@ -25,6 +25,8 @@ from kflow.bus.clients import producer_config
 from kflow.bus.contracts import EnvelopeMeta, encode_input
 from kflow.bus.errors import BusError, is_fatal
 from kflow.bus.message import TRACE_HEADER
+from kflow.bus.principals import PrincipalKey, key_record
+from kflow.bus.signing import Signer
 from kflow.bus.topics import topic_names
 from kflow.core.inputs import Input
 from kflow.observability import tracing
@@ -55,9 +57,13 @@ class CommandPublisher:
         *,
         timeout_s: float = DELIVERY_TIMEOUT_S,
         component: str = "client",
+        signer: Signer | None = None,
     ) -> None:
         self.topic = topic_names(topic_prefix).commands
+        self._principals_topic = topic_names(topic_prefix).principals
         self.timeout_s = timeout_s
+        self.signer = signer
+        """Signs every command unless a call passes its own (ADR 0060); None: unsigned."""
         self._bootstrap = bootstrap
         self._sent = EVENTS_OUT.labels(component, self.topic)
         timeout_ms = max(1, int(timeout_s * 1000))
@@ -92,7 +98,8 @@ class CommandPublisher:
     def _poll(self) -> None:
         while not self._stop.is_set():
             if self._broken.is_set():
-                self._replace_producer()
+                with self._lock:
+                    self._replace_if_broken()
             self._producer.poll(0.05)
 
     def _on_error(self, error: KafkaError) -> None:
@@ -102,21 +109,25 @@ class CommandPublisher:
             log.error("command producer failed for good (%s); replacing it", error.str())
             self._broken.set()
 
-    def _replace_producer(self) -> None:
-        """A new producer for the next commands; what the old one held fails (callers see
-        :class:`CommandNotDelivered`, and sending again is safe)."""
-        with self._lock:
-            self._broken.clear()
-            old, self._producer = self._producer, Producer(self._config)
-            self.replacements += 1
+    def _replace_if_broken(self) -> None:
+        """Under ``_lock``: after a fatal error, a new producer for the next commands; what
+        the old one held fails (callers see :class:`CommandNotDelivered`; sending again is
+        safe)."""
+        if not self._broken.is_set():
+            return
+        self._broken.clear()
+        old, self._producer = self._producer, Producer(self._config)
+        self.replacements += 1
         CLIENT_FATAL.labels(self._component, "producer").inc()
         try:
             old.purge()
-            old.poll(0)  # serve the purged records' callbacks: their waiters fail at once
+            old.flush(1)  # serve the purged records' callbacks: their waiters fail at once
         except KafkaException as e:
             log.info("purging the failed command producer: %s", e)
 
-    def submit(self, command: Input, meta: EnvelopeMeta) -> Future[str]:
+    def submit(
+        self, command: Input, meta: EnvelopeMeta, signer: Signer | None = None
+    ) -> Future[str]:
         """Produce ``command`` in its envelope; the future gives ``meta.event_id`` once acked.
 
         The future fails with :class:`CommandNotDelivered`. Prefer :meth:`publish` or
@@ -131,17 +142,21 @@ class CommandPublisher:
             else:
                 done.set_exception(error)
 
-        self._produce(command, meta, settle)
+        self._produce(command, meta, settle, signer)
         return done
 
-    def publish(self, command: Input, meta: EnvelopeMeta) -> str:
-        """Send ``command`` and wait (at most ``timeout_s``) for the ack; returns its event id."""
+    def publish(self, command: Input, meta: EnvelopeMeta, signer: Signer | None = None) -> str:
+        """Send ``command`` and wait (at most ``timeout_s``) for the ack; returns its event id.
+
+        ``signer`` (default: the publisher's) signs it as one principal."""
         try:
-            return self.submit(command, meta).result(self.timeout_s)
+            return self.submit(command, meta, signer).result(self.timeout_s)
         except FutureTimeout as e:
             raise self._not_delivered(command, "no acknowledgement") from e
 
-    async def publish_async(self, command: Input, meta: EnvelopeMeta) -> str:
+    async def publish_async(
+        self, command: Input, meta: EnvelopeMeta, signer: Signer | None = None
+    ) -> str:
         """:meth:`publish` for an event loop."""
         loop = asyncio.get_running_loop()
         done: asyncio.Future[str] = loop.create_future()
@@ -158,17 +173,55 @@ class CommandPublisher:
             with contextlib.suppress(RuntimeError):  # the loop closed meanwhile
                 loop.call_soon_threadsafe(resolve, error)
 
-        self._produce(command, meta, settle)
+        self._produce(command, meta, settle, signer)
         try:
             return await asyncio.wait_for(done, self.timeout_s)
         except TimeoutError as e:
             raise self._not_delivered(command, "no acknowledgement") from e
+
+    async def publish_principal_async(self, key: PrincipalKey) -> None:
+        """Write ``key`` to ``{prefix}.principals`` and wait (``timeout_s``) for the ack.
+
+        The API announces a principal it verified this way before its first command
+        (ADR 0060); one producer, and the same bounded wait as a command.
+        """
+        loop = asyncio.get_running_loop()
+        done: asyncio.Future[str | None] = loop.create_future()
+
+        def resolve(error: str | None) -> None:
+            if not done.done():
+                done.set_result(error)
+
+        def on_delivery(err: KafkaError | None, _msg: Message) -> None:
+            with contextlib.suppress(RuntimeError):  # the loop closed meanwhile
+                loop.call_soon_threadsafe(resolve, err.str() if err is not None else None)
+
+        record_key, value = key_record(key)
+        try:
+            with self._lock:
+                self._producer.produce(
+                    self._principals_topic, key=record_key, value=value, on_delivery=on_delivery
+                )
+            error = await asyncio.wait_for(done, self.timeout_s)
+        except KafkaException as e:  # a fatal producer refuses new records
+            error = str(e)
+        except BufferError:
+            error = "the producer queue is full"
+        except TimeoutError:
+            error = "no acknowledgement"
+        if error is not None:
+            raise CommandNotDelivered(
+                f"the signing key of {key.key_id} was not written to {self._principals_topic} "
+                f"at {self._bootstrap} within {self.timeout_s:g} s ({error}); is Kafka up and "
+                "the topic created (`kflow topics create`)? Sending it again is safe"
+            )
 
     def _produce(
         self,
         command: Input,
         meta: EnvelopeMeta,
         settle: Callable[[CommandNotDelivered | None], None],
+        signer: Signer | None,
     ) -> None:
         """Produce ``command``; ``settle`` gets ``None`` once acked, else why not (once).
 
@@ -180,6 +233,12 @@ class CommandPublisher:
         traceparent = (
             tracing.traceparent_of(span) if span is not None else tracing.current_traceparent()
         )
+        headers: list[tuple[str, str | bytes | None]] = (
+            [(TRACE_HEADER, traceparent.encode())] if traceparent else []
+        )
+        signer = signer or self.signer
+        if signer is not None:  # the signature covers the value, not the headers
+            headers.extend(signer.headers(command.workflow_id, value).items())
 
         def on_delivery(err: KafkaError | None, _msg: Message) -> None:
             error: CommandNotDelivered | None = None
@@ -196,11 +255,12 @@ class CommandPublisher:
 
         try:
             with self._lock:
+                self._replace_if_broken()  # never hand a command to a producer known dead
                 self._producer.produce(
                     self.topic,
                     key=command.workflow_id,
                     value=value,
-                    headers=[(TRACE_HEADER, traceparent.encode())] if traceparent else None,
+                    headers=headers or None,
                     on_delivery=on_delivery,
                 )
         except KafkaException as e:  # a fatal producer refuses new records

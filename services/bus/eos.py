@@ -240,7 +240,7 @@ class EosLoop(Generic[T]):
                 if error is None:
                     self._pending.append(message)
                 elif is_fatal(error):
-                    raise FatalClientError(f"{self.config.component} consumer: {error.str()}")
+                    raise FatalClientError(self._fatal_message(error))
                 else:
                     log.warning("consumer error (librdkafka retries): %s", error.str())
         # A revoke served inside consume() may come with records of the revoked partitions
@@ -248,6 +248,15 @@ class EosLoop(Generic[T]):
         batch = [m for m in self._pending[:limit] if self._owns(m)]
         self._pending = self._pending[limit:]
         return batch
+
+    def _fatal_message(self, error: KafkaError) -> str:
+        who = self.config.component
+        if self.config.static_membership and self.config.instance_id:
+            who += f" --instance {self.config.instance_id}"
+        return (
+            f"{who}: the consumer failed for good ({error.str()}); exiting so that a new process "
+            "starts with new clients (is another process running with the same instance?)"
+        )
 
     def _owns(self, message: Message) -> bool:
         return PartitionId(message.topic() or "", message.partition() or 0) in self._assigned
@@ -278,20 +287,9 @@ class EosLoop(Generic[T]):
 
     def _handle_one(self, message: Message) -> Sequence[OutRecord]:
         raw = message.value()
-        fault = self.isolation.fault_of(_coordinates(message))
+        fault = self.isolation.fault_of(_coordinates(message)) if self.isolation.blaming else None
         if fault is not None:
-            self.stats.isolated += 1
-            log.error(
-                "%s[%s]@%s to the DLQ (%s): %s",
-                message.topic(),
-                message.partition(),
-                message.offset(),
-                fault.reason,
-                fault.message,
-            )
-            return [
-                self._dead_letter(message, raw, fault.reason, (fault.error_type, fault.message))
-            ]
+            return self._isolate(message, raw, fault)
         raw_bytes = raw.encode() if isinstance(raw, str) else (raw or b"")
         try:
             value = self.decode(raw_bytes)
@@ -320,6 +318,33 @@ class EosLoop(Generic[T]):
                 e,
             )
             return [self._dead_letter(message, raw, HANDLER_ERROR, e)]
+
+    def _isolate(self, message: Message, raw: str | bytes | None, fault: Fault) -> list[OutRecord]:
+        """The dead letter of a blamed record, plus the handler's answer to it, if any."""
+        self.stats.isolated += 1
+        where = f"{message.topic()}[{message.partition()}]@{message.offset()}"
+        log.error("%s to the DLQ (%s): %s", where, fault.reason, fault.message)
+        out = [self._dead_letter(message, raw, fault.reason, (fault.error_type, fault.message))]
+        if fault.reason != OUTPUT_TOO_LARGE:
+            return out  # the broker refused something: answer with nothing it could refuse
+        try:
+            raw_bytes = raw.encode() if isinstance(raw, str) else (raw or b"")
+            value = self.decode(raw_bytes)
+            wrapped = BusMessage(
+                topic=message.topic() or "",
+                partition=message.partition() or 0,
+                offset=message.offset() or 0,
+                key=key_text(message.key()),
+                raw=raw_bytes,
+                value=value,
+                headers=header_map(message),
+                timestamp_ms=message.timestamp()[1],
+            )
+            answer = self.handler.refused(wrapped, fault.reason, fault.message)
+        except Exception as e:  # the answer is a courtesy: never let it block the partition
+            log.warning("no answer to the dead-lettered %s: %r", where, e)
+            return out
+        return out + [r for r in answer if record_size(r) <= self.max_record_bytes]
 
     def _dead_letter(
         self,

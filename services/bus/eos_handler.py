@@ -33,6 +33,12 @@ class Handler(Generic[T]):
         exception sends the record to the DLQ."""
         raise NotImplementedError
 
+    def refused(self, message: BusMessage[T], reason: str, detail: str) -> Sequence[OutRecord]:
+        """The loop sent ``message`` to the DLQ unhandled, because handling it made an
+        output over the record limit (``reason``, ``detail`` says which): small records
+        that answer it (e.g. a notice). Must not change state; errors are ignored."""
+        return ()
+
     def tick(self, now_ms: int) -> Sequence[OutRecord]:
         """Timer-driven outputs, called once per iteration; they join the transaction."""
         return ()

@@ -56,6 +56,11 @@ class BatchIsolation:
         # batches stay small.
         self._suspect: dict[PartitionId, int] = {}
 
+    @property
+    def blaming(self) -> bool:
+        """Whether any record is blamed (the loop skips the lookup otherwise)."""
+        return bool(self._blamed)
+
     def fault_of(self, where: Coordinates) -> Fault | None:
         """The fault a record was blamed for, or None (hand it to the handler)."""
         return self._blamed.get(where)

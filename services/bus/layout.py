@@ -1,6 +1,7 @@
 """The start-up probe: a service refuses to start against topics that cannot work.
 
-Missing topics and co-partitioned topics with different partition counts are found
+Missing topics, co-partitioned topics with different partition counts and topics whose
+``max.message.bytes`` is below kflow's record limit (ADR 0027) are found
 before any record is read (issue 13): a workflow's commands, results, events and
 snapshots must sit in the same partition number, and a topic auto-created with the
 broker's default count silently breaks that. Every line names the topic and the fix.
@@ -13,7 +14,13 @@ from collections.abc import Iterable
 from kflow.bus.admin import describe_topics
 from kflow.bus.errors import BusError
 from kflow.bus.probe import check_connection
-from kflow.bus.topics import TopicNames, TopicSpec, topic_names, topic_problems
+from kflow.bus.topics import (
+    RECORD_LIMIT_CONFIG,
+    TopicNames,
+    TopicSpec,
+    topic_names,
+    topic_problems,
+)
 
 
 class TopicLayoutError(BusError):
@@ -52,6 +59,9 @@ def check_layout(
         expected = partitions or states[present[0]].partitions
         specs = [TopicSpec(n, expected) for n in present]
         problems += [p.text for p in topic_problems(specs, states, None) if p.kind == "partitions"]
+    # A topic accepting less than kflow produces would refuse records at the broker.
+    limits = [TopicSpec(n, states[n].partitions, RECORD_LIMIT_CONFIG) for n in states]
+    problems += [p.text for p in topic_problems(limits, states, None) if p.kind == "record_limit"]
     if problems:
         raise TopicLayoutError(
             f"kflow will not start on the topics under prefix {prefix!r}:\n  "

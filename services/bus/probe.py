@@ -80,12 +80,16 @@ def check_connection(
         if errors:
             last = errors[-1].str()
         if time.monotonic() >= deadline:
-            raise KafkaConnectError(
-                f"Kafka is not reachable at {bootstrap} within {timeout_s:g} s ({last}); "
-                "start it with `kflow dev up` or set KFLOW_KAFKA_BOOTSTRAP"
-                + (
-                    " (a TLS or SASL listener needs KFLOW_KAFKA_SECURITY_PROTOCOL)"
-                    if s.kafka_security_protocol == "PLAINTEXT"
-                    else ""
-                )
-            )
+            raise KafkaConnectError(_unreachable(bootstrap, s, last))
+
+
+def _unreachable(bootstrap: str, settings: Settings, last: str) -> str:
+    message = (
+        f"Kafka is not reachable at {bootstrap}; start it with `kflow dev up` or set "
+        "KFLOW_KAFKA_BOOTSTRAP"
+    )
+    if "Connection refused" in last:
+        return message  # nothing listens there: no other hint helps
+    if settings.kafka_security_protocol == "PLAINTEXT":
+        message += " (a TLS or SASL listener needs KFLOW_KAFKA_SECURITY_PROTOCOL)"
+    return f"{message}; last error: {last}"

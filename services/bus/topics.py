@@ -22,6 +22,8 @@ BUILTIN_QUEUES: tuple[str, ...] = ("default", "sleep", "http", "approval")
 """Queues of the built-in node types; ``kflow topics create`` makes these unless told otherwise."""
 
 _BASE: Mapping[str, str] = MappingProxyType({"max.message.bytes": str(MAX_RECORD_BYTES)})
+RECORD_LIMIT_CONFIG = _BASE
+"""The setting every kflow topic has: ``max.message.bytes`` = :data:`MAX_RECORD_BYTES`."""
 _COMPACTED: Mapping[str, str] = MappingProxyType(
     {
         **_BASE,
@@ -92,6 +94,11 @@ class TopicNames:
         return f"{self.prefix}.definitions"
 
     @property
+    def principals(self) -> str:
+        """Compacted signing keys and revocations of principals (ADR 0060)."""
+        return f"{self.prefix}.principals"
+
+    @property
     def dlq(self) -> str:
         return f"{self.prefix}.dlq"
 
@@ -150,6 +157,11 @@ def closed_config(retention_ms: int = DEFAULT_CLOSED_RETENTION_MS) -> Mapping[st
     )
 
 
+def principals_spec(names: TopicNames) -> TopicSpec:
+    """``{prefix}.principals``: compacted, one partition, read whole by orchestrators."""
+    return TopicSpec(names.principals, 1, _COMPACTED)
+
+
 def topic_specs(
     prefix: str,
     partitions: int,
@@ -160,7 +172,7 @@ def topic_specs(
 
     Topics keyed by workflow id (commands, results, events, snapshots, closed) share
     ``partitions`` so they are co-partitioned; task topics use it too. The
-    definitions registry and the DLQ are small and read whole: one partition.
+    definitions registry, the principals and the DLQ are small and read whole: one partition.
     ``closed_retention_ms`` is the duplicate-start window (see docs/adr/0032).
     """
     if partitions < 1:
@@ -173,6 +185,7 @@ def topic_specs(
         TopicSpec(names.snapshots, partitions, _COMPACTED),
         TopicSpec(names.closed, partitions, closed_config(closed_retention_ms)),
         TopicSpec(names.definitions, 1, _COMPACTED),
+        principals_spec(names),
         TopicSpec(names.dlq, 1, _BASE),
         TopicSpec(names.dlq_actions, 1, _COMPACTED),
     ]
@@ -180,7 +193,7 @@ def topic_specs(
     for queue in queues:
         if queue not in seen:
             seen.add(queue)
-            specs.append(TopicSpec(names.tasks(queue), partitions, _BASE))
+            specs.append(task_topic_spec(names, queue, partitions))
     return specs
 
 
@@ -233,7 +246,7 @@ class TopicProblem:
     """An existing topic that differs from its spec; ``text`` says what and the fix."""
 
     topic: str
-    kind: Literal["partitions", "cleanup", "replication"]
+    kind: Literal["partitions", "cleanup", "replication", "record_limit"]
     text: str
 
     def __str__(self) -> str:
@@ -275,6 +288,18 @@ def topic_problems(
                     "Fix: run `kflow topics create`, which sets it",
                 )
             )
+        wanted_limit = spec.config.get("max.message.bytes")
+        have_limit = state.config.get("max.message.bytes")
+        if wanted_limit and have_limit and int(have_limit) < int(wanted_limit):
+            problems.append(
+                TopicProblem(
+                    spec.name,
+                    "record_limit",
+                    f"{spec.name} has max.message.bytes={have_limit}, kflow produces records up "
+                    f"to {wanted_limit} bytes (ADR 0027): larger ones would be refused. "
+                    "Fix: run `kflow topics create`, which sets it",
+                )
+            )
         if policy is not None and state.replication_factor < policy.replication_factor:
             problems.append(
                 TopicProblem(
@@ -287,3 +312,9 @@ def topic_problems(
                 )
             )
     return problems
+
+
+def task_topic_spec(names: TopicNames, queue: str, partitions: int) -> TopicSpec:
+    """The task topic of ``queue``, with the record limit every kflow topic has (ADR 0027);
+    every place that creates a task topic on demand uses this."""
+    return TopicSpec(names.tasks(queue), partitions, _BASE)

@@ -10,7 +10,7 @@ from rich.console import Console
 from rich.table import Table
 
 from kflow.bus.admin import TopicAdminError, create_topics
-from kflow.bus.topics import TopicSpec, topic_names
+from kflow.bus.topics import task_topic_spec, topic_names
 from kflow.cli.broker import require_broker
 from kflow.core.definition import WorkflowDefinition, load_definition
 from kflow.core.errors import DefinitionError
@@ -68,7 +68,7 @@ def publish(settings: Settings, definition: WorkflowDefinition, actor: str | Non
     try:
         create_topics(
             settings.kafka_bootstrap,
-            [TopicSpec(names.tasks(q), settings.partitions) for q in definition.task_queues],
+            [task_topic_spec(names, q, settings.partitions) for q in definition.task_queues],
         )
         key = publish_definition(settings.kafka_bootstrap, settings.topic_prefix, definition, actor)
     except (RegistryError, TopicAdminError, ValueError) as e:

@@ -10,6 +10,7 @@ import psycopg
 import typer
 from confluent_kafka import KafkaException
 
+from kflow.bus.credentials import CredentialsError, signer_from_settings
 from kflow.relay.outbox import failed_rows, install, is_installed, outbox_stats, retry_failed
 from kflow.settings import get_settings
 
@@ -161,8 +162,11 @@ def relay_cmd(
                 poll_interval_s=poll_interval,
                 retention_s=retention,
                 max_payload_bytes=settings.max_payload_bytes,
+                signer=signer_from_settings(settings),
             )
         )
+    except CredentialsError as e:
+        _fail(str(e))
     except KafkaException as e:
         _fail(f"invalid Kafka settings for {settings.kafka_bootstrap}: {e}")
 

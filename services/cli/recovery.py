@@ -174,11 +174,13 @@ def _run_batch(
 async def _submit_and_wait(settings: Settings, request: Any, tenant: str, actor: str) -> Any:
     from kflow.api import batches
     from kflow.bus.commands import CommandPublisher
+    from kflow.bus.credentials import signer_from_settings
     from kflow.projections.db import search_path_option
 
     publisher = CommandPublisher(
-        settings.kafka_bootstrap, settings.topic_prefix, timeout_s=30, component="cli"
-    )
+        settings.kafka_bootstrap, settings.topic_prefix, timeout_s=30, component="cli",
+        signer=signer_from_settings(settings),
+    )  # fmt: skip
     try:
         async with await psycopg.AsyncConnection.connect(
             settings.database_url, autocommit=True, connect_timeout=10,

@@ -16,7 +16,7 @@ import typer
 
 from kflow.bus.admin import TopicAdminError, create_topics
 from kflow.bus.errors import BusError, FatalClientError
-from kflow.bus.topics import TopicSpec, topic_names
+from kflow.bus.topics import task_topic_spec, topic_names
 from kflow.cli.broker import require_broker
 from kflow.cli.definitions import publish
 from kflow.core.definition import load_definition
@@ -218,6 +218,7 @@ def orchestrator(
                 max_payload_bytes=settings.max_payload_bytes,
                 closed_retention_ms=settings.closed_retention_ms,
                 retry_window_ms=settings.retry_window_ms,
+                require_signatures=settings.require_signed_commands,
             )
         )
     except (RegistryError, BusError) as e:
@@ -399,7 +400,7 @@ def run_all(
 def _create_task_topics(settings: Settings, queues: list[str]) -> None:
     """The served queues' task topics, so processors subscribe to topics that exist."""
     names = topic_names(settings.topic_prefix)
-    specs = [TopicSpec(names.tasks(q), settings.partitions) for q in queues]
+    specs = [task_topic_spec(names, q, settings.partitions) for q in queues]
     try:
         create_topics(settings.kafka_bootstrap, specs)
     except (TopicAdminError, ValueError) as e:

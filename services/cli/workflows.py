@@ -8,6 +8,7 @@ orchestrator reads it). ``--no-wait`` returns once Kafka has the command.
 
 from __future__ import annotations
 
+import hmac
 import json
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -18,16 +19,21 @@ from rich.console import Console
 from rich.live import Live
 from rich.table import Table
 
+from kflow.bus.credentials import signer_from_settings
+from kflow.bus.principals import lookup_key
 from kflow.bus.topics import topic_names
 from kflow.cli.broker import require_broker
 from kflow.client import Client, CommandRejected, WaitTimeout, WorkflowHandle
+from kflow.core.access import tenant_of
 from kflow.core.errors import KflowError
 from kflow.core.events import (
     DuplicateStartIgnored,
     Event,
+    InputRejected,
     StepEvent,
     WorkflowCompleted,
     WorkflowRejected,
+    WorkflowStarted,
     event_to_dict,
 )
 from kflow.core.jsondoc import dumps
@@ -92,7 +98,7 @@ def _command(
     actor: str | None,
     what: str,
     done: str,
-    send: Callable[[WorkflowHandle, float | None], object],
+    send: Callable[[WorkflowHandle, float | None], Event | None],
     no_wait: bool,
     timeout: float,
 ) -> None:
@@ -103,7 +109,10 @@ def _command(
             send(handle, None)
             typer.echo(f"{what} sent for {workflow_id} (not waiting for the answer)")
             return
-        _answer(f"{what} of {workflow_id}", timeout, lambda: send(handle, timeout))
+        answer = _answer(f"{what} of {workflow_id}", timeout, lambda: send(handle, timeout))
+    if isinstance(answer, InputRejected):  # duplicate_command: applied before, not again
+        typer.echo(f"{done} (earlier: {answer.reason}; not applied again)")
+        return
     typer.echo(done)
 
 
@@ -111,6 +120,13 @@ ActorOption = Annotated[str | None, typer.Option(help="who asks (recorded in the
 NoWaitOption = Annotated[
     bool,
     typer.Option("--no-wait", help="return once Kafka has the command; do not wait for the answer"),
+]
+KeyOption = Annotated[
+    str | None,
+    typer.Option(
+        "--idempotency-key",
+        help="a key of this command: a retry with the same key is applied once (ADR 0018)",
+    ),
 ]
 TimeoutOption = Annotated[
     float,
@@ -129,6 +145,7 @@ def start(
     version: Annotated[int, typer.Option(min=0, help="definition version; 0 = latest")] = 0,
     wait: Annotated[bool, typer.Option("--wait", help="follow progress until it ends")] = False,
     no_wait: NoWaitOption = False,
+    key: KeyOption = None,
     timeout: TimeoutOption = ANSWER_TIMEOUT_S,
     actor: ActorOption = "cli",
 ) -> None:
@@ -144,7 +161,9 @@ def start(
         raise typer.Exit(2)
     value = _json(input, "--input")
     with _client(actor) as client:
-        handle = client.start(name, value, id=workflow_id, version=version)
+        handle = client.start(
+            name, value, id=workflow_id, version=version, idempotency_key=key
+        )  # without --id, the key gives the id: a retried start does not start twice
         wid = handle.workflow_id
         if no_wait:
             typer.echo(f"start sent for {wid} (not waiting for the answer)")
@@ -196,6 +215,7 @@ def signal(
         str, typer.Option(help='JSON payload, e.g. {"approved": true}')
     ] = '{"approved": true}',
     no_wait: NoWaitOption = False,
+    key: KeyOption = None,
     timeout: TimeoutOption = ANSWER_TIMEOUT_S,
     actor: ActorOption = "cli",
 ) -> None:
@@ -209,7 +229,7 @@ def signal(
         actor,
         f"signal {name}",
         f"signalled {workflow_id}/{name}",
-        lambda handle, wait: handle.signal(name, value, wait=wait),
+        lambda handle, wait: handle.signal(name, value, wait=wait, idempotency_key=key),
         no_wait,
         timeout,
     )
@@ -219,6 +239,7 @@ def pause(
     workflow_id: Annotated[str, typer.Argument(help="workflow id")],
     reason: Annotated[str, typer.Option(help="why (recorded)")] = "",
     no_wait: NoWaitOption = False,
+    key: KeyOption = None,
     timeout: TimeoutOption = ANSWER_TIMEOUT_S,
     actor: ActorOption = "cli",
 ) -> None:
@@ -231,7 +252,7 @@ def pause(
         actor,
         "pause",
         f"paused {workflow_id}",
-        lambda handle, wait: handle.pause(reason, wait=wait),
+        lambda handle, wait: handle.pause(reason, wait=wait, idempotency_key=key),
         no_wait,
         timeout,
     )
@@ -240,6 +261,7 @@ def pause(
 def resume(
     workflow_id: Annotated[str, typer.Argument(help="workflow id")],
     no_wait: NoWaitOption = False,
+    key: KeyOption = None,
     timeout: TimeoutOption = ANSWER_TIMEOUT_S,
     actor: ActorOption = "cli",
 ) -> None:
@@ -252,7 +274,7 @@ def resume(
         actor,
         "resume",
         f"resumed {workflow_id}",
-        lambda handle, wait: handle.resume(wait=wait),
+        lambda handle, wait: handle.resume(wait=wait, idempotency_key=key),
         no_wait,
         timeout,
     )
@@ -262,6 +284,7 @@ def cancel(
     workflow_id: Annotated[str, typer.Argument(help="workflow id")],
     reason: Annotated[str, typer.Option(help="why (recorded)")] = "",
     no_wait: NoWaitOption = False,
+    key: KeyOption = None,
     timeout: TimeoutOption = ANSWER_TIMEOUT_S,
     actor: ActorOption = "cli",
 ) -> None:
@@ -274,7 +297,7 @@ def cancel(
         actor,
         "cancel",
         f"cancelled {workflow_id}",
-        lambda handle, wait: handle.cancel(reason, wait=wait),
+        lambda handle, wait: handle.cancel(reason, wait=wait, idempotency_key=key),
         no_wait,
         timeout,
     )
@@ -291,7 +314,17 @@ def events(
 
     Example: kflow events doc-1
     """
-    topic = topic_names(get_settings().topic_prefix).events
+    settings = get_settings()
+    topic = topic_names(settings.topic_prefix).events
+    tenant = _own_tenant()
+    if tenant is not None:  # signed in: only this tenant's workflows are shown
+        history = _send(workflow_id, None, lambda handle: list(handle.events(follow=False)))
+        if not _belongs_to(history, tenant):
+            typer.echo(
+                f"error: no events for workflow {workflow_id!r} of tenant {tenant!r} in {topic}",
+                err=True,
+            )
+            raise typer.Exit(1)
     if follow:
         found = _send(workflow_id, None, lambda handle: _print_live(handle, as_json))
     else:
@@ -312,6 +345,36 @@ def events(
         step, attempt, text = _columns(event)
         table.add_row(str(event.seq), type(event).__name__, step, attempt, text)
     Console(width=180).print(table)
+
+
+def _own_tenant() -> str | None:
+    """The tenant of the configured API key (None: no key configured).
+
+    A courtesy for people sharing one CLI machine: a process that can read the events
+    topic can read every tenant's events; Kafka ACLs are what enforce it (docs/security.md).
+    """
+    settings = get_settings()
+    try:
+        signer = signer_from_settings(settings)
+        if signer is None:
+            return None
+        key = lookup_key(settings.kafka_bootstrap, settings.topic_prefix, signer.key_id)
+    except KflowError as e:
+        typer.echo(f"error: {e}", err=True)
+        raise typer.Exit(1) from e
+    if key is None or not hmac.compare_digest(key.signing_key, signer.key):
+        typer.echo(
+            f"error: API key {signer.key_id} is unknown or revoked; create one with "
+            "kflow apikey create",
+            err=True,
+        )
+        raise typer.Exit(1)
+    return key.tenant
+
+
+def _belongs_to(history: list[Event], tenant: str) -> bool:
+    started = next((e for e in history if isinstance(e, WorkflowStarted)), None)
+    return started is not None and tenant_of(started.tenant) == tenant
 
 
 def _columns(event: Event) -> tuple[str, str, str]:

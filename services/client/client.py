@@ -34,8 +34,11 @@ class Client:
 
     ``settings`` default to the ``KFLOW_*`` environment (:class:`kflow.settings.Settings`).
     ``actor`` and ``tenant`` are written into every command's envelope (who asked, and
-    whose workflow it is; ``None`` is the default tenant). Use as a context manager, or
-    call :meth:`close`.
+    whose workflow it is; ``None`` is the key's tenant, or the default one when unsigned).
+    Commands are signed with the API key in ``settings.api_key`` (``KFLOW_API_KEY``, or the
+    file ``KFLOW_API_KEY_FILE`` / ``~/.config/kflow/api-key``): the orchestrator records the
+    key's identity and refuses what its tenant may not do (docs/security.md). Use as a
+    context manager, or call :meth:`close`.
     """
 
     def __init__(

@@ -9,6 +9,7 @@ from typing import Any
 
 from kflow.bus.commands import CommandPublisher
 from kflow.bus.contracts import EnvelopeMeta
+from kflow.bus.credentials import signer_from_settings
 from kflow.bus.envelope import envelope_meta, workflow_id_for
 from kflow.bus.reader import read_key
 from kflow.bus.topics import TopicNames, topic_names
@@ -37,6 +38,8 @@ class ClientCore:
         self.tenant = tenant
         self.names: TopicNames = topic_names(settings.topic_prefix)
         self._command_timeout_s = command_timeout_s
+        self.signer = signer_from_settings(settings)
+        """Signs every command (KFLOW_API_KEY or its file; ADR 0060); None: unsigned."""
         self._lock = threading.Lock()
         self._watcher: EventWatcher | None = None
         self._publisher: CommandPublisher | None = None
@@ -67,6 +70,7 @@ class ClientCore:
                     self.settings.topic_prefix,
                     timeout_s=self._command_timeout_s,
                     component="client",
+                    signer=self.signer,
                 )
             return self._publisher
 

@@ -25,6 +25,9 @@ NOTICE_FIELD_BYTES = 1024
 ones are elided and their size noted, so a refused input never makes a large notice."""
 MAX_MESSAGE_CHARS = 2000
 """Longest error message kept on an event; longer ones are cut (ends with ``...``)."""
+MAX_IDEMPOTENCY_KEY_CHARS = 256
+"""Longest idempotency key a command may carry (the outbox's label limit too); a command
+with a longer one is refused, so the keys a workflow remembers stay small (ADR 0018)."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -7,6 +7,7 @@ Inputs that change nothing (duplicate, late or stale results and timers) give ``
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
 from kflow.core.backoff import seed_for
@@ -45,7 +46,13 @@ from kflow.core.inputs import (
     input_to_dict,
 )
 from kflow.core.jsondoc import Json
-from kflow.core.limits import DEFAULT_LIMITS, MAX_MESSAGE_CHARS, NOTICE_FIELD_BYTES, Limits
+from kflow.core.limits import (
+    DEFAULT_LIMITS,
+    MAX_IDEMPOTENCY_KEY_CHARS,
+    MAX_MESSAGE_CHARS,
+    NOTICE_FIELD_BYTES,
+    Limits,
+)
 from kflow.core.state import (
     FINISHED_STEP,
     CommandKey,
@@ -63,6 +70,7 @@ __all__ = [
     "evolve",
     "evolve_all",
     "notice_cause",
+    "reject_input",
 ]
 
 
@@ -121,6 +129,9 @@ def _decide(
         key = None
     if isinstance(command, StartWorkflow):
         return _start(state, command, now, limits, key)
+    if key is not None and len(key) > MAX_IDEMPOTENCY_KEY_CHARS:
+        notice = _notice(command, now, "invalid_idempotency_key", _long_key(key))
+        return [dataclasses.replace(notice, cause=_key_elided(notice.cause))]
     if state is None:
         return [_notice(command, now, "unknown_workflow", "no such workflow", key=key)]
     if state.workflow_id != command.workflow_id:
@@ -157,6 +168,18 @@ def _decide(
     return decision
 
 
+def _long_key(key: str) -> str:
+    return f"idempotency_key is {len(key)} characters; the limit is {MAX_IDEMPOTENCY_KEY_CHARS}"
+
+
+def _key_elided(cause: dict[str, Any] | None) -> dict[str, Any]:
+    """A cause whose oversized key is left out (``verify`` skips such an input, ADR 0011)."""
+    out = dict(cause or {})
+    out["idempotency_key"] = None
+    out["elided"] = sorted({*out.get("elided", ()), "idempotency_key"})
+    return out
+
+
 def _duplicate(command: Input, now: int, applied: CommandKey) -> InputRejected:
     """The answer to a command whose idempotency key an applied command already carried."""
     key, input_type, seq = applied
@@ -171,6 +194,12 @@ def _duplicate(command: Input, now: int, applied: CommandKey) -> InputRejected:
     return _notice(command, now, "duplicate_command", reason, key=key)
 
 
+def reject_input(command: Input, now: int, code: str, reason: str) -> InputRejected:
+    """A notice that ``command`` was not applied (for adapters that refuse it themselves)."""
+    step_key = getattr(command, "step_key", None)
+    return _notice(command, now, code, reason, step_key if isinstance(step_key, str) else None)
+
+
 def _notice(
     command: Input,
     now: int,
@@ -183,7 +212,7 @@ def _notice(
         workflow_id=command.workflow_id,
         seq=0,
         at=now,
-        cause=with_key(notice_cause(command), key),
+        cause=notice_cause(command, key),
         code=code,
         reason=reason,
         input_type=type(command).__name__,
@@ -200,7 +229,7 @@ def _start(
                 workflow_id=command.workflow_id,
                 seq=0,
                 at=now,
-                cause=with_key(notice_cause(command), key),
+                cause=notice_cause(command, key),
                 code=code,
                 reason=reason,
                 name=command.name,
@@ -208,6 +237,10 @@ def _start(
             )
         ]
 
+    if key is not None and len(key) > MAX_IDEMPOTENCY_KEY_CHARS:
+        reason, key = _long_key(key), None  # the key is not recorded: the notice stays small
+        (notice,) = rejected("invalid_idempotency_key", reason)
+        return [dataclasses.replace(notice, cause=_key_elided(notice.cause))]
     if state is not None:
         return [duplicate_start_ignored(command, now, key)]
     if not command.workflow_id:
@@ -533,14 +566,14 @@ def _rejection(payload: dict[str, object]) -> str:
     return f"rejected by review: {comment}" if comment else "rejected by review"
 
 
-def notice_cause(command: Input) -> dict[str, Any]:
+def notice_cause(command: Input, idempotency_key: str | None = None) -> dict[str, Any]:
     """A bounded summary of a refused input, for its notice: never the payload.
 
     Scalars are kept; a document, text or definition over ``NOTICE_FIELD_BYTES`` (or a
     document that is not JSON) is elided and its size recorded under ``sizes``, so one
     oversized input can never make an oversized notice (ADR 0027).
     """
-    cause = input_to_dict(command)
+    cause = with_key(input_to_dict(command), idempotency_key)
     sizes: dict[str, int] = {}
     for name, value in cause.items():
         size = _field_size(value)
@@ -588,7 +621,7 @@ def duplicate_start_ignored(
         workflow_id=command.workflow_id,
         seq=0,
         at=now,
-        cause=with_key(notice_cause(command), idempotency_key),
+        cause=notice_cause(command, idempotency_key),
         name=command.name,
         version=command.version,
     )

@@ -12,9 +12,12 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from kflow.core.access import ACCESS_CODES
 from kflow.core.events import (
     Event,
+    InputRejected,
     StepSucceeded,
+    WorkflowRejected,
     WorkflowStarted,
     event_to_dict,
     is_notice,
@@ -86,7 +89,8 @@ def batches(events: Sequence[Event]) -> list[tuple[int, list[Event]]]:
 def verify(events: Sequence[Event]) -> Divergence | None:
     """Re-derive every event from the recorded inputs; the first mismatch, or None.
 
-    Batches whose cause was elided (oversized payloads) are applied without comparison.
+    Batches whose cause was elided (oversized payloads) are applied without comparison;
+    commands refused for their identity are recorded verdicts, not re-decided.
     """
     state: WorkflowState | None = None
     for start, batch in batches(events):
@@ -94,6 +98,8 @@ def verify(events: Sequence[Event]) -> Divergence | None:
         if head.cause is None:
             return Divergence(head.seq, start, event_to_dict(head), None)
         command = recorded_input(head)
+        if isinstance(head, WorkflowRejected | InputRejected) and head.code in ACCESS_CODES:
+            continue  # the orchestrator's verdict on a signature (ADR 0060): not decide's
         if command is not None:
             derived = decide(state, command, head.at, idempotency_key=recorded_key(head))
             for offset in range(max(len(batch), len(derived))):

@@ -8,6 +8,8 @@ import sys
 from datetime import UTC, datetime
 from typing import Any, TextIO
 
+from kflow.observability import tracing
+
 CONTEXT_FIELDS = (
     "workflow_id",
     "step_key",
@@ -26,7 +28,8 @@ TEXT_FORMAT = "%(asctime)s %(levelname)s %(name)s [%(threadName)s] %(message)s"
 
 
 class JsonFormatter(logging.Formatter):
-    """``{"time", "level", "logger", "message", "thread"}`` plus context fields and
+    """``{"time", "level", "logger", "message", "thread"}`` plus context fields,
+    ``trace_id``/``span_id`` of the current span while tracing is on (ADR 0037), and
     ``exception`` (the formatted traceback) when present."""
 
     def format(self, record: logging.LogRecord) -> str:
@@ -41,6 +44,11 @@ class JsonFormatter(logging.Formatter):
             value = record.__dict__.get(name)
             if value is not None:
                 entry[name] = value
+        if tracing.on():
+            span = tracing.current_span_context()
+            if span.is_valid:
+                entry["trace_id"] = f"{span.trace_id:032x}"
+                entry["span_id"] = f"{span.span_id:016x}"
         if record.exc_info:
             entry["exception"] = self.formatException(record.exc_info)
         elif record.exc_text:

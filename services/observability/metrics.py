@@ -123,9 +123,9 @@ CLIENT_FATAL = Counter(
 
 class ProgressSource(Protocol):
     """An orchestrator's view: workflow name -> since when (ms) its oldest running workflow
-    has waited for progress, and the adapter's clock."""
+    has waited for progress (None: none waits now), and the adapter's clock."""
 
-    def oldest_by_name(self) -> Mapping[str, int]: ...
+    def oldest_by_name(self) -> Mapping[str, int | None]: ...
 
     def now_ms(self) -> int: ...
 
@@ -135,14 +135,14 @@ class _OldestProgress(Collector):
 
     Each orchestrator registers its :class:`ProgressSource`; the age is the source's clock
     minus the recorded time (``kflow.core.views.awaiting_progress_since``), so it keeps
-    growing while nothing commits. A name once seen stays at 0 when nothing of it waits.
+    growing while nothing commits. A name the orchestrator has run is 0 when nothing of it
+    waits, so the series exists (and an alert on it can be evaluated) from the first workflow.
     """
 
     NAME = "kflow_workflow_oldest_progress_age_seconds"
 
     def __init__(self) -> None:
         self._sources: weakref.WeakSet[ProgressSource] = weakref.WeakSet()
-        self._names: set[str] = set()
         self._lock = threading.Lock()
 
     def track(self, source: ProgressSource) -> None:
@@ -163,12 +163,10 @@ class _OldestProgress(Collector):
         for source in sources:
             now = source.now_ms()
             for name, since in source.oldest_by_name().items():
-                ages[name] = max(ages.get(name, 0.0), max(0, now - since) / 1000)
-        with self._lock:
-            self._names.update(ages)
-            names = sorted(self._names)
-        for name in names:
-            family.add_metric([name], ages.get(name, 0.0))
+                age = 0.0 if since is None else max(0, now - since) / 1000
+                ages[name] = max(ages.get(name, 0.0), age)
+        for name in sorted(ages):
+            family.add_metric([name], ages[name])
         yield family
 
 

@@ -2,7 +2,7 @@
 
 A step goes to ``{prefix}.tasks.<queue>`` (the node's ``queue``, else its type). If no
 processor consumes that queue, the step waits for ever; this module makes that visible:
-for each tasks topic, how many task offsets the queue's processor group has not consumed and
+for each tasks topic, how many tasks the queue's processor group has not consumed yet and
 how many members the group has now. Tasks waiting with no member is "no processor serves
 queue X" (``kflow status``, ``kflow_queue_unserved``).
 """
@@ -94,7 +94,8 @@ def queue_status(bootstrap: str, prefix: str, timeout_s: float = 10.0) -> list[Q
     except KafkaException as e:
         raise LagUnavailable(f"Kafka at {bootstrap} did not answer the queue query: {e}") from e
     starts = {tp: max(committed.get(tp, firsts.get(tp, 0)), firsts.get(tp, 0)) for tp in ends}
-    waiting = _waiting(bootstrap, starts, ends, timeout_s)
+    unserved = {topics[q][0] for q, g in groups.items() if not members.get(g)}
+    waiting = _waiting(bootstrap, starts, ends, unserved, timeout_s)
     out: list[QueueStatus] = []
     for queue, (topic, parts) in sorted(topics.items()):
         group = groups[queue]
@@ -107,10 +108,13 @@ def _waiting(
     bootstrap: str,
     starts: dict[tuple[str, int], int],
     ends: dict[tuple[str, int], int],
+    exact: set[str],
     timeout_s: float,
 ) -> dict[tuple[str, int], int]:
-    """Tasks between ``starts`` and ``ends`` per partition: counted exactly when at most
-    ``COUNT_LIMIT`` offsets apart (markers are not tasks), else the offsets if any is left."""
+    """Tasks between ``starts`` and ``ends`` per partition. On ``exact`` topics (queues with
+    no processor: what an operator reads) they are counted one by one when at most
+    ``COUNT_LIMIT`` offsets apart (markers are not tasks); elsewhere, and further behind, it
+    is the offsets between, or 0 when no task is left (one read to the first record)."""
     waiting: dict[tuple[str, int], int] = {}
     small: dict[str, dict[int, int]] = {}
     large: set[tuple[str, int, int | None]] = set()
@@ -118,7 +122,7 @@ def _waiting(
         start = starts[(topic, partition)]
         if start >= end:
             continue
-        if end - start <= COUNT_LIMIT:
+        if topic in exact and end - start <= COUNT_LIMIT:
             small.setdefault(topic, {})[partition] = start
         else:
             large.add((topic, partition, start))
@@ -160,7 +164,8 @@ def publish_queue_metrics(statuses: list[QueueStatus]) -> None:
 
 class QueueWatch:
     """Refreshes the ``kflow_queue_*`` gauges every ``interval_s`` from a daemon thread and
-    logs a warning for each queue that no processor serves while tasks wait on it."""
+    logs a warning when a queue becomes unserved while tasks wait on it (and when it is
+    served again): once per change, not every refresh."""
 
     def __init__(self, bootstrap: str, prefix: str, interval_s: float = 15.0) -> None:
         self.bootstrap = bootstrap
@@ -168,6 +173,7 @@ class QueueWatch:
         self.interval_s = interval_s
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="queues", daemon=True)
+        self._unserved: set[str] = set()
 
     def start(self) -> None:
         self._thread.start()
@@ -179,10 +185,17 @@ class QueueWatch:
         """One refresh: the statuses, with the gauges set and problems logged."""
         statuses = queue_status(self.bootstrap, self.prefix)
         publish_queue_metrics(statuses)
+        unserved = set()
         for s in statuses:
             problem = s.problem()
-            if problem is not None:
+            if problem is None:
+                if s.queue in self._unserved:
+                    log.info("queue %r is served again", s.queue, extra={"queue": s.queue})
+                continue
+            unserved.add(s.queue)
+            if s.queue not in self._unserved:
                 log.warning("%s", problem, extra={"queue": s.queue})
+        self._unserved = unserved
         return statuses
 
     def _run(self) -> None:

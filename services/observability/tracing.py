@@ -20,7 +20,15 @@ from typing import Any
 
 from opentelemetry import trace
 from opentelemetry.context import Context
-from opentelemetry.trace import Span, SpanKind, StatusCode, Tracer, TracerProvider, use_span
+from opentelemetry.trace import (
+    Span,
+    SpanContext,
+    SpanKind,
+    StatusCode,
+    Tracer,
+    TracerProvider,
+    use_span,
+)
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
 from kflow.bus.message import TRACE_HEADER
@@ -41,6 +49,7 @@ __all__ = [
     "TracingConfigError",
     "configure_from_env",
     "context_of",
+    "current_span_context",
     "current_traceparent",
     "disable",
     "enable",
@@ -181,6 +190,11 @@ def traceparent_of(span: Span) -> str | None:
     if not ctx.is_valid:
         return None
     return f"00-{ctx.trace_id:032x}-{ctx.span_id:016x}-{int(ctx.trace_flags):02x}"
+
+
+def current_span_context() -> SpanContext:
+    """The current span's context (invalid when there is none)."""
+    return trace.get_current_span().get_span_context()
 
 
 def current_traceparent() -> str | None:

@@ -18,12 +18,22 @@ from kflow.bus.eos import Handler, PartitionId
 from kflow.bus.message import BusMessage, Headers, OutRecord, trace_headers
 from kflow.bus.records import ExecuteStep
 from kflow.bus.topics import DEFAULT_CLOSED_RETENTION_MS, TopicNames
+from kflow.core.access import Caller, Refusal, authorize, refusal_event
 from kflow.core.definition import WorkflowDefinition
 from kflow.core.errors import KflowError
 from kflow.core.events import Event, InputRejected, StepScheduled, is_notice
-from kflow.core.inputs import Input, RetryWorkflow, StartWorkflow, TimerFired
+from kflow.core.inputs import (
+    CancelWorkflow,
+    Input,
+    PauseWorkflow,
+    ResumeWorkflow,
+    RetryWorkflow,
+    SignalWorkflow,
+    StartWorkflow,
+    TimerFired,
+)
 from kflow.core.limits import DEFAULT_LIMITS, Limits
-from kflow.core.machine import RETRYABLE_WORKFLOW, decide_and_evolve, notice_cause
+from kflow.core.machine import RETRYABLE_WORKFLOW, decide_and_evolve, notice_cause, reject_input
 from kflow.core.state import WorkflowState, is_terminal, pending_timers
 from kflow.core.views import timers_for
 from kflow.observability import tracing
@@ -32,6 +42,7 @@ from kflow.orchestrator.closed import (
     duplicate_of_closed,
     encode_marker,
 )
+from kflow.orchestrator.identity import Authenticator, NoKeys
 from kflow.orchestrator.metrics import ProgressAges, WorkflowMetrics
 from kflow.orchestrator.retained import DEFAULT_RETRY_WINDOW_MS
 from kflow.orchestrator.snapshots import SnapshotEncoder
@@ -48,6 +59,15 @@ RestoreClosedFn = Callable[[Sequence[int]], dict[int, list[ClosedMarker]]]
 """Closed partition numbers -> the closed markers of each."""
 
 MAX_TIMERS_PER_TICK = 1000
+COMMANDS = (
+    StartWorkflow,
+    CancelWorkflow,
+    PauseWorkflow,
+    ResumeWorkflow,
+    SignalWorkflow,
+    RetryWorkflow,
+)
+"""Inputs accepted only from the commands topic, where every record is authenticated."""
 _NO_HEADERS: Headers = {}
 
 
@@ -82,8 +102,10 @@ class OrchestratorHandler(Handler[Envelope]):
         finished_capacity: int = 10_000,
         closed_window_ms: int = DEFAULT_CLOSED_RETENTION_MS,
         retry_window_ms: int = DEFAULT_RETRY_WINDOW_MS,
+        authenticator: Authenticator | None = None,
     ) -> None:
         self.names = names
+        self.auth = authenticator or Authenticator(NoKeys(), require_signatures=False)
         self.stats = OrchestratorStats()
         self._definitions = definitions
         self._restore = restore
@@ -118,19 +140,92 @@ class OrchestratorHandler(Handler[Envelope]):
                 f"{envelope.type} does not belong on {message.topic}; only commands and "
                 "step results are accepted"
             )
-        if isinstance(body, StartWorkflow) and body.definition is None:
-            body = self._with_definition(body)
-            # Who started it travels in the envelope; record it on WorkflowStarted too.
-            body = replace(
-                body,
-                actor=body.actor or envelope.actor,
-                tenant=body.tenant or envelope.tenant,
-            )
+        if message.topic != self.names.commands:
+            if isinstance(body, COMMANDS):
+                raise MisroutedRecord(
+                    f"{envelope.type} on {message.topic}: commands are accepted only on "
+                    f"{self.names.commands}, where their signature is checked"
+                )
+            self.stats.inputs += 1
+            return self._dispatch(body, message, envelope)
         self.stats.inputs += 1
+        return self._command(message, envelope, body)
+
+    def _dispatch(
+        self, body: Input, message: BusMessage[Envelope], envelope: Envelope
+    ) -> list[OutRecord]:
         if tracing.on():
             parent = tracing.parent_from(message.headers)
             return self._traced(body, message.partition, envelope, parent, message)
         return self._apply(body, message.partition, envelope)
+
+    def refused(
+        self, message: BusMessage[Envelope], reason: str, detail: str
+    ) -> Sequence[OutRecord]:
+        """Answer an input the loop dead-lettered (its events would not fit one record)
+        with a small notice, so whoever sent it learns it was not applied."""
+        envelope = message.value
+        body = envelope.body
+        if isinstance(body, Event | ExecuteStep | TimerFired):
+            return ()
+        text = f"not applied, its events would not fit one Kafka record ({detail}); see the DLQ"
+        return self._records([reject_input(body, self._clock_ms(), reason, text)], envelope, body)
+
+    def _command(
+        self, message: BusMessage[Envelope], envelope: Envelope, body: Input
+    ) -> list[OutRecord]:
+        """A record of the commands topic: applied as its verified sender, or refused with
+        a notice saying why (ADR 0060)."""
+        caller = self.auth.verify(message.key, message.raw, message.headers, envelope.actor)
+        if isinstance(body, RetryWorkflow):
+            # A finished run's state may be only in its retained snapshot: read it back
+            # first, so the caller's tenant is checked against the run's (ADR 0082).
+            self._load_retained(message.partition, body.workflow_id, self._clock_ms())
+        if isinstance(caller, Caller):
+            refusal = self._authorize(caller, body, envelope)
+            if caller.verified:
+                envelope = replace(envelope, actor=caller.actor, tenant=caller.tenant)
+            if refusal is None:
+                if isinstance(body, StartWorkflow):
+                    # Who started it travels in the envelope; record it on WorkflowStarted
+                    # too (signed: the verified identity; its tenant is fixed for good).
+                    body = replace(
+                        body,
+                        actor=envelope.actor if caller.verified else body.actor or envelope.actor,
+                        tenant=envelope.tenant
+                        if caller.verified
+                        else body.tenant or envelope.tenant,
+                    )
+                    if body.definition is None:
+                        body = self._with_definition(body)
+                return self._dispatch(body, message, envelope)
+            if not caller.verified:
+                envelope = replace(envelope, tenant=None)  # an unproven claim is not recorded
+        else:
+            refusal = caller
+            envelope = replace(envelope, tenant=None)
+        log.warning(
+            "refused %s for workflow %s from %s: %s",
+            envelope.type,
+            body.workflow_id,
+            message.headers.get("kflow-key-id", b"an unsigned producer").decode("utf-8", "replace"),
+            refusal.reason,
+        )
+        return self._records([refusal_event(body, self._clock_ms(), refusal)], envelope, body)
+
+    def _authorize(self, caller: Caller, body: Input, envelope: Envelope) -> Refusal | None:
+        claims = [envelope.tenant]
+        if isinstance(body, StartWorkflow):
+            claims.append(body.tenant)
+        wrong = [t for t in claims if t is not None and t != caller.tenant]
+        state = self.table.get(body.workflow_id)
+        return authorize(
+            caller,
+            body,
+            wrong[0] if wrong else envelope.tenant,
+            state.tenant if state is not None else None,
+            state is not None,
+        )
 
     def tick(self, now_ms: int) -> Sequence[OutRecord]:
         self.table.closed.expire(now_ms)
@@ -170,7 +265,11 @@ class OrchestratorHandler(Handler[Envelope]):
                 out.append(OutRecord(self.names.closed, state.workflow_id, marker))
             else:
                 encoded = self._snapshots.encode(state, now)
-                headers = trace_headers(traceparent=self.traces.get(state.workflow_id))
+                headers = (
+                    trace_headers(traceparent=self.traces.get(state.workflow_id))
+                    if tracing.on()
+                    else _NO_HEADERS
+                )
                 out.append(OutRecord(self.names.snapshots, state.workflow_id, encoded, headers))
         return out
 
@@ -337,6 +436,18 @@ class OrchestratorHandler(Handler[Envelope]):
             self.metrics.saw(changes, new_state)
         return records
 
+    def _load_retained(self, partition: int, workflow_id: str, now: int) -> WorkflowState | None:
+        """The finished state of a retained run, read back from its snapshot partition when
+        it is not in memory any more (rare: an operator's retry); None if not retained."""
+        state = self.table.get(workflow_id)
+        if state is not None or not self.table.retained.contains(partition, workflow_id, now):
+            return state
+        state = self._restore([partition]).get(partition, {}).get(workflow_id)
+        if state is not None and is_terminal(state):
+            self.table.remember_finished(state)
+            return state
+        return None
+
     def _retry_state(
         self, command: RetryWorkflow, partition: int, state: WorkflowState | None, now: int
     ) -> tuple[WorkflowState | None, Event | None]:
@@ -350,9 +461,7 @@ class OrchestratorHandler(Handler[Envelope]):
             return state, None  # decide answers not_retryable
         if self.table.retained.contains(partition, workflow_id, now):
             if state is None:
-                state = self._restore([partition]).get(partition, {}).get(workflow_id)
-                if state is not None:
-                    self.table.remember_finished(state)
+                state = self._load_retained(partition, workflow_id, now)
             if state is not None:
                 return state, None
         elif state is None and not self.table.is_closed(partition, workflow_id):

@@ -79,6 +79,8 @@ class ProgressAges:
     def __init__(self, clock_ms: Callable[[], int]) -> None:
         self._clock_ms = clock_ms
         self._since: dict[str, tuple[str, int]] = {}
+        self._names: set[str] = set()
+        """Every workflow name seen here (a bounded set, like the metric's label values)."""
         self._lock = threading.Lock()
         OLDEST_PROGRESS.track(self)
 
@@ -86,6 +88,7 @@ class ProgressAges:
         """Take the committed ``states`` (finished and waiting ones drop out)."""
         with self._lock:
             for state in states:
+                self._names.add(state.name)
                 since = awaiting_progress_since(state)
                 if since is None:
                     self._since.pop(state.workflow_id, None)
@@ -98,11 +101,12 @@ class ProgressAges:
             for workflow_id in workflow_ids:
                 self._since.pop(workflow_id, None)
 
-    def oldest_by_name(self) -> Mapping[str, int]:
-        oldest: dict[str, int] = {}
+    def oldest_by_name(self) -> Mapping[str, int | None]:
         with self._lock:
+            oldest: dict[str, int | None] = dict.fromkeys(self._names)
             for name, since in self._since.values():
-                if since < oldest.get(name, since + 1):
+                current = oldest[name]
+                if current is None or since < current:
                     oldest[name] = since
         return oldest
 

@@ -15,19 +15,24 @@ from kflow.bus.contracts import Envelope, decode
 from kflow.bus.eos import EosConfig, EosLoop, system_clock_ms
 from kflow.bus.errors import RetryableError
 from kflow.bus.layout import check_layout
+from kflow.bus.principals import PrincipalDirectory
 from kflow.bus.topics import (
     DEFAULT_CLOSED_RETENTION_MS,
     TopicNames,
     TopicSpec,
     closed_config,
+    principals_spec,
+    task_topic_spec,
     topic_names,
 )
 from kflow.core.definition import WorkflowDefinition
 from kflow.core.limits import Limits
 from kflow.core.state import WorkflowState
+from kflow.observability import tracing
 from kflow.observability.health import HEALTH
 from kflow.orchestrator.closed import ClosedMarker, restore_closed
 from kflow.orchestrator.handler import OrchestratorHandler
+from kflow.orchestrator.identity import Authenticator
 from kflow.orchestrator.retained import DEFAULT_RETRY_WINDOW_MS
 from kflow.orchestrator.snapshots import restore_partitions
 from kflow.registry.topic import DefinitionFollower
@@ -64,6 +69,8 @@ class OrchestratorConfig:
     retry_window_ms: int = DEFAULT_RETRY_WINDOW_MS
     """How long a failed or cancelled run can be retried; its snapshot is kept that long
     (ADR 0082). 0 disables ``RetryWorkflow``."""
+    require_signatures: bool = False
+    """Refuse unsigned commands (signed ones are always verified; ADR 0060)."""
     consumer_overrides: dict[str, ConfigValue] = field(default_factory=dict)
     producer_overrides: dict[str, ConfigValue] = field(default_factory=dict)
 
@@ -86,6 +93,10 @@ class OrchestratorService:
         self.definitions = DefinitionFollower(config.bootstrap, config.topic_prefix)
         self.definitions.catch_up()
         self.definitions.start()
+        ensure_principals_topic(config.bootstrap, names)
+        self.principals = PrincipalDirectory(config.bootstrap, config.topic_prefix)
+        self.principals.catch_up()
+        self.principals.start()
         self._known_queues: set[str] = set()
         self.handler = OrchestratorHandler(
             names,
@@ -98,6 +109,7 @@ class OrchestratorService:
             finished_capacity=config.finished_capacity,
             closed_window_ms=config.closed_retention_ms,
             retry_window_ms=config.retry_window_ms,
+            authenticator=Authenticator(self.principals, config.require_signatures),
         )
         self._stop = threading.Event()
         self.loop: EosLoop[Envelope] = EosLoop(
@@ -124,6 +136,7 @@ class OrchestratorService:
             self.loop.run(self._stop.is_set)
         finally:
             self.definitions.close()
+            self.principals.close()
 
     def stop(self) -> None:
         """Finish the current batch and leave the group."""
@@ -144,7 +157,7 @@ class OrchestratorService:
             self.config.bootstrap,
             topic_names(self.config.topic_prefix).snapshots,
             partitions,
-            traces=self.handler.traces,
+            traces=self.handler.traces if tracing.on() else None,
         )
         HEALTH.report("state", True)
         return restored
@@ -157,9 +170,12 @@ class OrchestratorService:
     def _ensure_queue(self, queue: str) -> None:
         if queue in self._known_queues:
             return
-        topic = topic_names(self.config.topic_prefix).tasks(queue)
+        names = topic_names(self.config.topic_prefix)
+        topic = names.tasks(queue)
         try:
-            create_topics(self.config.bootstrap, [TopicSpec(topic, self.config.partitions)])
+            create_topics(
+                self.config.bootstrap, [task_topic_spec(names, queue, self.config.partitions)]
+            )
         except TopicAdminError as e:  # retry the batch rather than dead-letter its inputs
             raise RetryableError(f"cannot create task topic {topic}: {e}") from e
         self._known_queues.add(queue)
@@ -177,3 +193,13 @@ def ensure_closed_topic(bootstrap: str, names: TopicNames, retention_ms: int) ->
     partitions = len(topics[names.commands].partitions)
     create_topics(bootstrap, [TopicSpec(names.closed, partitions, closed_config(retention_ms))])
     log.info("created %s with %d partitions", names.closed, partitions)
+
+
+def ensure_principals_topic(bootstrap: str, names: TopicNames) -> None:
+    """Create ``{prefix}.principals`` if an older ``kflow topics create`` did not."""
+    try:
+        topics = admin_client(bootstrap).list_topics(timeout=10).topics
+    except KafkaException as e:
+        raise TopicAdminError(f"Kafka at {bootstrap} did not answer: {e}") from e
+    if names.principals not in topics:
+        create_topics(bootstrap, [principals_spec(names)])

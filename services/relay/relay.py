@@ -24,6 +24,7 @@ from confluent_kafka import KafkaError, KafkaException, Message, Producer
 
 from kflow.bus.clients import ConfigValue, make_producer
 from kflow.bus.message import TRACE_HEADER
+from kflow.bus.signing import Signer
 from kflow.bus.topics import topic_names
 from kflow.core.limits import DEFAULT_LIMITS
 from kflow.observability import tracing
@@ -77,6 +78,9 @@ class RelayConfig:
     max_backoff_s: float = 30.0
     """Ceiling of the exponential backoff after a failed batch (broker or database down)."""
     max_payload_bytes: int = DEFAULT_LIMITS.max_payload_bytes
+    signer: Signer | None = None
+    """The key of the service owning the outbox: every row is signed with it, so the
+    orchestrator refuses a row claiming another tenant (ADR 0060). None: unsigned."""
     producer_overrides: Mapping[str, ConfigValue] = field(default_factory=dict)
 
 
@@ -146,7 +150,9 @@ class Relay:
             encoded: list[EncodedRow] = []
             for row in rows:
                 try:
-                    encoded.append(encode_row(row, self.config.max_payload_bytes))
+                    encoded.append(
+                        encode_row(row, self.config.max_payload_bytes, self.config.signer)
+                    )
                 except RowRejected as e:
                     rejected[row.id] = str(e)
                 except Exception as e:  # a bug must not stall every row behind this one
@@ -316,7 +322,7 @@ class Relay:
             try:
                 outcome = self.relay_batch()
                 self._housekeeping()
-                HEALTH.report("postgres", True)
+                HEALTH.report("postgresql", True)
                 if outcome.deferred:
                     HEALTH.report("kafka", False, f"rows not delivered: {outcome.error}")
                     self._pause(
@@ -328,9 +334,9 @@ class Relay:
                 if outcome.claimed < self.config.batch_size:  # else more rows are waiting
                     self._wait_for_rows()
             except psycopg.Error as e:
-                HEALTH.report("postgres", False, f"{type(e).__name__}: {e}")
+                HEALTH.report("postgresql", False, f"{type(e).__name__}: {e}")
                 self._drop_connections()
-                self._pause(f"database error: {e}", "postgres")
+                self._pause(f"database error: {e}", "postgresql")
             except KafkaException as e:
                 HEALTH.report("kafka", False, str(e))
                 self._producer = None

@@ -15,6 +15,7 @@ from kflow.bus.contracts import encode_input
 from kflow.bus.envelope import envelope_meta
 from kflow.bus.errors import EncodeError
 from kflow.bus.message import trace_headers
+from kflow.bus.signing import Signer
 from kflow.core.inputs import StartWorkflow
 from kflow.core.jsondoc import Json
 from kflow.relay.errors import OutboxInputError, RowRejected
@@ -79,8 +80,11 @@ def _rejected(field: str, problem: str) -> RowRejected:
     return RowRejected(f"{field}: {problem}")
 
 
-def encode_row(row: OutboxRow, max_payload_bytes: int) -> EncodedRow:
-    """The StartWorkflow envelope of ``row``; :class:`RowRejected` says why it cannot be one."""
+def encode_row(row: OutboxRow, max_payload_bytes: int, signer: Signer | None = None) -> EncodedRow:
+    """The StartWorkflow envelope of ``row``; :class:`RowRejected` says why it cannot be one.
+
+    ``signer`` (the outbox owner's key) signs it; the orchestrator checks the row's tenant
+    against that key's."""
     if not WORKFLOW_ID_PATTERN.fullmatch(row.workflow_id):
         raise _rejected("workflow_id", f"{row.workflow_id[:80]!r} is not a valid workflow id")
     if not NAME_PATTERN.fullmatch(row.name):
@@ -128,4 +132,6 @@ def encode_row(row: OutboxRow, max_payload_bytes: int) -> EncodedRow:
     except EncodeError as e:
         raise RowRejected(str(e)) from e
     headers = trace_headers(correlation_id=correlation_id, traceparent=row.traceparent)
+    if signer is not None:
+        headers.update(signer.headers(row.workflow_id, encoded))
     return EncodedRow(row, row.workflow_id, encoded, headers)

@@ -90,6 +90,11 @@ class Inflate(Handler[Envelope]):
             return [OutRecord(self.output, message.key, os.urandom(self.size))]
         return [OutRecord(self.output, message.key, message.raw)]
 
+    def refused(
+        self, message: BusMessage[Envelope], reason: str, detail: str
+    ) -> Sequence[OutRecord]:
+        return [OutRecord(self.output, message.key, _command(f"refused: {reason}"))]
+
     def committed(self) -> None:
         self.committed_count += self.staged
         self.staged = 0
@@ -109,7 +114,14 @@ def test_an_input_whose_output_is_too_large_goes_to_the_dlq_and_the_partition_mo
     _run_until(loop, lambda: loop.stats.records_in >= 10)
 
     out = [_reason(decode(r.value)) for r in read_all(kafka_bootstrap, topics.events)]
-    assert out == [f"r{i}" for i in range(10) if i != 4]
+    assert out == [
+        "r0",
+        "r1",
+        "r2",
+        "r3",
+        "refused: output_too_large",
+        *(f"r{i}" for i in range(5, 10)),
+    ]
     (letter,) = [
         decode_dead_letter(r.value, loop.codec) for r in read_all(kafka_bootstrap, topics.dlq)
     ]
@@ -162,3 +174,44 @@ def test_a_dead_letter_of_an_original_near_the_limit_still_fits_one_record() -> 
     kept = decode_dead_letter(record.value or b"", codec)
     assert kept.original_value is not None and original.startswith(kept.original_value)
     assert f"of {len(original)} bytes" in kept.message
+
+
+class GrowingSnapshot(Inflate):
+    """Like Inflate, but the oversized record comes from ``end_batch`` (a state snapshot
+    grown too large by one input), so the loop cannot tell which input made it."""
+
+    def __init__(self, output: str) -> None:
+        super().__init__(output, 0)
+        self.grown = False
+
+    def handle(self, message: BusMessage[Envelope]) -> Sequence[OutRecord]:
+        self.staged += 1
+        self.grown = self.grown or _reason(message.value) == "grow"
+        return [OutRecord(self.output, message.key, message.raw)]
+
+    def end_batch(self) -> Sequence[OutRecord]:
+        if self.grown:
+            return [OutRecord(self.output, "snapshot", os.urandom(MAX_OUTPUT_RECORD_BYTES + 1))]
+        return ()
+
+    def rolled_back(self, partitions: object) -> None:
+        super().rolled_back(partitions)
+        self.grown = False
+
+
+def test_an_oversized_end_of_batch_output_is_traced_to_its_input(
+    kafka_bootstrap: str, topics: TopicNames
+) -> None:
+    values = [_command(f"r{i}") for i in range(30)]
+    values[11] = _command("grow")
+    _produce(kafka_bootstrap, topics.commands, values)
+    handler = GrowingSnapshot(topics.events)
+    loop = _loop(kafka_bootstrap, topics, handler)
+    _run_until(loop, lambda: loop.stats.records_in >= 30, limit=80)
+
+    out = [_reason(decode(r.value)) for r in read_all(kafka_bootstrap, topics.events)]
+    assert out == [f"r{i}" for i in range(30) if i != 11]
+    (letter,) = [
+        decode_dead_letter(r.value, loop.codec) for r in read_all(kafka_bootstrap, topics.dlq)
+    ]
+    assert (letter.offset, letter.reason, letter.error_type) == (11, BATCH_FAILED, "RecordTooLarge")

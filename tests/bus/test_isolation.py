@@ -1,16 +1,24 @@
-"""The batch-splitting search of the EOS loop, without Kafka (see test_eos_isolation.py)."""
+"""The batch-splitting search of the EOS loop and the one record limit, without Kafka."""
 
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
+import pytest
 from hypothesis import given
 from hypothesis import strategies as st
+from pydantic import ValidationError
 
+from kflow.bus.clients import producer_config
 from kflow.bus.eos_handler import PartitionId
 from kflow.bus.isolation import BATCH_FAILED, BatchIsolation, Coordinates
+from kflow.bus.topics import MAX_RECORD_BYTES, topic_specs
+from kflow.core.limits import DEFAULT_LIMITS, MAX_OUTPUT_RECORD_BYTES, MAX_PAYLOAD_CEILING, Limits
+from kflow.settings import Settings, settings_error
 
 PART = PartitionId("t", 0)
+REPO = Path(__file__).resolve().parents[2]
 
 
 def _drive(total: int, bad: set[int], batch_size: int) -> tuple[BatchIsolation, list[int], int]:
@@ -69,3 +77,22 @@ def test_revoked_partitions_are_forgotten() -> None:
     assert isolation.limit == 4
     isolation.forget([PART])
     assert isolation.limit == 8
+
+
+def test_producer_topic_and_payload_limits_come_from_one_place() -> None:
+    assert producer_config("x")["message.max.bytes"] == MAX_RECORD_BYTES
+    assert producer_config("x", transactional_id="t")["message.max.bytes"] == MAX_RECORD_BYTES
+    for spec in topic_specs("p", 2):
+        assert int(spec.config["max.message.bytes"]) == MAX_RECORD_BYTES, spec.name
+    assert DEFAULT_LIMITS.max_payload_bytes * 3 <= MAX_OUTPUT_RECORD_BYTES < MAX_RECORD_BYTES
+    # The local broker's default for topics kflow did not make is the same number.
+    broker = (REPO / "deploy/local/kafka/server.properties").read_text().splitlines()
+    assert f"message.max.bytes={MAX_RECORD_BYTES}" in broker
+    with pytest.raises(ValueError, match="max_payload_bytes"):
+        Limits(max_payload_bytes=MAX_PAYLOAD_CEILING + 1)
+
+
+def test_a_payload_limit_over_the_ceiling_is_refused_naming_the_variable() -> None:
+    with pytest.raises(ValidationError) as caught:
+        Settings(max_payload_bytes=MAX_PAYLOAD_CEILING + 1)
+    assert "KFLOW_MAX_PAYLOAD_BYTES" in str(settings_error(caught.value))

@@ -259,3 +259,23 @@ def test_docs_and_pages_load_no_asset_from_another_host(
     expect(page.locator("#lag")).to_contain_text(".projector.postgres")
     shot(page, "operations")
     assert [url for url in outside if url != badge] == []
+
+
+def test_revoking_the_key_sends_open_pages_to_sign_in(
+    console: Console, page: Page, shot: Shot
+) -> None:
+    """The list's live stream ends with ``unauthorized`` (ADR 0047); the page then reloads and
+    the server sends it to the sign-in form, without anyone clicking."""
+    from kflow.api.apikeys import parse_key_id, revoke_key
+
+    console.define(QUICK)
+    reader = console.key("acme", "read")
+    sign_in(page, console.url, reader)
+    expect(page.locator("#live-state")).to_contain_text("Live")
+    key_id = parse_key_id(reader)
+    assert key_id is not None
+    with console.readside.connect() as conn:
+        assert revoke_key(conn, key_id)
+    page.wait_for_url("**/ui/login**")
+    expect(page.locator("input[name=api_key]")).to_be_visible()
+    shot(page, "signed-out")

@@ -120,3 +120,17 @@ def test_each_key_changes_the_state_at_most_once(commands: list[tuple[bool, int]
             applied.append(key)
     assert evolve_all(None, d.log) == d.s
     assert verify(d.log) is None
+
+
+def test_an_oversized_key_is_refused_and_not_recorded() -> None:
+    d = gated()
+    long_key = "k" * 10_000
+    refused = d.send(pause(), key=long_key)
+    assert isinstance(refused[0], InputRejected) and refused[0].code == "invalid_idempotency_key"
+    assert refused[0].cause is not None and refused[0].cause["idempotency_key"] is None
+    assert d.s.status == "running" and d.s.command_keys == ()
+    fresh = Driver(workflow(node("a")))
+    start = StartWorkflow(workflow_id=WID, name="test", version=1, definition=fresh.defn)
+    rejected = fresh.send(start, key=long_key)
+    assert types(rejected) == ["WorkflowRejected"]
+    assert verify(d.log) is None

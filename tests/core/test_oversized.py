@@ -95,3 +95,10 @@ def test_a_notice_cause_keeps_small_fields_whole_and_never_grows_with_the_input(
         assert cause["output"] == "o" * pad and "elided" not in cause
     else:
         assert cause["output"] is None and cause["sizes"] == {"output": pad + 2}
+
+
+def test_a_huge_idempotency_key_is_elided_from_a_notice() -> None:
+    result = StepResult(workflow_id="ghost", step_key="ghost/a", attempt=1, output=1)
+    cause = notice_cause(result, "k" * BIG)
+    assert cause["idempotency_key"] is None and cause["sizes"] == {"idempotency_key": BIG}
+    assert notice_cause(result, "key-1")["idempotency_key"] == "key-1"

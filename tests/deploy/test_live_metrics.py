@@ -267,10 +267,6 @@ def _labels_of(samples: dict[str, list[dict[str, str]]], name: str, label: str) 
     return {s[label] for s in samples.get(name, []) if label in s}
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="issue 14: /healthz, /readyz and the stuck-workflow gauge are not built yet",
-)
 def test_every_metric_in_an_alert_or_a_panel_is_exported(running: System, tmp_path: Path) -> None:
     _run_workflows(running)
     _break_projector_connection(running)

@@ -79,7 +79,10 @@ def test_every_setting_is_described_and_in_the_readme_table() -> None:
         assert info.description, f"{field} has no description"
         if info.default is not None:
             shown = rows[env_name(field)].split("`")[1]
-            assert type(info.default)(shown) == info.default, (field, shown)
+            if isinstance(info.default, bool):
+                assert shown in ("true", "false") and (shown == "true") == info.default, field
+            else:
+                assert type(info.default)(shown) == info.default, (field, shown)
 
 
 def test_get_settings_names_every_bad_variable_and_the_cli_prints_it(

@@ -47,6 +47,7 @@ def test_specs_cover_every_topic_once_in_stable_order() -> None:
         "p.snapshots",
         "p.closed",
         "p.definitions",
+        "p.principals",
         "p.dlq",
         "p.dlq-actions",
         "p.tasks.b",
@@ -60,6 +61,8 @@ def test_co_partitioned_topics_share_the_partition_count() -> None:
     for kind in ("commands", "results", "events", "snapshots", "closed"):
         assert by_name[f"p.{kind}"].partitions == 6
     assert by_name["p.definitions"].partitions == 1
+    assert by_name["p.principals"].partitions == 1
+    assert by_name["p.principals"].config["cleanup.policy"] == "compact"
 
 
 def test_compaction_and_retention() -> None:

@@ -129,6 +129,9 @@ def test_a_100_kb_authorization_header_is_a_431_problem(
     with RawConnection(api.url) as conn:
         long_url = "/workflows?cursor=" + "a" * 40_000
         assert "shorter URL" in _problem(conn.request("GET", long_url), 414)
+    with RawConnection(api.url) as conn:  # a head still arriving when over the limit: h11's check
+        conn.sock.sendall(b"GET /workflows HTTP/1.1\r\nHost: x\r\nCookie: " + b"c" * 40_000)
+        assert _problem(conn.read_response(), 431).startswith("Cookie: ")
     with RawConnection(api.url) as conn:
         conn.sock.sendall(b"GET /workflows HTTP/1.1\r\nHost: x\r\nbad header line\r\n\r\n")
         assert "not valid HTTP" in _problem(conn.read_response(), 400)
@@ -143,4 +146,36 @@ def test_a_last_event_id_that_is_not_a_number_is_a_400(
             sent = {**headers, "Last-Event-ID": value}
             detail = _problem(conn.request("GET", "/workflows/hr-000000/stream", sent), 400)
             assert "Last-Event-ID" in detail
+        _still_open(conn)
+
+
+def test_a_body_over_the_limit_is_a_413_problem_before_it_is_parsed(
+    target: tuple[ApiServer, dict[str, str]],
+) -> None:
+    api, headers = target
+    limit = api.config.max_body_bytes
+    body = (START % f'"{"x" * limit}"').encode()
+    with RawConnection(api.url) as conn:
+        detail = _problem(conn.request("POST", "/workflows", headers, body), 413)
+        assert detail.startswith("request body: ") and str(limit) in detail
+    with RawConnection(api.url) as conn:  # chunked: no Content-Length to refuse at once
+        head = "".join(f"{k}: {v}\r\n" for k, v in headers.items())
+        start = "POST /workflows HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n"
+        conn.sock.sendall(f"{start}{head}\r\n".encode())
+        chunk = b"x" * 65_536
+        for _ in range(limit // len(chunk) + 1):
+            conn.sock.sendall(f"{len(chunk):x}\r\n".encode() + chunk + b"\r\n")
+        conn.sock.sendall(b"0\r\n\r\n")
+        assert _problem(conn.read_response(), 413).startswith("request body: ")
+
+
+def test_an_unexpected_error_is_a_500_problem_and_the_connection_stays(api: ApiServer) -> None:
+    """No request is known to crash a handler; this route stands for the next one found."""
+
+    async def crash() -> None:
+        raise RuntimeError("a bug")
+
+    api.app.add_api_route("/test-crash", crash)
+    with RawConnection(api.url) as conn:
+        assert "has been logged" in _problem(conn.request("GET", "/test-crash"), 500)
         _still_open(conn)

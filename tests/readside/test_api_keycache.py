@@ -87,3 +87,20 @@ def test_ttl_zero_turns_the_cache_off() -> None:
         assert cache.get(b"a", 100.0) is None
     finally:
         listener.close()
+
+
+def test_an_eviction_marks_the_open_streams_of_that_key_only() -> None:
+    cache = KeyCache(ttl_s=5.0)
+    alice, alice_too, bob = (
+        cache.watch(ALICE.key_id),
+        cache.watch(ALICE.key_id),
+        cache.watch(BOB.key_id),
+    )
+    cache.evict_key(ALICE.key_id)
+    assert alice.changed.is_set() and alice_too.changed.is_set()
+    assert not bob.changed.is_set()
+    cache.clear()  # a reconnected listener may have missed a notification: every stream checks
+    assert bob.changed.is_set()
+    for watch in (alice, alice_too, bob):
+        cache.unwatch(watch)
+    assert cache.watches == {}

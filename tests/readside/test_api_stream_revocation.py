@@ -6,14 +6,17 @@ from __future__ import annotations
 import json
 import os
 import subprocess
+import threading
 import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
 import httpx
+import psycopg
 import pytest
+from psycopg import sql
 
-from kflow.api.apikeys import parse_key_id
+from kflow.api.apikeys import REVOKED_CHANNEL, parse_key_id
 from kflow.api.console.session import COOKIE
 from kflow.cli.run import service_command
 from tests.kafka_helpers import produce
@@ -26,25 +29,37 @@ STILL_OPEN_S = 20.0
 """Hang guard only: a stream still open this long after the revocation is the bug."""
 
 
-def revoke_with_cli(readside: ReadSide, token: str) -> None:
-    """``kflow apikey revoke <id>`` in its own process, as an operator runs it."""
+def revoke_with_cli(readside: ReadSide, token: str) -> float:
+    """``kflow apikey revoke <id>`` in its own process, as an operator runs it; returns when
+    this process heard PostgreSQL's revocation notice (about the commit's time), the start
+    of the latency the tests print."""
     key_id = parse_key_id(token)
     assert key_id is not None
-    env = {
-        **os.environ,
-        "KFLOW_DATABASE_URL": readside.dsn,
-        "KFLOW_DB_SCHEMA": readside.schema,
-    }
-    done = subprocess.run(
-        service_command("apikey", "revoke", key_id),
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
-    assert done.returncode == 0, done.stderr
-    assert f"revoked {key_id}" in done.stdout
+    heard: list[float] = []
+    with psycopg.connect(readside.dsn, autocommit=True) as listener:
+        listener.execute(sql.SQL("LISTEN {}").format(sql.Identifier(REVOKED_CHANNEL)))
+
+        def hear() -> None:
+            for note in listener.notifies(timeout=60, stop_after=1):
+                if note.payload == key_id:
+                    heard.append(time.time())
+
+        thread = threading.Thread(target=hear, daemon=True)
+        thread.start()
+        env = {**os.environ, "KFLOW_DATABASE_URL": readside.dsn, "KFLOW_DB_SCHEMA": readside.schema}
+        done = subprocess.run(
+            service_command("apikey", "revoke", key_id),
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+        assert done.returncode == 0, done.stderr
+        assert f"revoked {key_id}" in done.stdout
+        thread.join(60)
+    assert heard, "no revocation notice"
+    return heard[0]
 
 
 def messages(response: httpx.Response) -> Iterator[tuple[str, str]]:
@@ -67,9 +82,11 @@ def messages(response: httpx.Response) -> Iterator[tuple[str, str]]:
         fields[name] = value.removeprefix(" ")
 
 
-def ends_unauthorized(stream: Iterator[tuple[str, str]]) -> dict[str, Any]:
-    """Read to the end: the last message is ``unauthorized`` with a 401 problem."""
+def ends_unauthorized(stream: Iterator[tuple[str, str]], since: float) -> dict[str, Any]:
+    """Read to the end: the last message is ``unauthorized`` with a 401 problem. Prints how
+    long after ``since`` (the revocation's commit) it came: a figure, not an assertion."""
     seen = list(stream)
+    print(f"stream ended {1000 * (time.time() - since):.0f} ms after the revocation")
     assert seen, "the stream ended without saying why"
     event, data = seen[-1]
     assert event == "unauthorized", seen
@@ -115,8 +132,8 @@ def test_api_stream_ends_when_its_key_is_revoked(
         assert r.status_code == 200 and o.status_code == 200
         stream, untouched = messages(r), messages(o)
         assert [next(stream)[0] for _ in range(3)] == [next(untouched)[0] for _ in range(3)]
-        revoke_with_cli(readside, token)
-        problem = ends_unauthorized(stream)
+        revoked = revoke_with_cli(readside, token)
+        problem = ends_unauthorized(stream, revoked)
         assert problem["instance"] == f"/workflows/{workflow_id}/stream"
         running(3, 5)  # the other key's stream goes on
         assert [json.loads(next(untouched)[1])["seq"] for _ in range(2)] == [4, 5]
@@ -142,6 +159,6 @@ def test_console_streams_end_when_their_key_is_revoked(
         assert lst.status_code == 200 and one.status_code == 200
         run_stream = messages(one)
         assert [next(run_stream)[0] for _ in range(3)][:1] == ["WorkflowStarted"]
-        revoke_with_cli(readside, token)
-        ends_unauthorized(run_stream)
-        ends_unauthorized(messages(lst))
+        revoked = revoke_with_cli(readside, token)
+        ends_unauthorized(run_stream, revoked)
+        ends_unauthorized(messages(lst), revoked)

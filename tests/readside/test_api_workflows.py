@@ -101,7 +101,11 @@ def test_commands_are_published_with_the_keys_identity(
         wf = first.json()["workflow_id"]
         assert again.json()["workflow_id"] == wf
         assert first.headers["location"] == f"/workflows/{wf}"
-        assert c.post("/workflows/wf-000001/cancel", json={"reason": "stop"}).status_code == 202
+        cancel = c.post(
+            "/workflows/wf-000001/cancel", json={"reason": "stop"},
+            headers={"Idempotency-Key": "cancel-7"},
+        )  # fmt: skip
+        assert cancel.status_code == 202
         signal = c.post("/workflows/wf-000002/signals/store", json={"payload": {"approved": True}})
         assert signal.status_code == 202
         big = c.post("/workflows", json={"name": PIPELINE.name, "input": "x" * 20_000})
@@ -120,6 +124,9 @@ def test_commands_are_published_with_the_keys_identity(
     assert body.version == 1 and body.input == {"x": 1} and body.tenant == "acme"
     assert all(e.actor and e.actor.startswith("apikey:") and e.tenant == "acme" for e in envelopes)
     assert {type(e.body) for e in envelopes} == {StartWorkflow, CancelWorkflow, SignalWorkflow}
+    # every command kind carries its Idempotency-Key to the orchestrator (ADR 0018)
+    cancels = [e for e in envelopes if isinstance(e.body, CancelWorkflow)]
+    assert [e.idempotency_key for e in cancels] == ["cancel-7"]
 
 
 def test_health_readiness_and_metrics(
@@ -135,3 +142,4 @@ def test_health_readiness_and_metrics(
     metrics = httpx.get(api.url + "/metrics").text
     assert 'kflow_api_requests_total{method="GET",route="/workflows",status="200"}' in metrics
     assert "kflow_projection_batch_seconds" in metrics
+    assert 'kflow_queue_unserved{queue="default"} 0.0' in metrics  # nothing waits on it

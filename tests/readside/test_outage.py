@@ -15,6 +15,7 @@ import httpx
 import pytest
 import redis
 
+from kflow.observability.health import HEALTH
 from kflow.projections.db import connect
 from kflow.projections.migrate import migrate
 from kflow.projections.redis_keys import status_key
@@ -91,9 +92,12 @@ def test_outages_give_503_and_projectors_catch_up_losing_nothing(
         assert ready.json()["checks"]["postgresql"].startswith("unavailable")
         assert ready.json()["checks"]["redis"] == "ok"
         projectors[1].wait_applied(n1 + n2)  # Redis is unaffected
+        # the waiting projector is not ready, and says why (ADR 0033)
+        wait_until(lambda: HEALTH.status()["checks"].get("postgresql", "ok") != "ok", "not ready")
         time.sleep(max(0.0, OUTAGE_S - (time.monotonic() - down_at)))
         pg.start()
         projectors[0].wait_applied(n1 + n2)
+        assert HEALTH.status()["checks"]["postgresql"] == "ok"
         wait_until(  # a client retries after Retry-After; the pool reconnects meanwhile
             lambda: httpx.get(api.url + "/workflows/o2-000001", headers=auth).status_code == 200,
             "the API to serve again",
@@ -108,9 +112,11 @@ def test_outages_give_503_and_projectors_catch_up_losing_nothing(
         )
         assert httpx.get(api.url + "/workflows", headers=auth).status_code == 200
         projectors[0].wait_applied(n1 + n2 + n3)  # PostgreSQL is unaffected
+        wait_until(lambda: HEALTH.status()["checks"].get("redis", "ok") != "ok", "not ready")
         time.sleep(max(0.0, OUTAGE_S - (time.monotonic() - down_at)))
         rd.start()  # an empty Redis: the projector re-applies from its committed offsets
         projectors[1].wait_applied(n1 + n2 + n3)
+        assert HEALTH.status()["checks"]["redis"] == "ok"
         wait_until(lambda: httpx.get(api.url + "/readyz", timeout=30).status_code == 200, "ready")
 
         everything = batch1 + batch2 + batch3

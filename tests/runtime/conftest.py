@@ -51,6 +51,7 @@ class Runtime:
         instance: str = "orchestrator-0",
         finished_capacity: int | None = None,
         retry_window_ms: int | None = None,
+        require_signatures: bool = False,
     ) -> OrchestratorService:
         """Start one (the same ``instance`` again is a restart); ``finished_capacity`` shrinks
         the in-memory window of finished workflows."""
@@ -59,6 +60,7 @@ class Runtime:
             topic_prefix=self.prefix,
             instance_id=instance,
             partitions=2,
+            require_signatures=require_signatures,
         )
         if finished_capacity is not None:
             config = replace(config, finished_capacity=finished_capacity)

@@ -110,3 +110,23 @@ def test_no_orchestrator_is_a_bounded_wait_and_not_a_success(cli_env: Settings) 
     assert result.exit_code == 3, result.output
     assert "started" not in result.stdout
     assert "no answer from the orchestrator within 1 s" in result.output
+
+
+def test_a_retried_command_with_its_idempotency_key_is_applied_once(
+    runtime: Runtime, cli_env: Settings
+) -> None:
+    runtime.apply(GATED)
+    wid = runtime.start("gated", workflow_id="cli-keyed")
+    runtime.wait_for(wid, "StepScheduled")
+    first = runner.invoke(app, ["pause", wid, "--idempotency-key", "ops-1"])
+    assert first.exit_code == 0 and first.stdout.strip() == f"paused {wid}", first.output
+    assert runner.invoke(app, ["resume", wid]).exit_code == 0
+    retried = runner.invoke(app, ["pause", wid, "--idempotency-key", "ops-1"])
+    assert retried.exit_code == 0, retried.output
+    assert "already" in retried.stdout and "not applied again" in retried.stdout
+    events = runtime.wait_for(wid, "WorkflowResumed")
+    assert [type(e).__name__ for e in events].count("WorkflowPaused") == 1
+    started = runner.invoke(app, ["start", "gated", "--idempotency-key", "order-9"])
+    again = runner.invoke(app, ["start", "gated", "--idempotency-key", "order-9"])
+    assert started.exit_code == again.exit_code == 0, (started.output, again.output)
+    assert started.stdout.startswith("started ") and "already exists" in again.stdout

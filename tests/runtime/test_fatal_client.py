@@ -38,13 +38,16 @@ def status_of(url: str) -> int:
 
 
 @pytest.fixture
-def start(isolated_settings: Settings, tmp_path: Path) -> Iterator[object]:
+def start(isolated_settings: Settings, redis_prefix: str, tmp_path: Path) -> Iterator[object]:
     procs: list[subprocess.Popen[bytes]] = []
     env = {
         **os.environ,
         "KFLOW_TOPIC_PREFIX": isolated_settings.topic_prefix,
         "KFLOW_KAFKA_BOOTSTRAP": isolated_settings.kafka_bootstrap,
         "KFLOW_REDIS_URL": isolated_settings.redis_url,
+        "KFLOW_PARTITIONS": "2",
+        "KFLOW_REDIS_PREFIX": redis_prefix,
+        "KFLOW_PROJECTOR_INSTANCE": "same-slot",
     }
 
     def run(name: str, *args: str) -> subprocess.Popen[bytes]:
@@ -66,9 +69,19 @@ def start(isolated_settings: Settings, tmp_path: Path) -> Iterator[object]:
                 proc.wait()
 
 
-def test_a_fenced_static_processor_exits_non_zero(start: object, tmp_path: Path) -> None:
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["run", "processor", "--queue", "default", "--instance", "same-slot"],
+        ["run", "orchestrator", "--instance", "same-slot"],
+        ["run", "projector", "--target", "redis"],  # KFLOW_PROJECTOR_INSTANCE=same-slot
+    ],
+    ids=["processor", "orchestrator", "projector"],
+)
+def test_a_fenced_static_member_exits_non_zero(
+    start: object, tmp_path: Path, args: list[str]
+) -> None:
     port = free_port()
-    args = ["run", "processor", "--queue", "default", "--instance", "same-slot"]
     first = start("first", *args, "--log-level", "info", "--metrics-port", str(port))  # type: ignore[operator]
     deadline = time.monotonic() + WAIT_S
     while status_of(f"http://127.0.0.1:{port}/readyz") != 200:
@@ -82,10 +95,10 @@ def test_a_fenced_static_processor_exits_non_zero(start: object, tmp_path: Path)
         code = first.wait(WAIT_S)
     except subprocess.TimeoutExpired:
         pytest.fail(
-            "the fenced processor stayed alive doing nothing:\n"
+            f"the fenced {args[1]} stayed alive doing nothing:\n"
             + (tmp_path / "first.log").read_text()[-2000:]
         )
     log = (tmp_path / "first.log").read_text()
     assert code == FATAL_EXIT, log[-2000:]
-    assert "fenced" in log and "--instance same-slot" in log, log[-2000:]
+    assert "fenced" in log and "same-slot" in log, log[-2000:]
     assert second.poll() is None, "the process that took the slot over must keep running"

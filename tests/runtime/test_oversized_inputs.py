@@ -7,16 +7,20 @@ could write them: up to the topics' 4 MiB limit.
 
 from __future__ import annotations
 
+import time
 import uuid
 from typing import Any
 
 import pytest
+from confluent_kafka.admin import ConfigEntry, ConfigResource, ConfigSource, ResourceType
 
+from kflow.bus.admin import admin_client, create_topics, delete_topics, topic_config
 from kflow.bus.clients import make_producer
 from kflow.bus.codec import AvroCodec
 from kflow.bus.contracts import EnvelopeMeta, encode_input
 from kflow.bus.dead_letter import DeadLetter, decode_dead_letter
-from kflow.bus.topics import MAX_RECORD_BYTES, topic_names
+from kflow.bus.layout import TopicLayoutError, check_layout
+from kflow.bus.topics import MAX_RECORD_BYTES, TopicSpec, topic_names
 from kflow.core.events import InputRejected, StepFailed
 from kflow.core.inputs import CancelWorkflow, Input, SignalWorkflow, StepHeartbeat, StepResult
 from kflow.processor.registry import node
@@ -144,14 +148,16 @@ def test_oversized_inputs_for_a_live_workflow_are_refused_and_it_carries_on(
     events = runtime.wait_final([wid])[wid]
     assert types_of(events)[-1] == "WorkflowCompleted"  # the oversized cancel did nothing
 
-    notices = [e for e in events if isinstance(e, InputRejected)]
-    assert [(n.input_type, n.code) for n in notices] == [
-        ("StepResult", "unknown_step"),
-        ("StepHeartbeat", "not_a_task"),
-        ("SignalWorkflow", "payload_too_large"),
-    ]
-    assert all(n.cause is not None and n.cause.get("elided") for n in notices)
-    assert "limit is 1000000" in notices[2].reason
+    notices = {n.input_type: n for n in events if isinstance(n, InputRejected)}
+    assert {t: n.code for t, n in notices.items()} == {
+        "StepResult": "unknown_step",
+        "StepHeartbeat": "not_a_task",
+        "SignalWorkflow": "payload_too_large",
+        "CancelWorkflow": "output_too_large",  # dead-lettered, and its sender is told
+    }
+    assert all(n.cause is not None and n.cause.get("elided") for n in notices.values())
+    assert "limit is 1000000" in notices["SignalWorkflow"].reason
+    assert "see the DLQ" in notices["CancelWorkflow"].reason
 
     (letter,) = _letters(runtime, 1)
     assert (letter.topic, letter.reason, letter.error_type) == (
@@ -205,3 +211,42 @@ def test_restart_in_the_middle_keeps_every_workflow_and_one_answer_per_input(
         assert [n.code for n in notices if isinstance(n, InputRejected)] == ["unknown_workflow"]
     letters = _letters(runtime, 1)
     assert [(d.original_key, d.reason) for d in letters] == [(before[0], "output_too_large")]
+
+
+def test_a_task_topic_made_on_demand_accepts_what_kflow_produces(runtime: Runtime) -> None:
+    names = topic_names(runtime.prefix)
+    fresh = f"fresh{uuid.uuid4().hex[:6]}"
+    runtime.apply({"name": "fresh", "nodes": [{"id": "a", "type": "echo", "queue": fresh}]})
+    try:
+        wid = runtime.start("fresh")
+        runtime.wait_for(wid, "StepScheduled")  # the orchestrator created the task topic
+        # Set on the topic itself: a stock broker's default (message.max.bytes) is 1 MB.
+        entry = _topic_setting(runtime, names.tasks(fresh), "max.message.bytes")
+        assert entry.source == ConfigSource.DYNAMIC_TOPIC_CONFIG.value, entry
+        assert entry.value == str(MAX_RECORD_BYTES)
+    finally:
+        delete_topics(runtime.settings.kafka_bootstrap, [names.tasks(fresh)])
+
+
+def _topic_setting(runtime: Runtime, topic: str, name: str) -> ConfigEntry:
+    admin = admin_client(runtime.settings.kafka_bootstrap)
+    (future,) = admin.describe_configs([ConfigResource(ResourceType.TOPIC, topic)]).values()
+    entries: dict[str, ConfigEntry] = future.result(30)
+    return entries[name]
+
+
+def test_services_refuse_topics_that_accept_less_than_kflow_produces(
+    kafka_bootstrap: str, topic_prefix: str
+) -> None:
+    names = topic_names(topic_prefix)
+    shrunk = TopicSpec(names.events, PARTITIONS, {"max.message.bytes": "1000000"})
+    create_topics(kafka_bootstrap, [shrunk])  # as a topic made by hand could be
+    deadline = time.monotonic() + 30  # the broker applies a config change a moment later
+    while topic_config(kafka_bootstrap, names.events)["max.message.bytes"] != "1000000":
+        assert time.monotonic() < deadline, "the broker never applied max.message.bytes"
+        time.sleep(0.1)
+    with pytest.raises(TopicLayoutError) as caught:
+        check_layout(kafka_bootstrap, topic_prefix, [names.commands, names.events])
+    message = str(caught.value)
+    assert f"{names.events} has max.message.bytes=" in message
+    assert "kflow topics create" in message

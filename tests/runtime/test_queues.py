@@ -8,6 +8,7 @@ A node ``type: echo`` with no ``queue`` goes to queue ``echo``; a runtime that s
 
 from __future__ import annotations
 
+import logging
 import os
 import signal
 import subprocess
@@ -54,7 +55,7 @@ def _until(check: object, what: str) -> None:
 
 
 def test_a_step_on_a_queue_no_processor_serves_is_reported(
-    runtime: Runtime, cli_env: Settings
+    runtime: Runtime, cli_env: Settings, caplog: pytest.LogCaptureFixture
 ) -> None:
     runtime.apply(NEWCOMER)
     wid = runtime.start("newcomer")
@@ -66,8 +67,12 @@ def test_a_step_on_a_queue_no_processor_serves_is_reported(
     assert "no processor serves queue 'echo': 1 task(s) waiting" in status.output
     assert "kflow run processor --queue echo" in status.output
     watch = QueueWatch(runtime.settings.kafka_bootstrap, runtime.prefix)
-    unserved = {s.queue for s in watch.check() if s.unserved}
+    with caplog.at_level(logging.WARNING, logger="kflow.observability.queues"):
+        unserved = {s.queue for s in watch.check() if s.unserved}
+        watch.check()  # still unserved: warned once per change, not per refresh
     assert unserved == {"echo"}  # default is served (and idle): not reported
+    warned = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert len(warned) == 1 and "no processor serves queue 'echo'" in warned[0]
     assert _gauge("kflow_queue_unserved", "echo") == 1
     assert _gauge("kflow_queue_waiting_tasks", "echo") == 1
     assert _gauge("kflow_queue_unserved", "default") == 0

@@ -2,21 +2,18 @@
 
 from __future__ import annotations
 
-import http.server
 import os
 import subprocess
 import sys
-import threading
-from collections.abc import Iterator
 
 import pytest
+from opentelemetry import trace
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 
 from kflow.cli.run import service_command
 from kflow.observability import tracing
 from kflow.observability.tracing import TracingConfigError, configure_from_env
 from kflow.processor.context import StepContext
-from tests.readside.conftest import free_port
 
 # A service's start-up, one span, then exit (atexit flushes the batch processor).
 ONE_SPAN = (
@@ -68,34 +65,6 @@ def test_a_service_refuses_to_start_with_a_bad_tracing_setting() -> None:
     assert "Traceback" not in done.stderr
 
 
-class _Collector(http.server.BaseHTTPRequestHandler):
-    received: list[tuple[str, bytes]] = []
-
-    def do_POST(self) -> None:
-        body = self.rfile.read(int(self.headers["Content-Length"]))
-        self.received.append((self.path, body))
-        self.send_response(200)
-        self.send_header("Content-Type", "application/x-protobuf")
-        self.end_headers()
-
-    def log_message(self, format: str, *args: object) -> None:
-        del format, args
-
-
-@pytest.fixture
-def collector() -> Iterator[tuple[str, list[tuple[str, bytes]]]]:
-    """A stand-in OTLP/HTTP collector on a local port (records each export request)."""
-    received: list[tuple[str, bytes]] = []
-    handler = type("Collector", (_Collector,), {"received": received})
-    server = http.server.HTTPServer(("127.0.0.1", free_port()), handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{server.server_port}", received
-    server.shutdown()
-    thread.join(10)
-    server.server_close()
-
-
 def test_otlp_endpoint_variable_sends_spans_over_http(
     collector: tuple[str, list[tuple[str, bytes]]],
 ) -> None:
@@ -135,3 +104,31 @@ def test_otel_service_name_wins(collector: tuple[str, list[tuple[str, bytes]]]) 
 def test_step_context_has_no_trace_while_off() -> None:
     ctx = StepContext("w", "w/n", "n", "echo", 1, "w/n#1", 0)
     assert ctx.traceparent is None
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        b"",
+        b"garbage",
+        b"\xff\xfe-not-ascii",
+        b"00-00000000000000000000000000000000-b7ad6b7169203331-01",  # all-zero trace id
+        b"00-0af7651916cd43dd8448eb211c80319c-0000000000000000-01",  # all-zero span id
+        b"ff-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01",  # forbidden version
+    ],
+)
+def test_a_malformed_traceparent_header_is_ignored(value: bytes) -> None:
+    assert tracing.parent_from({"traceparent": value}) is None
+
+
+def test_a_valid_traceparent_header_names_its_parent() -> None:
+    parent = tracing.parent_from(
+        {"traceparent": b"00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"}
+    )
+    assert parent is not None
+    span = trace.get_current_span(parent).get_span_context()
+    assert (span.trace_id, span.span_id, span.is_remote) == (
+        0x0AF7651916CD43DD8448EB211C80319C,
+        0xB7AD6B7169203331,
+        True,
+    )

@@ -6,8 +6,13 @@ share one in-memory exporter, so the test sees every span each of them made.
 
 from __future__ import annotations
 
+import http.server
+import json
+import logging
+import threading
 import uuid
 from collections.abc import Callable, Iterator
+from typing import Any
 
 import httpx
 import psycopg
@@ -20,11 +25,14 @@ from kflow.bus.reader import read_key
 from kflow.bus.topics import topic_names
 from kflow.client import Client
 from kflow.observability import tracing
+from kflow.observability.logging import JsonFormatter
+from kflow.processor.context import StepContext
+from kflow.processor.registry import node
 from kflow.relay.errors import OutboxInputError
 from kflow.relay.outbox import enqueue_start, install
 from kflow.relay.relay import Relay, RelayConfig
 from tests.kafka_helpers import consume_all
-from tests.readside.conftest import ApiServer, ReadSide
+from tests.readside.conftest import ApiServer, ReadSide, free_port
 from tests.runtime.conftest import TEST_QUEUES, Runtime, types_of
 from tests.tracing.conftest import Spans
 
@@ -86,6 +94,12 @@ def _trace(span: ReadableSpan) -> int:
     return int(span.context.trace_id)
 
 
+def _traceparent(span: ReadableSpan) -> str:
+    assert span.context is not None
+    flags = int(span.context.trace_flags)
+    return f"00-{_trace(span):032x}-{_id(span):016x}-{flags:02x}"
+
+
 def _check_workflow_trace(spans: Spans, workflow_id: str, send: ReadableSpan) -> None:
     """Decisions and step attempts of ``workflow_id`` form one chain under ``send``."""
     ours = sorted(spans.of_workflow(workflow_id), key=lambda s: s.start_time or 0)
@@ -134,8 +148,14 @@ def _records_trace_ids(runtime: Runtime, workflow_id: str) -> set[str | None]:
 
 
 def test_one_trace_from_post_workflows_through_every_step(
-    spans: Spans, traced_api: ApiServer, runtime: Runtime, make_key: Callable[..., str]
+    spans: Spans,
+    traced_api: ApiServer,
+    runtime: Runtime,
+    make_key: Callable[..., str],
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
+    caplog.set_level(logging.INFO, logger="kflow.api.access")
+    caplog.handler.setFormatter(JsonFormatter())
     workflow_id = f"tr-{uuid.uuid4().hex[:8]}"
     response = httpx.post(
         f"{traced_api.url}/workflows",
@@ -149,12 +169,18 @@ def test_one_trace_from_post_workflows_through_every_step(
 
     (server,) = [s for s in spans.all() if s.kind is SpanKind.SERVER]
     assert server.name == "POST /workflows"
+    assert not [s for s in spans.all() if s.name.startswith("POST /workflows http")]
     (send,) = spans.named("send StartWorkflow")
     assert _parent(send) == _id(server) and _trace(send) == _trace(server)
     assert send.kind is SpanKind.PRODUCER
     _check_workflow_trace(spans, workflow_id, send)
     # the log itself carries the trace: every event names it in its traceparent header
     assert _records_trace_ids(runtime, workflow_id) == {f"{_trace(server):032x}"}
+    # and so does the API's access log line of the request
+    (access,) = [
+        json.loads(line) for line in caplog.text.splitlines() if '"path": "/workflows"' in line
+    ]
+    assert access["trace_id"] == f"{_trace(server):032x}" and access["status"] == 202
 
 
 def test_a_traceparent_sent_to_the_api_is_the_root(
@@ -232,7 +258,7 @@ def test_tracing_off_writes_no_trace_headers_and_no_spans(runtime: Runtime) -> N
     assert types_of(runtime.wait_final([workflow_id])[workflow_id])[-1] == "WorkflowCompleted"
     assert _records_trace_ids(runtime, workflow_id) == {None}
     names = topic_names(runtime.prefix)
-    for topic in (names.tasks("default"), names.results):
+    for topic in (names.tasks("default"), names.results, names.snapshots):
         records = consume_all(runtime.settings.kafka_bootstrap, topic, min_records=3)
         assert records and not [r for r in records if dict(r.headers() or {}).get(TRACE_HEADER)]
 
@@ -309,3 +335,68 @@ def test_an_outbox_table_from_before_tracing_still_works_and_says_how_to_upgrade
             enqueue_start(conn, name="traced", input={"x": 6})
         row = conn.execute(b"SELECT count(traceparent) FROM kflow_outbox").fetchone()
         assert row == (1,)
+
+
+SEEN: dict[str, str | None] = {}
+
+
+@node("test.trace_probe", replace=True)
+def trace_probe(value: dict[str, Any], ctx: StepContext) -> dict[str, Any]:
+    """Records the context it was given and makes a span of its own (a node's instrumentation)."""
+    SEEN[ctx.step_key] = ctx.traceparent
+    with tracing.tracer().start_as_current_span("node's own work"):
+        return {"ok": True}
+
+
+class _Headers(http.server.BaseHTTPRequestHandler):
+    seen: list[str | None] = []
+
+    def do_GET(self) -> None:
+        self.seen.append(self.headers.get("traceparent"))
+        body = b'{"ok": true}'
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, format: str, *args: object) -> None:
+        del format, args
+
+
+def test_nodes_get_the_attempt_context_and_the_http_node_sends_it(
+    spans: Spans, runtime: Runtime
+) -> None:
+    seen: list[str | None] = []
+    handler = type("Headers", (_Headers,), {"seen": seen})
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", free_port()), handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        runtime.apply(
+            {
+                "name": "probed",
+                "nodes": [
+                    {"id": "probe", "type": "test.trace_probe", "queue": "default"},
+                    {
+                        "id": "call",
+                        "type": "http",
+                        "queue": "default",
+                        "depends_on": ["probe"],
+                        "input": {"url": f"http://127.0.0.1:{server.server_port}/x"},
+                    },
+                ],
+            }
+        )
+        workflow_id = runtime.start("probed")
+        assert types_of(runtime.wait_final([workflow_id])[workflow_id])[-1] == "WorkflowCompleted"
+    finally:
+        server.shutdown()
+        thread.join(10)
+        server.server_close()
+    (probe,) = spans.named("step probe")
+    (call,) = spans.named("step call")
+    (own,) = spans.named("node's own work")
+    assert _parent(own) == _id(probe)  # the step's span is current while the node runs
+    assert SEEN[f"{workflow_id}/probe"] == _traceparent(probe)
+    assert seen == [_traceparent(call)]

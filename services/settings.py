@@ -125,6 +125,13 @@ class Settings(BaseSettings):
     """A StartWorkflow repeating a finished workflow's id within this window gets
     DuplicateStartIgnored from the id's closed marker instead of a second run (ADR 0032);
     the orchestrator keeps the ids in memory for as long."""
+    retry_window_ms: int = Field(
+        86_400_000,
+        ge=0,
+        description="how long a failed or cancelled run can be retried (0 disables retries)",
+    )
+    """The orchestrator keeps such a run's last snapshot this long after it finished, so a
+    RetryWorkflow can reopen it after a restart or rebalance too (ADR 0082)."""
 
     # -- identity (ADR 0060, docs/security.md) ---------------------------------------------
 

@@ -11,7 +11,14 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from kflow.api import console, routes_commands, routes_ops, routes_read
+from kflow.api import (
+    console,
+    routes_batches,
+    routes_commands,
+    routes_dlq,
+    routes_ops,
+    routes_read,
+)
 from kflow.api.problems import install_problem_handlers, problem_response
 from kflow.api.resources import ApiConfig, close_resources, open_resources
 from kflow.api.responses import DocumentResponse
@@ -139,6 +146,8 @@ def create_app(config: ApiConfig) -> FastAPI:
     app.include_router(routes_read.router)
     app.include_router(routes_commands.router)
     app.include_router(routes_ops.router)
+    app.include_router(routes_dlq.router)
+    app.include_router(routes_batches.router)
     console.install(app)
     if tracing.on():
         # A server span per request, continuing the caller's traceparent; commands sent

@@ -129,11 +129,16 @@ _STEPS_JSON = """
 """
 
 
-async def get_workflow(conn: AConn, workflow_id: str, tenant: str) -> WorkflowDetail | None:
-    """One execution of ``tenant`` with its steps (one round trip), or None."""
+async def get_workflow(
+    conn: AConn, workflow_id: str, tenant: str, with_steps: bool = True
+) -> WorkflowDetail | None:
+    """One execution of ``tenant`` with its steps (one round trip), or None.
+
+    ``with_steps=False`` leaves ``steps`` empty (the console reads its own step rows)."""
+    steps_sql = _STEPS_JSON if with_steps else "'[]'::json"
     row = await (
         await conn.execute(
-            f"SELECT {_SUMMARY_COLS}, input, output, reason, actor, {_STEPS_JSON}"
+            f"SELECT {_SUMMARY_COLS}, input, output, reason, actor, {steps_sql}"
             " FROM executions e WHERE workflow_id = %s AND tenant = %s",
             (workflow_id, tenant),
         )

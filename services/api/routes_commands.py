@@ -37,6 +37,7 @@ from kflow.core.inputs import (
     Input,
     PauseWorkflow,
     ResumeWorkflow,
+    RetryWorkflow,
     SignalWorkflow,
     StartWorkflow,
 )
@@ -214,6 +215,28 @@ async def resume(
     """Resume a paused workflow (a retry with the same Idempotency-Key is applied once)."""
     await _visible(request, who, workflow_id)
     return await _publish(request, who, ResumeWorkflow(workflow_id=workflow_id), idempotency_key)
+
+
+@router.post(
+    "/workflows/{workflow_id}/retry",
+    status_code=202,
+    response_model=Accepted,
+    responses=problems(*COMMAND),
+)
+async def retry(
+    request: Request,
+    who: Writer,
+    workflow_id: WorkflowId,
+    body: ReasonRequest | None = None,
+    idempotency_key: IdempotencyKey = None,
+) -> Accepted:
+    """Reopen a failed or cancelled run: its failed and cancelled steps run again as their
+    next attempt, completed steps keep their results (ADR 0082; a retry with the same
+    Idempotency-Key is applied once)."""
+    await _visible(request, who, workflow_id)
+    reason = body.reason if body else ""
+    command = RetryWorkflow(workflow_id=workflow_id, reason=reason)
+    return await _publish(request, who, command, idempotency_key)
 
 
 @router.post(

@@ -22,6 +22,7 @@ broker refuses is split until the one record at fault is found and dead-lettered
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
 from collections.abc import Callable, Sequence
@@ -543,3 +544,42 @@ def _offset_spans(batch: Sequence[Message]) -> dict[str, tuple[int, int]]:
         offset = message.offset() or 0
         spans[where] = (spans.get(where, (offset, offset))[0], offset)
     return spans
+
+
+def produce_in_one_transaction(
+    bootstrap: str,
+    transactional_id: str,
+    prepare: Callable[[], Sequence[OutRecord]],
+    timeout_s: float = 30.0,
+) -> Sequence[OutRecord]:
+    """Produce what ``prepare()`` returns in one transaction, as the only holder of the id.
+
+    ``init_transactions`` fences every other producer with ``transactional_id`` (their open
+    transaction is aborted, their commit fails), and ``prepare`` runs after it: what it reads
+    ``read_committed`` is everything the previous holders committed. So check-then-write
+    steps that share an id never both commit (the DLQ redrive markers use this, ADR 0083).
+    Raises ``TransactionError`` when the transaction did not commit (nothing was written).
+    """
+    producer = Producer(producer_config(bootstrap, transactional_id=transactional_id))
+    try:
+        producer.init_transactions(timeout_s)
+        records = prepare()
+        if not records:
+            return records
+        producer.begin_transaction()
+        for record in records:
+            producer.produce(
+                record.topic,
+                key=record.key.encode() if record.key is not None else None,
+                value=record.value,
+                headers=list(record.headers.items()) or None,
+            )
+        producer.commit_transaction(timeout_s)
+        return records
+    except KafkaException as e:
+        with contextlib.suppress(KafkaException):
+            producer.abort_transaction(timeout_s)
+        error = e.args[0] if e.args else e
+        raise TransactionError(f"the transaction {transactional_id} did not commit: {error}") from e
+    finally:
+        producer.flush(timeout_s)

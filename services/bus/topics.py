@@ -103,6 +103,12 @@ class TopicNames:
         return f"{self.prefix}.dlq"
 
     @property
+    def dlq_actions(self) -> str:
+        """Compacted markers of redriven or discarded dead letters (key = ``partition:offset``
+        of the DLQ record, ADR 0083)."""
+        return f"{self.prefix}.dlq-actions"
+
+    @property
     def tasks_prefix(self) -> str:
         """Common start of every task topic name (``{prefix}.tasks.``)."""
         return f"{self.prefix}.tasks."
@@ -135,6 +141,11 @@ class TopicSpec:
     def __post_init__(self) -> None:
         if self.partitions < 1:
             raise ValueError(f"topic {self.name}: partitions must be >= 1, got {self.partitions}")
+
+
+def compacted_config() -> Mapping[str, str]:
+    """Settings of a compacted topic that keeps the latest record per key."""
+    return _COMPACTED
 
 
 def closed_config(retention_ms: int = DEFAULT_CLOSED_RETENTION_MS) -> Mapping[str, str]:
@@ -176,6 +187,7 @@ def topic_specs(
         TopicSpec(names.definitions, 1, _COMPACTED),
         principals_spec(names),
         TopicSpec(names.dlq, 1, _BASE),
+        TopicSpec(names.dlq_actions, 1, _COMPACTED),
     ]
     seen: set[str] = set()
     for queue in queues:

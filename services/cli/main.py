@@ -60,6 +60,9 @@ def _register() -> None:
     from kflow.cli import demo
 
     demo.register(app)
+    from kflow.cli import recovery
+
+    recovery.register(app)
 
 
 def main() -> None:

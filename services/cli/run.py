@@ -217,6 +217,7 @@ def orchestrator(
                 max_batch_ms=max_batch_ms,
                 max_payload_bytes=settings.max_payload_bytes,
                 closed_retention_ms=settings.closed_retention_ms,
+                retry_window_ms=settings.retry_window_ms,
                 require_signatures=settings.require_signed_commands,
             )
         )

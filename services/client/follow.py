@@ -12,7 +12,12 @@ window, ADR 0032), so the follower picks one:
   ``causation_id`` is the command's event id): the run it started, its rejection, or, for a
   duplicate start, the run that already existed (whose start may be in the history);
 * a handle from ``get_handle()`` follows the latest run in the history, or, when there is
-  none yet, the first one that starts.
+  none yet, the first one that starts;
+* a handle from ``retry()`` follows the run from the ``WorkflowRetried`` its RetryWorkflow
+  caused, or ends at once with the notice refusing it (ADR 0082).
+
+A ``WorkflowRetried`` after a run's final event reopens it: a handle that follows the run
+waits for its next end.
 """
 
 from __future__ import annotations
@@ -24,14 +29,18 @@ from kflow.core.events import (
     FINAL_TYPES,
     DuplicateStartIgnored,
     Event,
+    InputRejected,
     WorkflowRejected,
+    WorkflowRetried,
     WorkflowStarted,
 )
 
 STARTED = WorkflowStarted.__name__
 REJECTED = WorkflowRejected.__name__
 DUPLICATE = DuplicateStartIgnored.__name__
-_ANSWERS = frozenset({STARTED, REJECTED, DUPLICATE})
+RETRIED = WorkflowRetried.__name__
+REFUSED = InputRejected.__name__
+_ANSWERS = frozenset({STARTED, REJECTED, DUPLICATE, RETRIED, REFUSED})
 _FINAL = frozenset(t.__name__ for t in FINAL_TYPES)
 
 
@@ -138,7 +147,7 @@ class Follower:
     def live(self, logged: Logged) -> bool:
         """Apply an event the watcher saw; True when ``run``, ``final`` or ``needs_history``
         changed (a waiter must look again)."""
-        if logged.offset <= self._last_offset or self.done:
+        if logged.offset <= self._last_offset or (self.done and logged.type != RETRIED):
             return False
         self._last_offset = logged.offset
         if self._placed:
@@ -207,6 +216,8 @@ class Follower:
         if answer is None:
             return None
         self.answer = seen[answer]
+        if seen[answer].type == REFUSED:
+            return [seen[answer]]
         if seen[answer].type != DUPLICATE:
             return seen[answer:]
         start = next((i for i in range(answer - 1, -1, -1) if seen[i].type == STARTED), None)
@@ -218,9 +229,12 @@ class Follower:
         return seen[answer:]  # its start is no longer in the log (retention): follow from here
 
     def _append(self, logged: Logged) -> bool:
-        if self.done:
+        if self.done and logged.type != RETRIED:
             return False
+        answer = not self.run
         self.run.append(logged)
-        if logged.type in _FINAL:
+        if logged.type == RETRIED:
+            self.final = None  # the run was reopened: it ends again later
+        elif logged.type in _FINAL or (answer and logged.type == REFUSED):
             self.final = logged
         return True

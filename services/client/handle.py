@@ -20,6 +20,7 @@ from kflow.core.inputs import (
     Input,
     PauseWorkflow,
     ResumeWorkflow,
+    RetryWorkflow,
     SignalWorkflow,
 )
 
@@ -147,6 +148,26 @@ class WorkflowHandle(_Base):
         command = CancelWorkflow(workflow_id=self.workflow_id, reason=reason)
         return self._send(command, wait, idempotency_key)
 
+    def retry(self, reason: str = "", *, idempotency_key: str | None = None) -> WorkflowHandle:
+        """Reopen the run if it failed or was cancelled (ADR 0082): its failed and cancelled
+        steps run again as their next attempt, completed steps keep their results.
+
+        Returns a handle on the reopened run: its ``result()`` waits for the run's next end,
+        or raises :class:`~kflow.client.errors.CommandRejected` if the orchestrator refused
+        the retry (e.g. ``not_retryable``: the run did not fail; ``retry_window_passed``).
+        """
+        command = RetryWorkflow(workflow_id=self.workflow_id, reason=reason)
+        meta = self._core.meta(command, idempotency_key)
+        tracker = Tracker(self._core, self.workflow_id, meta.event_id)
+        tracker.subscribe()  # before sending: the answer cannot be missed
+        handle = WorkflowHandle(self._core, tracker)
+        try:
+            self._core.publisher().publish(command, meta)
+        except BaseException:
+            tracker.release()
+            raise
+        return handle
+
     def _send(
         self, command: Input, wait: float | None, idempotency_key: str | None = None
     ) -> Event | None:
@@ -260,6 +281,22 @@ class AsyncWorkflowHandle(_Base):
         """Cancel the workflow (running steps are marked cancelled)."""
         command = CancelWorkflow(workflow_id=self.workflow_id, reason=reason)
         return await self._send(command, wait, idempotency_key)
+
+    async def retry(
+        self, reason: str = "", *, idempotency_key: str | None = None
+    ) -> AsyncWorkflowHandle:
+        """Reopen a failed or cancelled run; see :meth:`WorkflowHandle.retry`."""
+        command = RetryWorkflow(workflow_id=self.workflow_id, reason=reason)
+        meta = self._core.meta(command, idempotency_key)
+        tracker = Tracker(self._core, self.workflow_id, meta.event_id)
+        await asyncio.to_thread(tracker.subscribe)  # may start the watcher: that blocks
+        handle = AsyncWorkflowHandle(self._core, tracker)
+        try:
+            await self._core.publisher().publish_async(command, meta)
+        except BaseException:
+            tracker.release()
+            raise
+        return handle
 
     async def _send(
         self, command: Input, wait: float | None, idempotency_key: str | None = None

@@ -56,6 +56,8 @@ def outcome(final: ev.Event) -> Any:
         raise WorkflowCancelled(final.workflow_id, final.reason)
     if isinstance(final, ev.WorkflowRejected):
         raise WorkflowRejected(final.workflow_id, final.code, final.reason)
+    if isinstance(final, ev.InputRejected):
+        raise CommandRejected(final.workflow_id, final.input_type, final.code, final.reason)
     raise KflowError(f"{type(final).__name__} is not a final event")
 
 

@@ -25,6 +25,7 @@ from kflow.core.jsondoc import NULL, Json, coerce_documents, document_fields
 ErrorClassName = Literal["transient", "permanent", "needs_review"]
 StepKind = Literal["task", "sleep", "approval"]
 TimeoutKind = Literal["timeout", "heartbeat"]
+ReopenedStatus = Literal["ready", "running"]
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -111,6 +112,16 @@ class WorkflowCancelled(Event):
     """Cancelled on request; running steps were marked cancelled first."""
 
     reason: str = ""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class WorkflowRetried(Event):
+    """A failed or cancelled run was reopened (``RetryWorkflow``); ``StepReopened`` events
+    for the steps that run again follow, completed steps keep their results (ADR 0082)."""
+
+    reason: str = ""
+    previous_status: str = ""
+    """The terminal status the run was reopened from (failed or cancelled)."""
 
 
 # ---- step events ---------------------------------------------------------------------------
@@ -210,6 +221,17 @@ class StepCancelled(StepEvent):
     reason: str = ""
 
 
+@dataclass(frozen=True, slots=True, kw_only=True)
+class StepReopened(StepEvent):
+    """A failed or cancelled step of a retried run runs again as ``attempt``.
+
+    ``status`` is ``ready`` (scheduled next) or, for a ``for_each`` node whose children
+    exist, ``running`` (its failed and cancelled children are reopened on their own).
+    """
+
+    status: ReopenedStatus
+
+
 # ---- notices (seq = 0, never change state) ----------------------------------------------
 
 
@@ -256,6 +278,7 @@ EVENT_TYPES: dict[str, type[Event]] = {
         WorkflowCompleted,
         WorkflowFailed,
         WorkflowCancelled,
+        WorkflowRetried,
         StepScheduled,
         MapExpanded,
         StepSucceeded,
@@ -267,6 +290,7 @@ EVENT_TYPES: dict[str, type[Event]] = {
         StepHeartbeatRecorded,
         StepSkipped,
         StepCancelled,
+        StepReopened,
         WorkflowRejected,
         DuplicateStartIgnored,
         InputRejected,

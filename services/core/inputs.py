@@ -57,6 +57,18 @@ class ResumeWorkflow:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class RetryWorkflow:
+    """Reopen a failed or cancelled run from the steps that did not finish (ADR 0082).
+
+    Completed steps keep their results; each failed or cancelled step runs again as its
+    next attempt (same step key), and the DAG continues from there.
+    """
+
+    workflow_id: str
+    reason: str = ""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class SignalWorkflow:
     """Deliver a human/external decision to a waiting step.
 
@@ -131,6 +143,7 @@ Input = (
     | PauseWorkflow
     | ResumeWorkflow
     | SignalWorkflow
+    | RetryWorkflow
     | StepResult
     | StepError
     | StepHeartbeat
@@ -145,6 +158,7 @@ INPUT_TYPES: dict[str, type[Input]] = {
         PauseWorkflow,
         ResumeWorkflow,
         SignalWorkflow,
+        RetryWorkflow,
         StepResult,
         StepError,
         StepHeartbeat,

@@ -12,17 +12,20 @@ from typing import Any
 
 from kflow.core.backoff import seed_for
 from kflow.core.decision import Decision, json_size, with_key
+from kflow.core.definition import OnFailure
 from kflow.core.errors import DefinitionError, ErrorClass
 from kflow.core.events import (
     DuplicateStartIgnored,
     Event,
     InputRejected,
     StepHeartbeatRecorded,
+    StepReopened,
     StepTimedOut,
     WorkflowCancelled,
     WorkflowPaused,
     WorkflowRejected,
     WorkflowResumed,
+    WorkflowRetried,
     WorkflowSignalled,
     WorkflowStarted,
 )
@@ -33,6 +36,7 @@ from kflow.core.inputs import (
     Input,
     PauseWorkflow,
     ResumeWorkflow,
+    RetryWorkflow,
     SignalWorkflow,
     StartWorkflow,
     StepError,
@@ -55,6 +59,7 @@ from kflow.core.state import (
     StepRecord,
     WorkflowState,
     is_terminal,
+    step_sort_key,
     step_timers,
 )
 
@@ -69,7 +74,14 @@ __all__ = [
 ]
 
 
-KEYED_COMMANDS = (StartWorkflow, CancelWorkflow, PauseWorkflow, ResumeWorkflow, SignalWorkflow)
+KEYED_COMMANDS = (
+    StartWorkflow,
+    CancelWorkflow,
+    PauseWorkflow,
+    ResumeWorkflow,
+    SignalWorkflow,
+    RetryWorkflow,
+)
 """Inputs whose envelope ``idempotency_key`` is honoured (results and timers have their own
 deduplication: the attempt in flight)."""
 
@@ -131,6 +143,8 @@ def _decide(
     applied = state.applied_key(key) if key is not None else None
     if applied is not None:
         return [_duplicate(command, now, applied)]
+    if isinstance(command, RetryWorkflow):
+        return _on_retry(state, command, now, limits, key)
     if is_terminal(state):
         reason = f"the workflow is {state.status}"
         return [_notice(command, now, "workflow_finished", reason, key=key)]
@@ -489,6 +503,60 @@ def _on_signal(
             _rejection(payload),
             allow_pause=False,
         )
+    decision.advance()
+    return decision
+
+
+RETRYABLE_WORKFLOW: frozenset[str] = frozenset({"failed", "cancelled"})
+"""Workflow statuses ``RetryWorkflow`` reopens."""
+
+
+def retry_plan(state: WorkflowState) -> list[tuple[StepRecord, int, str]]:
+    """The steps a retry reopens: ``(record, next attempt, status)``, sorted by step key.
+
+    Every failed or cancelled step whose node is not already resolved: a top-level step
+    that failed with ``on_failure: continue`` let the run go on, so it (and its map
+    children) stays as it is. A step that was attempted runs as ``attempt + 1`` (its
+    step key, the stable part of the idempotency key, is unchanged); one cancelled before
+    it was ever scheduled keeps its attempt. A ``for_each`` node whose children exist is
+    reopened as ``running`` (only its unfinished children run again).
+    """
+    plan: list[tuple[StepRecord, int, str]] = []
+    kept: set[str] = set()
+    nodes = state.graph.nodes
+    for key in sorted(state.steps, key=step_sort_key):
+        record = state.steps[key]
+        if record.status not in ("failed", "cancelled"):
+            continue
+        if record.index is None:
+            if record.status == "failed" and nodes[record.node_id].on_failure == OnFailure.CONTINUE:
+                kept.add(record.node_id)
+                continue
+        elif record.node_id in kept:
+            continue
+        if record.kind == "map" and record.children is not None:
+            plan.append((record, record.attempt, "running"))
+        elif record.scheduled_at is not None:
+            plan.append((record, record.attempt + 1, "ready"))
+        else:
+            plan.append((record, record.attempt, "ready"))
+    return plan
+
+
+def _on_retry(
+    state: WorkflowState, command: RetryWorkflow, now: int, limits: Limits, key: str | None
+) -> Decision | list[Event]:
+    if state.status not in RETRYABLE_WORKFLOW:
+        reason = f"the workflow is {state.status}; only failed or cancelled runs can be retried"
+        return [_notice(command, now, "not_retryable", reason, key=key)]
+    plan = retry_plan(state)
+    if not plan:
+        reason = "no failed or cancelled step to rerun"
+        return [_notice(command, now, "nothing_to_retry", reason, key=key)]
+    decision = Decision(StateBuilder(state), now, command, limits, key)
+    decision.emit(WorkflowRetried, reason=command.reason, previous_status=state.status)
+    for record, attempt, status in plan:
+        decision.emit(StepReopened, step_key=record.step_key, attempt=attempt, status=status)
     decision.advance()
     return decision
 

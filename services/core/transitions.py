@@ -30,6 +30,7 @@ from kflow.core.events import (
     StepFailed,
     StepHeartbeatRecorded,
     StepKind,
+    StepReopened,
     StepRetryDue,
     StepRetryScheduled,
     StepScheduled,
@@ -41,8 +42,10 @@ from kflow.core.events import (
     WorkflowFailed,
     WorkflowPaused,
     WorkflowResumed,
+    WorkflowRetried,
     WorkflowSignalled,
 )
+from kflow.core.jsondoc import NULL
 from kflow.core.state import StepStatus, WorkflowStatus
 
 
@@ -78,7 +81,7 @@ class WorkflowChanges(TypedDict, total=False):
     status: WorkflowStatus
     reason: str
     output: Any
-    finished_at: int
+    finished_at: int | None
 
 
 STARTED: Final[WorkflowStatus] = "running"
@@ -184,6 +187,17 @@ def _cancelled(e: StepCancelled) -> StepChanges:
     return {"status": "cancelled", "finished_at": e.at}
 
 
+def _reopened(e: StepReopened) -> StepChanges:
+    return {
+        "status": e.status,
+        "error_class": None,
+        "error_type": None,
+        "message": None,
+        "finished_at": None,
+        "due_at": None,
+    }
+
+
 STEP_RULES: Final[Mapping[type[StepEvent], Callable[[Any], StepChanges]]] = {
     StepScheduled: _scheduled,
     MapExpanded: _expanded,
@@ -196,6 +210,7 @@ STEP_RULES: Final[Mapping[type[StepEvent], Callable[[Any], StepChanges]]] = {
     StepHeartbeatRecorded: _heartbeat,
     StepSkipped: _skipped,
     StepCancelled: _cancelled,
+    StepReopened: _reopened,
 }
 
 
@@ -239,6 +254,10 @@ def _wf_cancelled(e: WorkflowCancelled) -> WorkflowChanges:
     return {"status": "cancelled", "reason": e.reason, "finished_at": e.at}
 
 
+def _wf_retried(e: WorkflowRetried) -> WorkflowChanges:
+    return {"status": STARTED, "reason": "", "output": NULL, "finished_at": None}
+
+
 WORKFLOW_RULES: Final[Mapping[type[Event], Callable[[Any], WorkflowChanges]]] = {
     WorkflowPaused: _wf_paused,
     WorkflowResumed: _wf_resumed,
@@ -246,6 +265,7 @@ WORKFLOW_RULES: Final[Mapping[type[Event], Callable[[Any], WorkflowChanges]]] = 
     WorkflowCompleted: _wf_completed,
     WorkflowFailed: _wf_failed,
     WorkflowCancelled: _wf_cancelled,
+    WorkflowRetried: _wf_retried,
 }
 """Workflow events after ``WorkflowStarted`` (which creates the workflow with ``STARTED``)."""
 

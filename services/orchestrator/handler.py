@@ -21,18 +21,19 @@ from kflow.bus.topics import DEFAULT_CLOSED_RETENTION_MS, TopicNames
 from kflow.core.access import Caller, Refusal, authorize, refusal_event
 from kflow.core.definition import WorkflowDefinition
 from kflow.core.errors import KflowError
-from kflow.core.events import Event, StepScheduled, is_notice
+from kflow.core.events import Event, InputRejected, StepScheduled, is_notice
 from kflow.core.inputs import (
     CancelWorkflow,
     Input,
     PauseWorkflow,
     ResumeWorkflow,
+    RetryWorkflow,
     SignalWorkflow,
     StartWorkflow,
     TimerFired,
 )
 from kflow.core.limits import DEFAULT_LIMITS, Limits
-from kflow.core.machine import decide_and_evolve, reject_input
+from kflow.core.machine import RETRYABLE_WORKFLOW, decide_and_evolve, notice_cause, reject_input
 from kflow.core.state import WorkflowState, is_terminal, pending_timers
 from kflow.core.views import timers_for
 from kflow.observability import tracing
@@ -43,6 +44,7 @@ from kflow.orchestrator.closed import (
 )
 from kflow.orchestrator.identity import Authenticator, NoKeys
 from kflow.orchestrator.metrics import ProgressAges, WorkflowMetrics
+from kflow.orchestrator.retained import DEFAULT_RETRY_WINDOW_MS
 from kflow.orchestrator.snapshots import SnapshotEncoder
 from kflow.orchestrator.table import WorkflowTable
 from kflow.orchestrator.timers import TimerHeap
@@ -57,7 +59,14 @@ RestoreClosedFn = Callable[[Sequence[int]], dict[int, list[ClosedMarker]]]
 """Closed partition numbers -> the closed markers of each."""
 
 MAX_TIMERS_PER_TICK = 1000
-COMMANDS = (StartWorkflow, CancelWorkflow, PauseWorkflow, ResumeWorkflow, SignalWorkflow)
+COMMANDS = (
+    StartWorkflow,
+    CancelWorkflow,
+    PauseWorkflow,
+    ResumeWorkflow,
+    SignalWorkflow,
+    RetryWorkflow,
+)
 """Inputs accepted only from the commands topic, where every record is authenticated."""
 _NO_HEADERS: Headers = {}
 
@@ -92,6 +101,7 @@ class OrchestratorHandler(Handler[Envelope]):
         restore_closed: RestoreClosedFn = lambda partitions: {},
         finished_capacity: int = 10_000,
         closed_window_ms: int = DEFAULT_CLOSED_RETENTION_MS,
+        retry_window_ms: int = DEFAULT_RETRY_WINDOW_MS,
         authenticator: Authenticator | None = None,
     ) -> None:
         self.names = names
@@ -105,7 +115,7 @@ class OrchestratorHandler(Handler[Envelope]):
         self._limits = limits
         self._contracts = default_contracts()
         self._input_topics = (names.commands, names.results)
-        self.table = WorkflowTable(finished_capacity, closed_window_ms)
+        self.table = WorkflowTable(finished_capacity, closed_window_ms, retry_window_ms)
         self.timers = TimerHeap()
         self._snapshots = SnapshotEncoder()
         self.metrics = WorkflowMetrics()
@@ -167,6 +177,10 @@ class OrchestratorHandler(Handler[Envelope]):
         """A record of the commands topic: applied as its verified sender, or refused with
         a notice saying why (ADR 0060)."""
         caller = self.auth.verify(message.key, message.raw, message.headers, envelope.actor)
+        if isinstance(body, RetryWorkflow):
+            # A finished run's state may be only in its retained snapshot: read it back
+            # first, so the caller's tenant is checked against the run's (ADR 0082).
+            self._load_retained(message.partition, body.workflow_id, self._clock_ms())
         if isinstance(caller, Caller):
             refusal = self._authorize(caller, body, envelope)
             if caller.verified:
@@ -216,6 +230,10 @@ class OrchestratorHandler(Handler[Envelope]):
     def tick(self, now_ms: int) -> Sequence[OutRecord]:
         self.table.closed.expire(now_ms)
         out: list[OutRecord] = []
+        for workflow_id in self.table.retained.expire(now_ms):
+            # The retry window passed: the retained snapshot goes (ADR 0082).
+            self.table.forget_finished(workflow_id)
+            out.append(OutRecord(self.names.snapshots, workflow_id, None))
         for workflow_id, timer_id, due_at in self.timers.pop_due(now_ms, MAX_TIMERS_PER_TICK):
             self._fired.append((workflow_id, timer_id, due_at))
             partition = self.table.partition_of(workflow_id)
@@ -237,7 +255,13 @@ class OrchestratorHandler(Handler[Envelope]):
             if is_terminal(state):
                 # Same key and partition count as commands: lands in the commands partition.
                 marker = encode_marker(ClosedMarker.of(state, now))
-                out.append(OutRecord(self.names.snapshots, state.workflow_id, None))
+                # Retained for retries (tombstoned when the window passes), ADR 0082.
+                kept = (
+                    self._snapshots.encode(state, now)
+                    if self.table.retained.window_ms and state.status in RETRYABLE_WORKFLOW
+                    else None
+                )
+                out.append(OutRecord(self.names.snapshots, state.workflow_id, kept))
                 out.append(OutRecord(self.names.closed, state.workflow_id, marker))
             else:
                 encoded = self._snapshots.encode(state, now)
@@ -380,6 +404,10 @@ class OrchestratorHandler(Handler[Envelope]):
     ) -> list[OutRecord]:
         now = self._clock_ms() if now is None else now
         state = self.table.get(command.workflow_id)
+        if isinstance(command, RetryWorkflow):
+            state, refusal = self._retry_state(command, partition, state, now)
+            if refusal is not None:
+                return self._records([refusal], envelope, command, headers)
         if (
             state is None
             and isinstance(command, StartWorkflow)
@@ -407,6 +435,56 @@ class OrchestratorHandler(Handler[Envelope]):
             self._batch_events.setdefault(new_state.workflow_id, []).extend(changes)
             self.metrics.saw(changes, new_state)
         return records
+
+    def _load_retained(self, partition: int, workflow_id: str, now: int) -> WorkflowState | None:
+        """The finished state of a retained run, read back from its snapshot partition when
+        it is not in memory any more (rare: an operator's retry); None if not retained."""
+        state = self.table.get(workflow_id)
+        if state is not None or not self.table.retained.contains(partition, workflow_id, now):
+            return state
+        state = self._restore([partition]).get(partition, {}).get(workflow_id)
+        if state is not None and is_terminal(state):
+            self.table.remember_finished(state)
+            return state
+        return None
+
+    def _retry_state(
+        self, command: RetryWorkflow, partition: int, state: WorkflowState | None, now: int
+    ) -> tuple[WorkflowState | None, Event | None]:
+        """The state a retry is decided on, or the notice refusing it (ADR 0082).
+
+        A finished run is retryable while its snapshot is retained; one not in memory is
+        read back from its snapshot partition (rare: an operator's action).
+        """
+        workflow_id = command.workflow_id
+        if state is not None and not is_terminal(state):
+            return state, None  # decide answers not_retryable
+        if self.table.retained.contains(partition, workflow_id, now):
+            if state is None:
+                state = self._load_retained(partition, workflow_id, now)
+            if state is not None:
+                return state, None
+        elif state is None and not self.table.is_closed(partition, workflow_id):
+            return None, None  # decide answers unknown_workflow
+        elif state is not None and state.status not in RETRYABLE_WORKFLOW:
+            return state, None  # decide answers not_retryable
+        window = self.table.retained.window_ms
+        reason = (
+            "retries are disabled (retry_window_ms is 0)"
+            if window == 0
+            else f"the run finished more than the retry window ({window} ms) ago; "
+            "start a new workflow instead"
+        )
+        notice = InputRejected(
+            workflow_id=workflow_id,
+            seq=0,
+            at=now,
+            cause=notice_cause(command),
+            code="retry_window_passed",
+            reason=reason,
+            input_type="RetryWorkflow",
+        )
+        return None, notice
 
     def _records(
         self,

@@ -33,6 +33,7 @@ from kflow.observability.health import HEALTH
 from kflow.orchestrator.closed import ClosedMarker, restore_closed
 from kflow.orchestrator.handler import OrchestratorHandler
 from kflow.orchestrator.identity import Authenticator
+from kflow.orchestrator.retained import DEFAULT_RETRY_WINDOW_MS
 from kflow.orchestrator.snapshots import restore_partitions
 from kflow.registry.topic import DefinitionFollower
 
@@ -65,6 +66,9 @@ class OrchestratorConfig:
     Also the ``retention.ms`` of ``{prefix}.closed`` when this process has to create it."""
     finished_capacity: int = 10_000
     """Finished workflow states kept whole in memory (closed ids are kept regardless)."""
+    retry_window_ms: int = DEFAULT_RETRY_WINDOW_MS
+    """How long a failed or cancelled run can be retried; its snapshot is kept that long
+    (ADR 0082). 0 disables ``RetryWorkflow``."""
     require_signatures: bool = False
     """Refuse unsigned commands (signed ones are always verified; ADR 0060)."""
     consumer_overrides: dict[str, ConfigValue] = field(default_factory=dict)
@@ -104,6 +108,7 @@ class OrchestratorService:
             restore_closed=self._restore_closed,
             finished_capacity=config.finished_capacity,
             closed_window_ms=config.closed_retention_ms,
+            retry_window_ms=config.retry_window_ms,
             authenticator=Authenticator(self.principals, config.require_signatures),
         )
         self._stop = threading.Event()

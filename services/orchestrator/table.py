@@ -6,8 +6,10 @@ from collections import OrderedDict
 from collections.abc import Iterable
 
 from kflow.bus.topics import DEFAULT_CLOSED_RETENTION_MS
+from kflow.core.machine import RETRYABLE_WORKFLOW
 from kflow.core.state import WorkflowState, is_terminal
 from kflow.orchestrator.closed import ClosedIds, ClosedMarker
+from kflow.orchestrator.retained import DEFAULT_RETRY_WINDOW_MS, RetainedIds
 
 _MISSING = object()
 
@@ -15,7 +17,9 @@ _MISSING = object()
 class WorkflowTable:
     """Committed state per workflow id, a staging area for the current transaction, the
     last ``finished_capacity`` finished states, and the ids of every workflow finished
-    within the dedup window (``closed``, loaded from ``{prefix}.closed``; ADR 0032).
+    within the dedup window (``closed``, loaded from ``{prefix}.closed``; ADR 0032), and
+    the ids of finished workflows whose snapshot is retained for retries (``retained``,
+    ADR 0082).
 
     ``stage`` changes nothing committed; ``commit`` applies the staged states,
     ``discard`` drops them (the transaction was aborted).
@@ -25,6 +29,7 @@ class WorkflowTable:
         self,
         finished_capacity: int = 10_000,
         closed_window_ms: int = DEFAULT_CLOSED_RETENTION_MS,
+        retry_window_ms: int = DEFAULT_RETRY_WINDOW_MS,
     ) -> None:
         self._states: dict[str, WorkflowState] = {}
         self._partition: dict[str, int] = {}
@@ -32,6 +37,7 @@ class WorkflowTable:
         self._finished: OrderedDict[str, WorkflowState] = OrderedDict()
         self._finished_capacity = finished_capacity
         self.closed = ClosedIds(closed_window_ms)
+        self.retained = RetainedIds(retry_window_ms)
 
     def get(self, workflow_id: str) -> WorkflowState | None:
         """The current state (staged first), including recently finished workflows."""
@@ -66,10 +72,14 @@ class WorkflowTable:
                 self._states.pop(workflow_id, None)
                 self._partition.pop(workflow_id, None)
                 self._remember_finished(state)
-                self.closed.add(partition, workflow_id, state.finished_at or state.started_at)
+                finished_at = state.finished_at or state.started_at
+                self.closed.add(partition, workflow_id, finished_at)
+                if self.retained.window_ms and state.status in RETRYABLE_WORKFLOW:
+                    self.retained.add(partition, workflow_id, finished_at)
             else:
                 self._states[workflow_id] = state
                 self._partition[workflow_id] = partition
+                self.retained.discard(workflow_id)
         self._staged.clear()
         return changed
 
@@ -78,10 +88,23 @@ class WorkflowTable:
         self._staged.clear()
 
     def load(self, partition: int, states: Iterable[WorkflowState]) -> None:
-        """Add restored states of one partition."""
+        """Add restored states of one partition (finished ones are retained for retries)."""
         for state in states:
+            if is_terminal(state):
+                self._remember_finished(state)
+                finished_at = state.finished_at or state.started_at
+                self.retained.add(partition, state.workflow_id, finished_at)
+                continue
             self._states[state.workflow_id] = state
             self._partition[state.workflow_id] = partition
+
+    def forget_finished(self, workflow_id: str) -> None:
+        """Drop a finished state kept in memory (its retry window passed)."""
+        self._finished.pop(workflow_id, None)
+
+    def remember_finished(self, state: WorkflowState) -> None:
+        """Keep a finished state read back for a retry."""
+        self._remember_finished(state)
 
     def load_closed(self, partition: int, markers: Iterable[ClosedMarker]) -> None:
         """Add the restored closed markers of one partition."""
@@ -96,6 +119,7 @@ class WorkflowTable:
             self._partition.pop(workflow_id, None)
         self._finished.clear()  # cheap and safe: a new owner may have finished them meanwhile
         self.closed.drop_partitions(partitions)
+        self.retained.drop_partitions(partitions)
         return dropped
 
     def active(self) -> list[WorkflowState]:

@@ -35,6 +35,7 @@ SAMPLES: list[Body] = [
     inp.CancelWorkflow(workflow_id=WF, reason="customer asked"),
     inp.PauseWorkflow(workflow_id=WF, reason="maintenance"),
     inp.ResumeWorkflow(workflow_id=WF),
+    inp.RetryWorkflow(workflow_id=WF, reason="fixed"),
     inp.SignalWorkflow(workflow_id=WF, name="approve", payload={"approved": True}),
     inp.StepResult(**_STEP, output=PAYLOAD),
     inp.StepError(
@@ -96,6 +97,8 @@ SAMPLES: list[Body] = [
     ev.StepHeartbeatRecorded(**_STEP, seq=14, at=13, details=None),
     ev.StepSkipped(workflow_id=WF, step_key=STEP, attempt=0, seq=15, at=14, reason="when"),
     ev.StepCancelled(**_STEP, seq=16, at=15, reason="workflow cancelled"),
+    ev.WorkflowRetried(workflow_id=WF, seq=17, at=16, reason="fixed", previous_status="failed"),
+    ev.StepReopened(**_STEP, seq=18, at=16, status="ready"),
     ev.WorkflowRejected(
         workflow_id=WF, seq=0, at=16, code="unknown_definition", reason="x", name="n", version=1
     ),

@@ -130,3 +130,17 @@ async def test_async_commands_with_wait_report_the_answer(async_client: kflow.As
         await handle.signal("nope", {"approved": True}, wait=WAIT_S)
     duplicate = await async_client.start("gated", id=handle.workflow_id)
     assert isinstance(await duplicate.answer(timeout=WAIT_S), DuplicateStartIgnored)
+
+
+async def test_retry_reopens_a_cancelled_run(async_client: kflow.AsyncClient) -> None:
+    handle = await async_client.start("gated")
+    await wait_for(handle, StepScheduled, kind="approval")
+    await handle.cancel("too early")
+    with pytest.raises(kflow.WorkflowCancelled):
+        await handle.result(timeout=WAIT_S)
+    reopened = await handle.retry("now")
+    await wait_for(reopened, StepScheduled, kind="approval", attempt=2)
+    await reopened.signal("gate", {"approved": True, "by": "bo"})
+    assert await reopened.result(timeout=WAIT_S) == {"after": {"by": "bo"}}
+    with pytest.raises(kflow.CommandRejected, match="not_retryable"):
+        await (await reopened.retry()).result(timeout=WAIT_S)

@@ -260,3 +260,33 @@ def test_commands_with_wait_return_what_applied_them_or_raise_the_rejection(
     assert finished.value.code == "workflow_finished" and "cancelled" in finished.value.reason
     rejected = client.start("no-such-definition").answer(timeout=WAIT_S)
     assert isinstance(rejected, WorkflowRejected) and rejected.code == "unknown_definition"
+
+
+def test_retry_reopens_a_cancelled_run_and_its_handle_waits_for_the_new_end(
+    client: kflow.Client, runtime: Runtime
+) -> None:
+    handle = client.start("gated")
+    wait_for(handle, StepScheduled, kind="approval")
+    handle.cancel("too early")
+    with pytest.raises(kflow.WorkflowCancelled):
+        handle.result(timeout=WAIT_S)
+    reopened = handle.retry("now")
+    wait_for(reopened, StepScheduled, kind="approval", attempt=2)
+    reopened.signal("gate", {"approved": True, "by": "ana"})
+    assert reopened.result(timeout=WAIT_S) == {"after": {"by": "ana"}}
+    # a handle from get_handle follows the reopened run to its new end too
+    assert client.get_handle(handle.workflow_id).result(timeout=WAIT_S) == {"after": {"by": "ana"}}
+    prepared = [
+        e for e in the_log(runtime.settings, handle.workflow_id)
+        if isinstance(e, StepScheduled) and e.node_id == "prepare"
+    ]  # fmt: skip
+    assert len(prepared) == 1  # the completed step was not scheduled again
+
+
+def test_retry_of_a_completed_run_raises_command_refused(client: kflow.Client) -> None:
+    handle = client.start("diamond", {"x": 1})
+    handle.result(timeout=WAIT_S)
+    with pytest.raises(kflow.CommandRejected) as refused:
+        handle.retry().result(timeout=WAIT_S)
+    assert refused.value.code == "not_retryable"
+    assert "completed" in refused.value.reason

@@ -11,6 +11,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from kflow.core import ErrorClass, event_to_dict
+from kflow.core.inputs import RetryWorkflow
 from kflow.core.jsondoc import plain
 from tests.core.driver import Driver, node, workflow
 
@@ -81,10 +82,31 @@ def pause_cancel() -> Driver:
     return d
 
 
+def failed_map_retried() -> Driver:
+    defn = workflow(
+        node("split"),
+        node("each", "split", for_each="steps.split.output", input={"v": "$item"}),
+        node("join", "each", input={"all": "$steps.each.output"}),
+        name="failed_map_retried",
+    )
+    d = Driver(defn, "wf-reopen")
+    d.start()
+    d.ok("split", [1, 2, 3])
+    d.ok("each[0]", "one")
+    d.err("each[1]", ErrorClass.PERMANENT)  # fails the map: each[2] is cancelled
+    d.send(RetryWorkflow(workflow_id="wf-reopen", reason="fixed"))
+    d.ok("each[1]", "two")
+    d.ok("each[2]", "three")
+    d.ok("join", "joined")
+    d.send(RetryWorkflow(workflow_id="wf-reopen"))  # completed: notice
+    return d
+
+
 SCENARIOS: dict[str, Callable[[], Driver]] = {
     "retry_and_skip": retry_and_skip,
     "map_review_approval": map_review_approval,
     "pause_cancel": pause_cancel,
+    "failed_map_retried": failed_map_retried,
 }
 
 

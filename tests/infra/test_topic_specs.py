@@ -49,6 +49,7 @@ def test_specs_cover_every_topic_once_in_stable_order() -> None:
         "p.definitions",
         "p.principals",
         "p.dlq",
+        "p.dlq-actions",
         "p.tasks.b",
         "p.tasks.a",
     ]

@@ -50,6 +50,7 @@ class Runtime:
         self,
         instance: str = "orchestrator-0",
         finished_capacity: int | None = None,
+        retry_window_ms: int | None = None,
         require_signatures: bool = False,
     ) -> OrchestratorService:
         """Start one (the same ``instance`` again is a restart); ``finished_capacity`` shrinks
@@ -63,6 +64,8 @@ class Runtime:
         )
         if finished_capacity is not None:
             config = replace(config, finished_capacity=finished_capacity)
+        if retry_window_ms is not None:
+            config = replace(config, retry_window_ms=retry_window_ms)
         service = OrchestratorService(config)
         thread = threading.Thread(target=service.run, name=instance, daemon=True)
         thread.start()

@@ -40,6 +40,17 @@ def fail(value: dict[str, Any]) -> None:
     raise PermanentError(str(value.get("message", "boom")))
 
 
+@node("test.fail_until_fixed")
+def fail_until_fixed(value: dict[str, Any], ctx: StepContext) -> dict[str, Any]:
+    """Fails permanently until ``{prefix}fixed`` exists in Redis; counts runs per step."""
+    prefix = value["redis_prefix"]
+    _redis().hincrby(f"{prefix}effects", ctx.step_key, 1)
+    _redis().hset(f"{prefix}keys", ctx.step_key, ctx.idempotency_key)
+    if not _redis().exists(f"{prefix}fixed"):
+        raise PermanentError("not fixed yet")
+    return {"fixed": True, "attempt": ctx.attempt}
+
+
 @node("test.review")
 def review(value: dict[str, Any]) -> None:
     """Always asks for review."""

@@ -14,7 +14,13 @@ from fastapi import FastAPI
 from fastapi.responses import RedirectResponse
 from fastapi.staticfiles import StaticFiles
 
-from kflow.api.console import routes_actions, routes_auth, routes_ops, routes_workflows
+from kflow.api.console import (
+    routes_actions,
+    routes_auth,
+    routes_batches,
+    routes_ops,
+    routes_workflows,
+)
 from kflow.api.console.docs import docs_router
 from kflow.api.console.render import STATIC_DIR
 from kflow.api.console.state import close_console_state
@@ -28,6 +34,7 @@ def install(app: FastAPI) -> None:
     app.mount("/ui/static", StaticFiles(directory=STATIC_DIR), name="console-static")
     app.include_router(routes_auth.router)
     app.include_router(routes_ops.router)
+    app.include_router(routes_batches.router)
     app.include_router(routes_workflows.router)
     app.include_router(routes_actions.router)
     app.include_router(docs_router(app))

@@ -31,6 +31,7 @@ ROW_EVENTS = frozenset(
         "WorkflowCompleted",
         "WorkflowFailed",
         "WorkflowCancelled",
+        "WorkflowRetried",
     }
 )
 """Events that change a row of the list (step events do not)."""

@@ -47,7 +47,8 @@ async def status_counts(conn: AConn, f: ListFilter) -> dict[str, int]:
 
 @dataclass(frozen=True, slots=True)
 class StepRow:
-    """One step with everything the workflow page shows."""
+    """One step with everything the workflow page shows (its input and output load on demand,
+    ``step_value``: a long run's documents would be most of the page's time)."""
 
     step_key: str
     node_id: str
@@ -55,8 +56,6 @@ class StepRow:
     status: str
     attempts: int
     node_type: str | None
-    input: Any
-    output: Any
     error_class: str | None
     error_type: str | None
     message: str | None
@@ -65,7 +64,7 @@ class StepRow:
 
 
 _STEP_COLS = (
-    "step_key, node_id, step_index, status, attempts, node_type, input, output, error_class,"
+    "step_key, node_id, step_index, status, attempts, node_type, error_class,"
     " error_type, message, scheduled_at, finished_at"
 )
 

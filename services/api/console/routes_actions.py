@@ -38,6 +38,7 @@ COMMANDS = {
     "pause": ("PauseWorkflow", "Pause"),
     "resume": ("ResumeWorkflow", "Resume"),
     "signal": ("SignalWorkflow", "Send signal"),
+    "retry": ("RetryWorkflow", "Retry"),
 }
 
 
@@ -55,6 +56,10 @@ async def _publish(
             )
         if action == "resume":
             return await routes_commands.resume(request, who, workflow_id)
+        if action == "retry":
+            return await routes_commands.retry(
+                request, who, workflow_id, ReasonRequest(reason=form.get("reason", ""))
+            )
     except ValidationError as e:
         raise Refused(422, f"reason: {e.errors()[0]['msg']}") from e
     name = form.get("name", "").strip()
@@ -91,7 +96,7 @@ async def act(
     request: Request,
     who: User,
     workflow_id: WorkflowId,
-    action: Annotated[str, Path(pattern=r"^(cancel|pause|resume|signal)$")],
+    action: Annotated[str, Path(pattern=r"^(cancel|pause|resume|signal|retry)$")],
 ) -> HTMLResponse:
     """Confirm, publish, and show the resulting event (or why the command was refused)."""
     form = await verified_form(request)

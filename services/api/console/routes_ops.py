@@ -5,19 +5,23 @@ from __future__ import annotations
 import asyncio
 import time
 from dataclasses import dataclass
-from typing import Annotated
+from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Query, Request
+from fastapi import APIRouter, Depends, Path, Query, Request
 from fastapi.responses import HTMLResponse
 from markupsafe import Markup
 
+from kflow.api import dead_letters as dead_letters_of
+from kflow.api import routes_dlq
 from kflow.api.apikeys import Principal, Scope
 from kflow.api.auth import resources
 from kflow.api.console import dag, kafka_views, svg
 from kflow.api.console.queries import definitions_with_usage, projection_offsets, stuck_workflows
 from kflow.api.console.render import ConsoleRoute, render
-from kflow.api.console.session import require_scope, signed_in
+from kflow.api.console.session import require_scope, signed_in, verified_form
 from kflow.api.console.state import console_state
+from kflow.api.problems import Problem
+from kflow.bus.errors import BusError
 from kflow.bus.reader import ReaderError
 from kflow.bus.topics import topic_names
 from kflow.core.definition import parse_definition
@@ -120,33 +124,22 @@ async def operations(
 async def dead_letters(request: Request, who: User) -> HTMLResponse:
     """The newest DLQ records with their source and reason, decoded when they decode (admin)."""
     require_scope(who, Scope.ADMIN)
-    cfg = resources(request).config
-    topic = topic_names(cfg.topic_prefix).dlq
     try:
-        letters = await asyncio.to_thread(kafka_views.dead_letters, cfg.kafka_bootstrap, topic)
-        error = None
-    except ReaderError as e:
-        letters, error = [], str(e)
-    keys = sorted({x.key for x in letters if x.tenant is None and x.key})
-    foreign: set[str] = set()
-    if keys:
-        async with resources(request).db() as conn:
-            rows = await (
-                await conn.execute(
-                    "SELECT workflow_id FROM executions"
-                    " WHERE workflow_id = ANY(%s) AND tenant <> %s",
-                    (keys, who.tenant),
-                )
-            ).fetchall()
-        foreign = {str(r[0]) for r in rows}
-    shown = kafka_views.visible_letters(letters, who.tenant, foreign)
+        shown = await dead_letters_of.visible(request, who)
+        letters, markers, hidden, error = shown.letters, shown.markers, shown.hidden, None
+        topic = shown.topic
+    except (ReaderError, BusError) as e:
+        letters, markers, hidden, error = [], {}, 0, str(e)
+        topic = topic_names(resources(request).config.topic_prefix).dlq
     context = {
         "nav": "dead-letters",
-        "letters": shown,
-        "hidden": len(letters) - len(shown),
+        "letters": [(dead_letters_of.id_of(x), x, markers.get(dead_letters_of.id_of(x)))
+                    for x in letters],
+        "hidden": hidden,
         "topic": topic,
         "error": error,
-    }
+        "can_act": who.allows(Scope.ADMIN),
+    }  # fmt: skip
     return render(request, "dead_letters.html", context, who)
 
 
@@ -177,3 +170,38 @@ async def definitions(
         {"nav": "definitions", "rows": rows, "drawn": drawn, "show": show},
         who,
     )
+
+
+@router.post("/dead-letters/{action}", response_class=HTMLResponse)
+async def dead_letter_action(
+    request: Request,
+    who: User,
+    action: Annotated[str, Path(pattern=r"^(redrive|discard)$")],
+) -> HTMLResponse:
+    """Redrive or discard the selected letters (confirmed first), and show each outcome."""
+    form = await verified_form(request)
+    require_scope(who, Scope.ADMIN)
+    label = "Redrive" if action == "redrive" else "Discard"
+    ids = [k.removeprefix("letter-") for k in form if k.startswith("letter-")]
+    htmx = request.headers.get("hx-request") == "true"
+    page = "dlq_outcome.html" if htmx else "dlq_outcome_page.html"
+    context: dict[str, Any] = {
+        "nav": "dead-letters", "label": label, "action": action,
+        "ids": ids, "form": form, "refusal": None, "results": [],
+    }  # fmt: skip
+    if not ids:
+        context["refusal"] = "select at least one dead letter (the boxes on the left)"
+        return render(request, page, context, who, 422)
+    if form.get("confirmed") != "yes":
+        return render(request, "dlq_confirm.html", context, who)
+    try:
+        if action == "discard" and not form.get("reason", "").strip():
+            raise Problem(422, "invalid-request", "Invalid request",
+                          "reason: say why the letters are discarded")  # fmt: skip
+        context["results"] = await routes_dlq.act_on(
+            request, who, ids, action, form.get("reason", "")
+        )
+    except Problem as e:
+        context["refusal"] = e.detail
+        return render(request, page, context, who, e.status)
+    return render(request, page, context, who)

@@ -15,7 +15,7 @@ from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, StreamingResponse
 from redis.exceptions import RedisError
 
-from kflow.api.apikeys import Principal
+from kflow.api.apikeys import Principal, Scope
 from kflow.api.auth import resources
 from kflow.api.console import views
 from kflow.api.console.jsonview import pretty
@@ -171,6 +171,7 @@ async def workflows_live(
     res = resources(request)
     hub = console_state(request).hub
     row_template = env.get_template("workflow_row.html")
+    can_write = who.allows(Scope.WRITE)
     counts_template = env.get_template("counts.html")
     auth = StreamAuth(session_token(request), who)
 
@@ -207,7 +208,7 @@ async def workflows_live(
                         continue
                     row = views.row_from_hash(summary, updated)
                     if views.matches(flt, row):
-                        yield _sse("row", row_template.render(r=row))
+                        yield _sse("row", row_template.render(r=row, can_write=can_write))
                     else:
                         yield _sse("drop", wf)
                 wait = COUNTS_EVERY_S - (time.monotonic() - counted)
@@ -234,7 +235,7 @@ async def _page(
     request: Request, who: Principal, workflow_id: str, every_event: bool
 ) -> views.WorkflowPage:
     async with resources(request).db() as conn:
-        detail = await get_workflow(conn, workflow_id, who.tenant)
+        detail = await get_workflow(conn, workflow_id, who.tenant, with_steps=False)
         if detail is None:
             raise Refused(404, not_found(workflow_id).detail)
         steps = await step_rows(conn, workflow_id)

@@ -10,6 +10,9 @@ from markupsafe import Markup
 from kflow.api.console import dag, timeline
 from kflow.api.console.render import status_class as _css
 
+ARROWS_UP_TO = 300
+"""Edges drawn with arrowheads up to this many (beyond, plain paths, still left to right)."""
+
 
 def dag_svg(layout: dag.DagLayout, marker: str = "arrow", element_id: str = "dag") -> Markup:
     """The graph: dependency paths first, then one ``<g class="node st-…">`` per node."""
@@ -19,9 +22,11 @@ def dag_svg(layout: dag.DagLayout, marker: str = "arrow", element_id: str = "dag
         f'<defs><marker id="{marker}" viewBox="0 0 10 10" refX="10" refY="5" markerWidth="6"'
         ' markerHeight="6" orient="auto-start-reverse"><path d="M0 0L10 5L0 10z"/></marker></defs>'
     ]
+    # Arrowheads cost the browser a marker per path; a large graph reads left to right anyway.
+    head = f' marker-end="url(#{marker})"' if len(layout.edges) <= ARROWS_UP_TO else ""
     for e in layout.edges:
         cls = "edge greyed" if e.greyed else "edge"
-        out.append(f'<path d="{e.path}" class="{cls}" marker-end="url(#{marker})"/>')
+        out.append(f'<path d="{e.path}" class="{cls}"{head}/>')
     for n in layout.nodes:
         node_id, detail = escape(n.node_id), escape(n.detail)
         status = escape(n.status)

@@ -89,7 +89,8 @@
     ["WorkflowStarted", "WorkflowPaused", "WorkflowResumed", "WorkflowSignalled", "WorkflowCompleted",
      "WorkflowFailed", "WorkflowCancelled", "StepScheduled", "MapExpanded", "StepSucceeded",
      "StepRetryScheduled", "StepRetryDue", "StepFailed", "StepAwaitingReview", "StepTimedOut",
-     "StepHeartbeatRecorded", "StepSkipped", "StepCancelled"].forEach((t) => wfSource.addEventListener(t, onEvent));
+     "StepHeartbeatRecorded", "StepSkipped", "StepCancelled", "WorkflowRetried",
+     "StepReopened"].forEach((t) => wfSource.addEventListener(t, onEvent));
   }
 
   // a step's input and output load into its row when asked for (the link alone opens them)
@@ -108,6 +109,14 @@
   // the filter form swaps #wf-list with htmx: follow the new filters
   document.addEventListener("htmx:afterSwap", (ev) => {
     if (ev.detail && ev.detail.target && ev.detail.target.id === "wf-list") startList();
+  });
+  // an accepted retry reopens the run: follow it live again
+  document.addEventListener("htmx:afterSwap", (ev) => {
+    const target = ev.detail && ev.detail.target;
+    if (!target || target.id !== "outcome") return;
+    const caused = target.querySelector("[data-reopened='1']");
+    const live = document.getElementById("wf-live");
+    if (caused && live) { live.dataset.final = "0"; live.dataset.seq = caused.dataset.before || "0"; startWorkflow(); }
   });
   document.addEventListener("htmx:afterSettle", () => {
     const list = document.getElementById("wf-list");

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import logging
-import threading
 import time
 from dataclasses import dataclass
 
@@ -19,7 +18,8 @@ from confluent_kafka import KafkaError
 
 from kflow.bus.clients import make_producer
 from kflow.bus.errors import BusError
-from kflow.bus.reader import RawRecord, ReaderError, TopicReader, read_key
+from kflow.bus.follower import TopicFollower
+from kflow.bus.reader import RawRecord, ReaderError, read_key
 from kflow.bus.topics import topic_names
 
 log = logging.getLogger(__name__)
@@ -138,23 +138,18 @@ class PrincipalDirectory:
     REFRESH_EVERY_S = 1.0
 
     def __init__(self, bootstrap: str, prefix: str) -> None:
-        self._topic = topic_names(prefix).principals
         self._keys: dict[str, PrincipalKey] = {}
         self._revoked: set[str] = set()
-        self._lock = threading.Lock()
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
         self._refreshed_at = 0.0
-        try:
-            # librdkafka backs off fetch.error.backoff.ms (500 ms) after every partition EOF:
-            # on this quiet topic that was the revocation latency (~0.55 s measured)
-            self._reader = TopicReader(
-                bootstrap,
-                self._topic,
-                overrides={"fetch.wait.max.ms": 50, "fetch.error.backoff.ms": 20},
-            )
-        except ReaderError as e:
-            raise PrincipalsError(str(e)) from e
+        # librdkafka backs off fetch.error.backoff.ms (500 ms) after every partition EOF:
+        # on this quiet topic that was the revocation latency (~0.55 s measured)
+        self._follower = TopicFollower(
+            bootstrap,
+            topic_names(prefix).principals,
+            self._apply,
+            PrincipalsError,
+            overrides={"fetch.wait.max.ms": 50, "fetch.error.backoff.ms": 20},
+        )
 
     def get(self, key_id: str) -> PrincipalKey | None:
         """The key of ``key_id`` as last read (None: unknown)."""
@@ -172,36 +167,14 @@ class PrincipalDirectory:
 
     def catch_up(self, timeout_s: float = 30.0) -> None:
         """Read until the end of the topic (as of now)."""
-        with self._lock:
-            try:
-                for record in self._reader.read_to_end(timeout_s):
-                    self._apply(record)
-            except ReaderError as e:
-                raise PrincipalsError(str(e)) from e
+        self._follower.catch_up(timeout_s)
 
     def start(self) -> None:
         """Follow new keys and revocations on a daemon thread."""
-        self._thread = threading.Thread(target=self._follow, name="principals", daemon=True)
-        self._thread.start()
+        self._follower.start("principals")
 
     def close(self) -> None:
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join(5)
-        self._reader.close()
-
-    def _follow(self) -> None:
-        pause = 0.05
-        while not self._stop.wait(pause):
-            with self._lock:
-                try:
-                    records = self._reader.poll(0)
-                    pause = 0 if records else 0.05
-                except ReaderError as e:
-                    log.error("following principals: %s; trying again in 1s", e)
-                    records, pause = [], 1.0
-                for record in records:
-                    self._apply(record)
+        self._follower.close()
 
     def _apply(self, record: RawRecord) -> None:
         name = record.key or ""

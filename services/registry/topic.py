@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 import logging
-import threading
 import time
 
 from confluent_kafka import KafkaError
 
 from kflow.bus.clients import make_producer
 from kflow.bus.contracts import default_contracts
-from kflow.bus.reader import RawRecord, ReaderError, TopicReader
+from kflow.bus.follower import TopicFollower
+from kflow.bus.reader import RawRecord
 from kflow.bus.records import WorkflowDefinitionRecord
 from kflow.bus.topics import topic_names
 from kflow.core.definition import WorkflowDefinition
@@ -65,50 +65,21 @@ class DefinitionFollower:
 
     def __init__(self, bootstrap: str, prefix: str, store: DefinitionStore | None = None) -> None:
         self.store = store or DefinitionStore()
-        self._topic = topic_names(prefix).definitions
-        self._lock = threading.Lock()
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
-        try:
-            # it follows for the process's lifetime: idle fetches every 50 ms, not 10
-            self._reader = TopicReader(bootstrap, self._topic, overrides={"fetch.wait.max.ms": 50})
-        except ReaderError as e:
-            raise RegistryError(str(e)) from e
+        self._follower = TopicFollower(
+            bootstrap, topic_names(prefix).definitions, self._apply, RegistryError
+        )
 
     def catch_up(self, timeout_s: float = 30.0) -> None:
         """Read until the end of every partition (as of now)."""
-        with self._lock:
-            try:
-                for record in self._reader.read_to_end(timeout_s):
-                    self._apply(record)
-            except ReaderError as e:
-                raise RegistryError(str(e)) from e
+        self._follower.catch_up(timeout_s)
 
     def start(self) -> None:
         """Follow new definitions on a daemon thread."""
-        self._thread = threading.Thread(target=self._follow, name="definitions", daemon=True)
-        self._thread.start()
+        self._follower.start("definitions")
 
     def close(self) -> None:
         """Stop following and close the reader."""
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join(5)
-        self._reader.close()
-
-    def _follow(self) -> None:
-        pause = 0.05
-        while not self._stop.wait(pause):
-            # take what has arrived without waiting under the lock: catch_up() needs it
-            with self._lock:
-                try:
-                    records = self._reader.poll(0)
-                    pause = 0 if records else 0.05
-                except ReaderError as e:  # e.g. the topic is gone for now: keep what we have
-                    log.error("following definitions: %s; trying again in 1s", e)
-                    records, pause = [], 1.0
-                for record in records:
-                    self._apply(record)
+        self._follower.close()
 
     def _apply(self, record: RawRecord) -> None:
         checked = check_record(record.key, record.value)

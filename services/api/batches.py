@@ -18,7 +18,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from kflow.api.console.queries import command_outcome
-from kflow.api.queries import AConn, ListFilter, contains_pattern
+from kflow.api.queries import AConn, ListFilter, filter_clauses
 from kflow.bus.commands import CommandPublisher
 from kflow.bus.envelope import envelope_meta
 from kflow.bus.signing import Signer
@@ -181,18 +181,7 @@ async def _select(conn: AConn, tenant: str, sel: Selection) -> list[tuple[str, b
         return [(w, w in seqs, seqs.get(w, 0)) for w in ids]
     f = ListFilter(tenant, sel.status, sel.name, _time("created_after", sel.created_after),
                    _time("created_before", sel.created_before), MAX_BATCH, None, sel.q)  # fmt: skip
-    where: list[str] = ["tenant = %s"]
-    args: list[Any] = [f.tenant]
-    for clause, value in (
-        ("status = %s", f.status),
-        ("name = %s", f.name),
-        ("created_at >= %s", f.created_after),
-        ("created_at < %s", f.created_before),
-        ("workflow_id LIKE %s", contains_pattern(f.id_contains)),
-    ):
-        if value is not None:
-            where.append(clause)
-            args.append(value)
+    where, args = filter_clauses(f)
     rows = await (
         await conn.execute(
             f"SELECT workflow_id, last_seq FROM executions WHERE {' AND '.join(where)}"

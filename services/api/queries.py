@@ -78,8 +78,9 @@ def _summary(row: tuple[Any, ...]) -> WorkflowSummary:
     )  # fmt: skip
 
 
-async def list_workflows(conn: AConn, f: ListFilter) -> tuple[list[WorkflowSummary], str | None]:
-    """A page of executions, newest first, and the cursor of the next page."""
+def filter_clauses(f: ListFilter) -> tuple[list[str], list[Any]]:
+    """The WHERE clauses (joined with AND) and their arguments that select ``f``'s executions
+    (the cursor aside): the list page and bulk actions select the same runs."""
     where = ["tenant = %s"]
     args: list[Any] = [f.tenant]
     for clause, value in (
@@ -92,6 +93,12 @@ async def list_workflows(conn: AConn, f: ListFilter) -> tuple[list[WorkflowSumma
         if value is not None:
             where.append(clause)
             args.append(value)
+    return where, args
+
+
+async def list_workflows(conn: AConn, f: ListFilter) -> tuple[list[WorkflowSummary], str | None]:
+    """A page of executions, newest first, and the cursor of the next page."""
+    where, args = filter_clauses(f)
     if f.cursor is not None:
         at, wf = decode_cursor(f.cursor)
         where.append("(created_at, workflow_id) < (%s, %s)")

@@ -302,6 +302,8 @@ class _Compiler:
         """A named reference as the record it names; a primitive in dict form as its name."""
         if isinstance(schema, str) and schema in self.numbers:
             return {"type": "record", "name": schema, "fields": None}
+        if isinstance(schema, dict) and schema.get("type") == "map" and "logicalType" not in schema:
+            return schema
         if isinstance(schema, dict) and schema.get("type") != "record":
             if "logicalType" in schema or not isinstance(schema.get("type"), str):
                 raise _Unsupported(str(schema))
@@ -312,6 +314,15 @@ class _Compiler:
         schema = self.resolve(schema)
         if isinstance(schema, list):
             self.write_union(schema, v, out, pad)
+        elif isinstance(schema, dict) and schema["type"] == "map":
+            size, key, item = self.name("n"), self.name("k"), self.name("x")
+            out += [f"{pad}if type({v}) is not dict:", f"{pad}    raise M()", f"{pad}if {v}:"]
+            out.append(f"{pad}    {size} = len({v})")
+            self.write("long", size, out, pad + "    ")
+            out.append(f"{pad}    for {key}, {item} in {v}.items():")
+            self.write("string", key, out, pad + "        ")
+            self.write(schema["values"], item, out, pad + "        ")
+            out.append(f"{pad}buf += b'\\x00'")  # the block of 0 entries that ends a map
         elif isinstance(schema, dict):
             n = self.numbers.get(schema["name"]) if schema["fields"] is None else None
             out.append(f"{pad}w{self.record(schema) if n is None else n}({v}, buf)")
@@ -350,6 +361,18 @@ class _Compiler:
         schema = self.resolve(schema)
         if isinstance(schema, list):
             self.read_union(schema, v, out, pad)
+        elif isinstance(schema, dict) and schema["type"] == "map":
+            size, skip, key, item = self.name("n"), self.name("s"), self.name("k"), self.name("x")
+            inner = pad + "    "
+            out += [f"{pad}{v} = {{}}", f"{pad}while True:"]
+            self.read("long", size, out, inner)
+            out += [f"{inner}if {size} == 0:", f"{inner}    break", f"{inner}if {size} < 0:"]
+            out.append(f"{inner}    {size} = -{size}")  # a block with its size in bytes
+            self.read("long", skip, out, inner + "    ")
+            out.append(f"{inner}for _ in range({size}):")
+            self.read("string", key, out, inner + "    ")
+            self.read(schema["values"], item, out, inner + "    ")
+            out.append(f"{inner}    {v}[{key}] = {item}")
         elif isinstance(schema, dict):
             n = self.numbers.get(schema["name"]) if schema["fields"] is None else None
             out.append(f"{pad}{v}, p = r{self.record(schema) if n is None else n}(d, p)")

@@ -7,7 +7,7 @@ from dataclasses import dataclass, replace
 from confluent_kafka import Message
 
 from kflow.bus.codec import AvroCodec
-from kflow.bus.message import OutRecord, key_text
+from kflow.bus.message import OutRecord, header_map, key_text
 from kflow.core.limits import MAX_MESSAGE_CHARS, MAX_OUTPUT_RECORD_BYTES
 
 DEAD_LETTER_SCHEMA = "kflow.DeadLetter"
@@ -20,7 +20,8 @@ an integer over 64 bits for orjson); the rest of its batch is projected."""
 
 @dataclass(frozen=True, slots=True)
 class DeadLetter:
-    """A poison record: original key and bytes, its coordinates, the reason and error type."""
+    """A poison record: original key, bytes and headers, its coordinates, the reason and error
+    type."""
 
     original_key: str | None
     original_value: bytes | None
@@ -31,6 +32,9 @@ class DeadLetter:
     error_type: str
     message: str
     at: int
+    original_headers: dict[str, bytes] | None = None
+    """The original headers (``kflow-signature``, ``traceparent``...); None: it had none, or
+    the letter was written before they were kept (ADR 0083)."""
 
 
 def dead_letter_for(
@@ -57,6 +61,7 @@ def dead_letter_for(
         error_type=error_type,
         message=text,
         at=at,
+        original_headers=header_map(message) or None,
     )
 
 
@@ -74,6 +79,7 @@ def encode_dead_letter(letter: DeadLetter, codec: AvroCodec) -> bytes:
             "error_type": letter.error_type,
             "message": letter.message,
             "at": letter.at,
+            "original_headers": letter.original_headers,
         },
     )
 

@@ -185,8 +185,9 @@ def act(
                                                 "nothing to redrive: the record holds no original"
                                                 " value; discard it instead"))  # fmt: skip
                     continue
+                headers = {**(letter.original_headers or {}), REDRIVEN_HEADER: key.encode()}
                 out.append(OutRecord(letter.topic, letter.original_key, letter.original_value,
-                                     {REDRIVEN_HEADER: key.encode()}))  # fmt: skip
+                                     headers))  # fmt: skip
                 detail = f"sent back to {letter.topic}"
             else:
                 detail = f"discarded: {reason}"

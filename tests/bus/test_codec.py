@@ -331,6 +331,7 @@ def test_generated_codec_covers_every_root_and_matches_fastavro_on_them() -> Non
             "error_type": "ünïcode ✓",
             "message": "",
             "at": -(2**63),
+            "original_headers": {"traceparent": b"00-ab", "": b"", "ü" * 70: bytes(200)},
         },
     }
     for name, record in records.items():
@@ -362,7 +363,11 @@ def test_records_the_generated_codec_does_not_take_get_fastavros_answer() -> Non
     }  # the nullable fields are left out: fastavro writes their defaults
     data = codec.encode("kflow.DeadLetter", letter)
     assert data == _fastavro_bytes("kflow.DeadLetter", letter)
-    assert codec.decode(data)[1] == {"original_key": None, "original_value": None, **letter}
+    nulls = {"original_key": None, "original_value": None, "original_headers": None}
+    assert codec.decode(data)[1] == {**nulls, **letter}
+    empty = {**letter, "original_key": None, "original_value": None, "original_headers": {}}
+    assert codec.encode("kflow.DeadLetter", empty) == _fastavro_bytes("kflow.DeadLetter", empty)
+    assert codec.decode(codec.encode("kflow.DeadLetter", empty))[1] == empty
 
 
 def test_json_documents_keep_the_meaning_json_gives_them() -> None:
@@ -412,3 +417,16 @@ def test_corrupt_bytes_get_the_answer_fastavro_alone_gives(monkeypatch: pytest.M
     root = default_registry().current(ENVELOPE)
     monkeypatch.setitem(codec_module._COMPILED, root.canonical_form, None)
     assert [_outcome(data) for data in cases] == generated
+
+
+def test_a_map_block_written_with_its_byte_size_reads_like_fastavro_reads_it() -> None:
+    codec = AvroCodec()
+    letter = {"original_key": None, "original_value": None, "topic": "t", "partition": 0,
+              "offset": 1, "reason": "r", "error_type": "E", "message": "m", "at": 2,
+              "original_headers": {"a": b"1"}}  # fmt: skip
+    data = codec.encode("kflow.DeadLetter", letter)
+    plain = b"\x02" + b"\x02a\x021" + b"\x00"  # 1 entry, "a" -> b"1", end
+    assert data.endswith(plain)
+    sized = data[: -len(plain)] + b"\x01\x08" + b"\x02a\x021" + b"\x00"  # -1 entry, 4 bytes
+    assert codec.decode(sized)[1] == letter
+    assert _compiled(default_registry().current("kflow.DeadLetter")) is not None

@@ -8,6 +8,7 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Path, Request
 from pydantic import BaseModel, ConfigDict, Field
+from starlette.convertors import Convertor, register_url_convertor
 
 from kflow.api import dead_letters
 from kflow.api.apikeys import Principal, Scope
@@ -21,6 +22,22 @@ from kflow.bus.redrive import ActionResult, DeadLetterActionError, Marker, act, 
 router = APIRouter(tags=["dead letters"])
 Admin = Annotated[Principal, Depends(require(Scope.ADMIN))]
 LETTER_PATTERN = r"^[0-9]{1,9}:[0-9]{1,19}$"
+
+
+class LetterIdConvertor(Convertor[str]):
+    """Routes ``/dlq/{letter}`` only for a ``partition:offset`` id, so that ``/dlq/redrive`` and
+    ``/dlq/discard`` are not also a GET of a letter called "redrive" (their 405 ``Allow``)."""
+
+    regex = LETTER_PATTERN.strip("^$")
+
+    def convert(self, value: str) -> str:
+        return value
+
+    def to_string(self, value: str) -> str:
+        return value
+
+
+register_url_convertor("letter", LetterIdConvertor())
 
 
 class DeadLetterView(BaseModel):
@@ -99,7 +116,9 @@ async def list_dead_letters(request: Request, who: Admin) -> list[DeadLetterView
     return [view_of(x, shown.markers.get(dead_letters.id_of(x))) for x in shown.letters]
 
 
-@router.get("/dlq/{letter}", response_model=DeadLetterView, responses=problems(*ONE_WORKFLOW))
+@router.get(
+    "/dlq/{letter:letter}", response_model=DeadLetterView, responses=problems(*ONE_WORKFLOW)
+)
 async def show_dead_letter(
     request: Request, who: Admin, letter: Annotated[str, Path(pattern=LETTER_PATTERN)]
 ) -> DeadLetterView:

@@ -132,15 +132,16 @@ class PrincipalDirectory:
     """The latest key per key id and the revoked ids, followed on a daemon thread.
 
     ``get`` answers from memory; ``refresh`` reads to the end of the topic (at most once a
-    second, so a flood of commands naming unknown keys costs no more than that).
+    second per key id).
     """
 
     REFRESH_EVERY_S = 1.0
+    REFRESH_MEMORY = 10_000
 
     def __init__(self, bootstrap: str, prefix: str) -> None:
         self._keys: dict[str, PrincipalKey] = {}
         self._revoked: set[str] = set()
-        self._refreshed_at = 0.0
+        self._refreshed_at: dict[str, float] = {}
         # librdkafka backs off fetch.error.backoff.ms (500 ms) after every partition EOF:
         # on this quiet topic that was the revocation latency (~0.55 s measured)
         self._follower = TopicFollower(
@@ -158,11 +159,17 @@ class PrincipalDirectory:
     def is_revoked(self, key_id: str) -> bool:
         return key_id in self._revoked
 
-    def refresh(self, timeout_s: float = 10.0) -> None:
-        """Read to the end of the topic now, unless that was done within a second."""
-        if time.monotonic() - self._refreshed_at < self.REFRESH_EVERY_S:
+    def refresh(self, key_id: str = "", timeout_s: float = 10.0) -> None:
+        """Read to the end of the topic now, unless that was done for ``key_id`` within a
+        second: a key announced a moment before its first command is always read (a refresh
+        for another key does not hide it), and a flood naming one unknown key costs one read
+        a second."""
+        now = time.monotonic()
+        if now - self._refreshed_at.get(key_id, -self.REFRESH_EVERY_S) < self.REFRESH_EVERY_S:
             return
-        self._refreshed_at = time.monotonic()
+        if len(self._refreshed_at) >= self.REFRESH_MEMORY:
+            self._refreshed_at.clear()
+        self._refreshed_at[key_id] = now
         self.catch_up(timeout_s)
 
     def catch_up(self, timeout_s: float = 30.0) -> None:

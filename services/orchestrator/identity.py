@@ -21,7 +21,7 @@ class KeyDirectory(Protocol):
 
     def get(self, key_id: str) -> PrincipalKey | None: ...
     def is_revoked(self, key_id: str) -> bool: ...
-    def refresh(self) -> None: ...
+    def refresh(self, key_id: str = "") -> None: ...
 
 
 class NoKeys:
@@ -33,7 +33,7 @@ class NoKeys:
     def is_revoked(self, key_id: str) -> bool:
         return False
 
-    def refresh(self) -> None:
+    def refresh(self, key_id: str = "") -> None:
         return None
 
 
@@ -81,7 +81,7 @@ class Authenticator:
         key = lookup(key_id)
         if key is None:
             try:
-                self.keys.refresh()  # created a moment ago?
+                self.keys.refresh(key_id)  # created a moment ago?
             except PrincipalsError as e:  # retry the batch rather than refuse a good command
                 raise RetryableError(f"cannot read the principals topic: {e}") from e
             if self.keys.is_revoked(key_id):

@@ -23,7 +23,7 @@ class Directory:
     def is_revoked(self, key_id: str) -> bool:
         return key_id in self.revoked
 
-    def refresh(self) -> None:  # what a re-read of the topic would find
+    def refresh(self, key_id: str = "") -> None:  # what a re-read of the topic would find
         self.refreshes += 1
         self.keys.update((k.key_id, k) for k in self.later)
 

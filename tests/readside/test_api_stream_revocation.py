@@ -46,7 +46,14 @@ def revoke_with_cli(readside: ReadSide, token: str) -> float:
 
         thread = threading.Thread(target=hear, daemon=True)
         thread.start()
-        env = {**os.environ, "KFLOW_DATABASE_URL": readside.dsn, "KFLOW_DB_SCHEMA": readside.schema}
+        env = {
+            **os.environ,
+            "KFLOW_DATABASE_URL": readside.dsn,
+            "KFLOW_DB_SCHEMA": readside.schema,
+            # the revocation is also published to this test's principals topic (ADR 0060)
+            "KFLOW_TOPIC_PREFIX": readside.settings.topic_prefix,
+            "KFLOW_KAFKA_BOOTSTRAP": readside.settings.kafka_bootstrap,
+        }
         done = subprocess.run(
             service_command("apikey", "revoke", key_id),
             env=env,

@@ -76,6 +76,20 @@ RECORD_FAULTS = frozenset(
 """Kafka errors caused by a record's content: the same records fail the same way again."""
 
 
+def _wrapped(message: Message, raw: bytes, value: T) -> BusMessage[T]:
+    """The handler's view of a consumed record and its decoded value."""
+    return BusMessage(
+        topic=message.topic() or "",
+        partition=message.partition() or 0,
+        offset=message.offset() or 0,
+        key=key_text(message.key()),
+        raw=raw,
+        value=value,
+        headers=header_map(message),
+        timestamp_ms=message.timestamp()[1],
+    )
+
+
 class EosLoop(Generic[T]):
     """Consume ``config.topics``, transform with ``handler``, produce exactly once."""
 
@@ -295,16 +309,7 @@ class EosLoop(Generic[T]):
             value = self.decode(raw_bytes)
         except DecodeError as e:
             return [self._dead_letter(message, raw, e.reason.value, e)]
-        wrapped = BusMessage(
-            topic=message.topic() or "",
-            partition=message.partition() or 0,
-            offset=message.offset() or 0,
-            key=key_text(message.key()),
-            raw=raw_bytes,
-            value=value,
-            headers=header_map(message),
-            timestamp_ms=message.timestamp()[1],
-        )
+        wrapped = _wrapped(message, raw_bytes, value)
         try:
             return self.handler.handle(wrapped)
         except RetryableError:
@@ -330,16 +335,7 @@ class EosLoop(Generic[T]):
         try:
             raw_bytes = raw.encode() if isinstance(raw, str) else (raw or b"")
             value = self.decode(raw_bytes)
-            wrapped = BusMessage(
-                topic=message.topic() or "",
-                partition=message.partition() or 0,
-                offset=message.offset() or 0,
-                key=key_text(message.key()),
-                raw=raw_bytes,
-                value=value,
-                headers=header_map(message),
-                timestamp_ms=message.timestamp()[1],
-            )
+            wrapped = _wrapped(message, raw_bytes, value)
             answer = self.handler.refused(wrapped, fault.reason, fault.message)
         except Exception as e:  # the answer is a courtesy: never let it block the partition
             log.warning("no answer to the dead-lettered %s: %r", where, e)

@@ -23,6 +23,7 @@ def test_a_key_published_after_a_refresh_for_another_key_is_found(
 ) -> None:
     directory = PrincipalDirectory(kafka_bootstrap, topic_prefix)
     try:
+        directory.catch_up()  # as the orchestrator does when it starts
         first, second = _key("acme"), _key("globex")
         publish_key(kafka_bootstrap, topic_prefix, first)
         directory.refresh(first.key_id)

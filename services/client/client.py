@@ -17,7 +17,7 @@ from typing import Any
 
 from kflow.client.core import COMMAND_TIMEOUT_S, ClientCore
 from kflow.client.handle import AsyncWorkflowHandle, WorkflowHandle
-from kflow.client.tracker import Tracker
+from kflow.client.tracker import Tracker, publish_tracked, publish_tracked_async
 from kflow.settings import Settings, get_settings
 
 
@@ -74,15 +74,7 @@ class Client:
         is taken, the handle follows the workflow that has it.
         """
         command, meta = self._core.start_command(name, input, id, version, idempotency_key)
-        tracker = Tracker(self._core, command.workflow_id, meta.event_id)
-        tracker.subscribe()  # before sending: none of the answer can be missed
-        handle = WorkflowHandle(self._core, tracker)
-        try:
-            self._core.publisher().publish(command, meta)
-        except BaseException:
-            tracker.release()
-            raise
-        return handle
+        return WorkflowHandle(self._core, publish_tracked(self._core, command, meta))
 
     def get_handle(self, workflow_id: str) -> WorkflowHandle:
         """A handle on an existing (or finished, or soon started) workflow; no I/O until used."""
@@ -128,15 +120,8 @@ class AsyncClient:
             self._starting = self._starting or asyncio.Lock()
             async with self._starting:  # one thread starts the watcher, not one per caller
                 await asyncio.to_thread(self._core.watcher)
-        tracker = Tracker(self._core, command.workflow_id, meta.event_id)
-        tracker.subscribe()  # the watcher runs: this does not block
-        handle = AsyncWorkflowHandle(self._core, tracker)
-        try:
-            await self._core.publisher().publish_async(command, meta)
-        except BaseException:
-            tracker.release()
-            raise
-        return handle
+        tracker = await publish_tracked_async(self._core, command, meta)
+        return AsyncWorkflowHandle(self._core, tracker)
 
     def get_handle(self, workflow_id: str) -> AsyncWorkflowHandle:
         """A handle on an existing (or finished, or soon started) workflow; no I/O until used."""

@@ -11,7 +11,17 @@ from typing import Any
 
 from kflow.client.core import ClientCore
 from kflow.client.follow import Answer, Follower
-from kflow.client.tracker import Ready, Step, Tracker, answered, deadline_of, outcome, remaining
+from kflow.client.tracker import (
+    Ready,
+    Step,
+    Tracker,
+    answered,
+    deadline_of,
+    outcome,
+    publish_tracked,
+    publish_tracked_async,
+    remaining,
+)
 from kflow.client.watcher import LoopWake
 from kflow.core.errors import KflowError
 from kflow.core.events import Event
@@ -158,15 +168,7 @@ class WorkflowHandle(_Base):
         """
         command = RetryWorkflow(workflow_id=self.workflow_id, reason=reason)
         meta = self._core.meta(command, idempotency_key)
-        tracker = Tracker(self._core, self.workflow_id, meta.event_id)
-        tracker.subscribe()  # before sending: the answer cannot be missed
-        handle = WorkflowHandle(self._core, tracker)
-        try:
-            self._core.publisher().publish(command, meta)
-        except BaseException:
-            tracker.release()
-            raise
-        return handle
+        return WorkflowHandle(self._core, publish_tracked(self._core, command, meta))
 
     def _send(
         self, command: Input, wait: float | None, idempotency_key: str | None = None
@@ -288,15 +290,8 @@ class AsyncWorkflowHandle(_Base):
         """Reopen a failed or cancelled run; see :meth:`WorkflowHandle.retry`."""
         command = RetryWorkflow(workflow_id=self.workflow_id, reason=reason)
         meta = self._core.meta(command, idempotency_key)
-        tracker = Tracker(self._core, self.workflow_id, meta.event_id)
-        await asyncio.to_thread(tracker.subscribe)  # may start the watcher: that blocks
-        handle = AsyncWorkflowHandle(self._core, tracker)
-        try:
-            await self._core.publisher().publish_async(command, meta)
-        except BaseException:
-            tracker.release()
-            raise
-        return handle
+        tracker = await publish_tracked_async(self._core, command, meta)
+        return AsyncWorkflowHandle(self._core, tracker)
 
     async def _send(
         self, command: Input, wait: float | None, idempotency_key: str | None = None

@@ -6,12 +6,14 @@ event, or a future resolved from the watcher thread).
 
 from __future__ import annotations
 
+import asyncio
 import threading
 import time
 from collections.abc import Callable
 from enum import Enum
 from typing import Any
 
+from kflow.bus.contracts import EnvelopeMeta
 from kflow.client.core import ClientCore
 from kflow.client.errors import (
     CommandRejected,
@@ -24,6 +26,7 @@ from kflow.client.follow import Follower, Logged
 from kflow.client.watcher import EventWatcher, Subscription, Wake, ring
 from kflow.core import events as ev
 from kflow.core.errors import KflowError
+from kflow.core.inputs import Input
 
 Ready = Callable[[Follower], bool]
 
@@ -169,3 +172,32 @@ class Tracker:
             f"workflow {self.workflow_id}: {what} within {timeout:g} s; it may still come "
             "(wait again, or look at `kflow events " + self.workflow_id + "`)"
         )
+
+
+def publish_tracked(core: ClientCore, command: Input, meta: EnvelopeMeta) -> Tracker:
+    """Send ``command`` with a tracker on its workflow subscribed first, so none of the
+    answer can be missed; the tracker is released if the command was not delivered."""
+    tracker = Tracker(core, command.workflow_id, meta.event_id)
+    tracker.subscribe()
+    try:
+        core.publisher().publish(command, meta)
+    except BaseException:
+        tracker.release()
+        raise
+    return tracker
+
+
+async def publish_tracked_async(core: ClientCore, command: Input, meta: EnvelopeMeta) -> Tracker:
+    """:func:`publish_tracked` from a coroutine (subscribing may start the watcher, which
+    blocks: then it runs on a thread)."""
+    tracker = Tracker(core, command.workflow_id, meta.event_id)
+    if core.watching:
+        tracker.subscribe()
+    else:
+        await asyncio.to_thread(tracker.subscribe)
+    try:
+        await core.publisher().publish_async(command, meta)
+    except BaseException:
+        tracker.release()
+        raise
+    return tracker

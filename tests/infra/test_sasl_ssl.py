@@ -55,7 +55,7 @@ def _free(count: int, step: int = 1) -> list[int]:
 def broker(tmp_path_factory: pytest.TempPathFactory, stack: Settings) -> Iterator[SaslSslKafka]:
     (port,) = _free(1, step=2)
     b = SaslSslKafka(port, tmp_path_factory.mktemp("sasl"))
-    b.run("up")
+    b.start()  # refuses a foreign broker on the port
     yield b
     b.run("down")
 
@@ -77,10 +77,10 @@ def _kflow(
 def test_broker_serves_no_plaintext_and_creates_no_topic_implicitly(
     broker: SaslSslKafka, tmp_path: Path
 ) -> None:
-    props = (broker.dir / "server.properties").read_text()
+    props = (broker.dir / "kafka" / "server.properties").read_text()
     assert "PLAINTEXT://" not in props.replace("CONTROLLER:PLAINTEXT", "")
     assert "auto.create.topics.enable=false" in props
-    assert PASSWORD not in (broker.dir / "server.out").read_text()
+    assert PASSWORD not in (broker.dir / "kafka" / "server.out").read_text()
 
 
 def test_a_workflow_runs_end_to_end_over_sasl_ssl(

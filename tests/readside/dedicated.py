@@ -157,7 +157,14 @@ def free_port_pair() -> int:
 class DedicatedKafka:
     """A private single-node KRaft broker run by ``kafka.sh`` with its own home and ports."""
 
-    def __init__(self, port: int | None = None, home: Path | None = None) -> None:
+    def __init__(
+        self,
+        port: int | None = None,
+        home: Path | None = None,
+        *,
+        extra_env: dict[str, str] | None = None,
+        start: bool = True,
+    ) -> None:
         self.port = port or free_port_pair()
         self.bootstrap = f"127.0.0.1:{self.port}"
         self.dir = home or Path(tempfile.mkdtemp(prefix=f"kflow-kafka{self.port}-"))
@@ -168,8 +175,10 @@ class DedicatedKafka:
             "KFLOW_KAFKA_PORT": str(self.port),
             "KFLOW_KAFKA_CONTROLLER_PORT": str(self.port + 1),
             "KFLOW_KAFKA_HEAP": "384m",
+            **(extra_env or {}),
         }
-        self.start()
+        if start:
+            self.start()
 
     def run(self, command: str) -> str:
         """``kafka.sh COMMAND`` for this broker; its output (raises if it fails)."""

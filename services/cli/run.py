@@ -19,7 +19,7 @@ from kflow.bus.errors import BusError, FatalClientError
 from kflow.bus.topics import task_topic_spec, topic_names
 from kflow.cli.broker import require_broker
 from kflow.cli.definitions import publish
-from kflow.core.definition import load_definition
+from kflow.core.definition import BUILTIN_TYPES, load_definition
 from kflow.examples import Example, example_names, find_example
 from kflow.observability.health import HEALTH, STARTUP, serve_health
 from kflow.observability.lag import LagRefresher
@@ -294,7 +294,7 @@ def run_all(
         typer.Option(
             "--queue",
             help="queue to run a processor for (repeatable) [default: default and every queue "
-            "of the applied definitions]",
+            "of the applied definitions whose node types these processes register]",
         ),
     ] = None,
     nodes: NodesOption = None,
@@ -318,7 +318,8 @@ def run_all(
     """Start orchestrator(s) and one processor per queue as subprocesses; Ctrl-C stops them all.
 
     Without --queue it serves `default` and every queue the applied definitions use (a node's
-    queue is its `queue`, else its type); every processor runs the built-in nodes.
+    queue is its `queue`, else its type) whose node types the built-ins and --nodes modules
+    register; a queue of node code it lacks is named and left to that code's processor.
 
     Example: kflow run all --queue default --nodes kflow.examples.docpipe.nodes --metrics-port 9101
 
@@ -334,7 +335,22 @@ def run_all(
         queues += [q for q in definition.task_queues if q not in queues]
     needed = _applied_queues(settings)
     if queue is None:
-        queues += [q for q in ("default", *needed) if q not in queues]
+        known = _known_node_types(modules)
+        servable = []
+        for q, types in needed.items():
+            missing = sorted(types - known)
+            if not missing:
+                servable.append(q)
+            elif q not in queues:
+                # A processor without a node's code would share the queue's partitions with the
+                # processor that has it and fail the steps it is assigned.
+                typer.echo(
+                    f"warning: queue {q!r} of the applied definitions is not served: no --nodes "
+                    f"module registers node type {', '.join(missing)} (start "
+                    f"`kflow run processor --queue {q} --nodes MODULE` where that code lives)",
+                    err=True,
+                )
+        queues += [q for q in ("default", *servable) if q not in queues]
     else:
         for q in needed:
             if q not in queues:
@@ -408,8 +424,20 @@ def _create_task_topics(settings: Settings, queues: list[str]) -> None:
         raise typer.Exit(1) from e
 
 
-def _applied_queues(settings: Settings) -> list[str]:
-    """Every task queue a registered definition (any version) sends steps to, sorted."""
+def _known_node_types(modules: list[str]) -> set[str]:
+    """The node types a processor started with ``--nodes modules`` registers."""
+    if "" not in sys.path and os.getcwd() not in sys.path:
+        sys.path.insert(0, os.getcwd())
+    try:
+        return set(load_node_modules(modules))
+    except NodeRegistryError as e:
+        typer.echo(f"error: {e}", err=True)
+        raise typer.Exit(2) from e
+
+
+def _applied_queues(settings: Settings) -> dict[str, set[str]]:
+    """Every task queue a registered definition (any version) sends steps to, sorted, with the
+    node types it carries."""
     try:
         follower = DefinitionFollower(settings.kafka_bootstrap, settings.topic_prefix)
         try:
@@ -419,7 +447,12 @@ def _applied_queues(settings: Settings) -> list[str]:
     except RegistryError as e:
         typer.echo(f"error: {e}", err=True)
         raise typer.Exit(1) from e
-    return sorted({q for d in follower.store.all() for q in d.task_queues})
+    queues: dict[str, set[str]] = {}
+    for definition in follower.store.all():
+        for n in definition.nodes:
+            if n.type not in BUILTIN_TYPES:
+                queues.setdefault(n.task_queue, set()).add(n.type)
+    return dict(sorted(queues.items()))
 
 
 def _find_example(name: str) -> Example:

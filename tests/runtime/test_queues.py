@@ -33,6 +33,8 @@ _register()
 runner = CliRunner()
 REPO = Path(__file__).resolve().parents[2]
 NEWCOMER = {"name": "newcomer", "nodes": [{"id": "hello", "type": "echo", "input": {"x": 1}}]}
+# served by another team's processor, whose node code `run all` does not have
+FOREIGN = {"name": "foreign", "nodes": [{"id": "x", "type": "team.only", "queue": "team"}]}
 
 
 @pytest.fixture
@@ -89,6 +91,7 @@ def test_run_all_without_arguments_serves_the_queues_of_the_applied_definitions(
     runtime_factory: Runtime, tmp_path: Path
 ) -> None:
     runtime_factory.apply(NEWCOMER)
+    runtime_factory.apply(FOREIGN)
     settings = runtime_factory.settings
     env = {**os.environ, "KFLOW_TOPIC_PREFIX": settings.topic_prefix, "KFLOW_PARTITIONS": "2"}
     with (tmp_path / "run-all.log").open("wb") as log:
@@ -103,4 +106,9 @@ def test_run_all_without_arguments_serves_the_queues_of_the_applied_definitions(
         proc.send_signal(signal.SIGTERM)
         proc.wait(60)
     printed = (tmp_path / "run-all.log").read_text()
-    assert "serving queues default, echo" in printed, printed
+    assert "serving queues default, echo;" in printed, printed
+    # a processor without team.only would take the queue's partitions and fail its steps
+    assert (
+        "queue 'team' of the applied definitions is not served: no --nodes module registers "
+        "node type team.only" in " ".join(printed.split())
+    ), printed

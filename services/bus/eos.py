@@ -11,7 +11,13 @@ On any failure the transaction is aborted (or, when its outcome is unknown,
 the producer is recreated with the same ``transactional.id``, which makes the
 broker finish or abort it), the consumer is rewound to the committed offsets
 and ``handler.rolled_back(partitions)`` tells the owner to drop state changes
-made since the last commit. The batch is then processed again.
+made since the last commit. The batch is then processed again. A commit whose
+outcome stays unknown (it timed out and was never confirmed, or the producer
+failed for good while committing) may have been committed by the broker: then
+``handler.reload(partitions)`` reads the owner's state back from the log too.
+Every Kafka call is bounded and recovery never gives up while the servers are
+away: the stall shows as a log line, ``kflow_transactions_stalled_seconds`` and
+readiness (``kafka``). The rules per librdkafka error class are in ADR 0008.
 
 No single input can make batches fail for good (ADR 0027): every output is checked
 against the record limit before it is produced (an input whose output is too large goes
@@ -55,6 +61,7 @@ from kflow.bus.isolation import OUTPUT_TOO_LARGE, BatchIsolation, Coordinates, F
 from kflow.bus.message import BusMessage, OutRecord, header_map, key_text, record_size
 from kflow.core.limits import MAX_OUTPUT_RECORD_BYTES, RECORD_FRAMING_BYTES
 from kflow.observability.health import HEALTH, Health
+from kflow.observability.metrics import TRANSACTION_RECOVERIES, TRANSACTIONS_STALLED
 from kflow.observability.tally import BatchTally
 
 __all__ = ["EosConfig", "EosLoop", "Handler", "LoopStats", "PartitionId", "system_clock_ms"]
@@ -129,6 +136,7 @@ class EosLoop(Generic[T]):
         """Largest key + value + headers produced; a larger output is never sent."""
         self.isolation = BatchIsolation(config.batch_size)
         timeout_ms = int(self._producer_config["transaction.timeout.ms"])
+        self._txn_timeout_s = timeout_ms / 1000
         # Stop adding records well before the broker would abort the transaction.
         self._txn_budget_s = timeout_ms / 1000 / 2 - config.kafka_timeout_s
         if self._txn_budget_s < config.max_batch_ms / 1000:
@@ -141,7 +149,9 @@ class EosLoop(Generic[T]):
         self._assigned: set[PartitionId] = set()
         self._backoff_s = 0.0
         self._blamed_now = False
-        self._producer = self._new_producer()
+        self._stalled_since: float | None = None
+        """When transactions began failing (monotonic); None while they commit."""
+        self._producer = self._new_producer(startup=True)
         self._consumer = Consumer(self._consumer_config)
         self._consumer.subscribe(
             list(config.topics),
@@ -183,6 +193,7 @@ class EosLoop(Generic[T]):
         self._blamed_now = False
         batch = self._collect()
         in_transaction = False
+        committing = False
         processed = 0
         try:
             offsets: dict[PartitionId, int] = {}
@@ -207,9 +218,10 @@ class EosLoop(Generic[T]):
                     self._consumer.consumer_group_metadata(),
                     self.config.kafka_timeout_s,
                 )
-            self._producer.commit_transaction(self.config.kafka_timeout_s)
+            committing = True
+            self._commit()
         except (KafkaException, RetryableError, RecordTooLarge) as e:
-            self._recover(e, in_transaction, batch)
+            self._recover(e, in_transaction, batch, committing)
             return 0
         except BaseException:
             # A bug in tick/end_batch (or an interrupt): abort so nothing half-done stays
@@ -224,7 +236,10 @@ class EosLoop(Generic[T]):
         if self._kafka_down:
             self._kafka_down = False
             self._health.report("kafka", True)
-            log.warning("transactions commit again")
+            stalled_s = time.monotonic() - (self._stalled_since or time.monotonic())
+            log.warning("transactions commit again (they failed for %.1fs)", stalled_s)
+        self._stalled_since = None
+        self._measure_stall()
         self._tally.publish()
         self.handler.committed()
         return processed
@@ -377,12 +392,48 @@ class EosLoop(Generic[T]):
             self._tally.produced(record.topic)
         self._producer.poll(0)
 
+    def _commit(self) -> None:
+        """``commit_transaction``, called again while librdkafka says it can be resumed.
+
+        A retriable error (a timeout: the coordinator did not answer in time) leaves the
+        outcome unknown; calling commit again resumes the same commit until it is confirmed,
+        refused (abortable or fatal: the caller recovers) or ``transaction.timeout.ms`` has
+        passed (then the outcome stays unknown and the caller reloads, ADR 0008).
+        """
+        deadline = time.monotonic() + self._txn_timeout_s
+        while True:
+            try:
+                self._producer.commit_transaction(self.config.kafka_timeout_s)
+                return
+            except KafkaException as e:
+                error = _kafka_error(e)
+                resumable = (
+                    error is not None
+                    and error.retriable()
+                    and not error.txn_requires_abort()
+                    and not error.fatal()
+                )
+                if not resumable or time.monotonic() >= deadline:
+                    raise
+                assert error is not None
+                self._count("commit_resumed")
+                self._stall(f"commit not confirmed yet: {error.str()}")
+
     # -- failure handling ------------------------------------------------------------------
 
-    def _recover(self, error: Exception, in_transaction: bool, batch: Sequence[Message]) -> None:
+    def _recover(
+        self,
+        error: Exception,
+        in_transaction: bool,
+        batch: Sequence[Message],
+        committing: bool = False,
+    ) -> None:
         """Abort (or fence by recreating the producer), rewind, tell the owner.
 
         A failure caused by the records (not the servers) feeds the isolation search.
+        ``committing``: the error came from ``commit_transaction``, so the broker may have
+        committed; unless the error says the transaction must be aborted (then it did not
+        commit), the owner reloads its state from the log (ADR 0008).
         """
         self.stats.aborts += 1
         log.warning("transaction failed, rewinding to committed offsets: %s", error)
@@ -391,25 +442,45 @@ class EosLoop(Generic[T]):
             self.isolation.batch_failed([_coordinates(m) for m in batch], error)
         if not record_fault:  # a bad record is the isolation search's business, not readiness
             self._kafka_down = True
-            self._health.report("kafka", False, f"transaction failed: {error}")
+            self._stall(f"transaction failed: {error}", warn=False)
+        outcome_known = True
+        kafka_error = _kafka_error(error) if isinstance(error, KafkaException) else None
         if isinstance(error, KafkaException):
-            kafka_error = error.args[0] if error.args else None
-            unknown_outcome = not isinstance(kafka_error, KafkaError) or (
-                kafka_error.fatal() or not kafka_error.txn_requires_abort()
+            abortable = (
+                kafka_error is not None
+                and kafka_error.txn_requires_abort()
+                and not kafka_error.fatal()
             )
-            if unknown_outcome or not in_transaction:
-                # Timeout, fenced, fatal or bad state: never retry the commit blindly.
+            if not abortable or not in_transaction:
+                # Timeout, fenced, fatal or bad state: never retry the commit blindly. A new
+                # producer with the same transactional.id fences this one; the broker then
+                # completes or aborts its transaction before init_transactions returns.
+                outcome_known = not committing
                 self._restart_producer()
                 in_transaction = False
         if in_transaction:
             try:
                 self._producer.abort_transaction(self.config.kafka_timeout_s)
-            except KafkaException as abort_error:
+                self._count("abort")
+            except KafkaException as abort_error:  # aborted either way: it never committed
                 log.warning("abort failed (%s); recreating the producer", abort_error)
                 self._restart_producer()
         self._pending = []
         self._rewind()
         self.handler.rolled_back(self.assignment())
+        if not outcome_known:
+            # The broker may have committed it: in-memory state rolled back to before the
+            # batch while the log and the offsets moved on would strand every workflow of
+            # the batch (issue 13). Read the state back from the log: right either way.
+            self.stats.reloads += 1
+            self._count("reload")
+            log.warning(
+                "the outcome of the last commit is unknown (%s); reading the state of %d "
+                "partitions back from the log",
+                error,
+                len(self.assignment()),
+            )
+            self.handler.reload(self.assignment())
         if record_fault and batch:
             self._backoff_s = 0.0  # the same records fail the same way: no point waiting
         else:
@@ -421,7 +492,12 @@ class EosLoop(Generic[T]):
         except KafkaException as e:
             log.warning("abort after an unexpected error failed: %s", e)
 
-    def _new_producer(self) -> Producer:
+    def _new_producer(self, startup: bool = False) -> Producer:
+        """A producer with transactions initialised (this fences every older one).
+
+        At start-up a broker that does not answer within six Kafka timeouts is an error
+        the user sees; during recovery it is an outage: wait for it, visibly, for ever.
+        """
         producer = Producer(self._producer_config)
         deadline = time.monotonic() + 6 * self.config.kafka_timeout_s
         while True:
@@ -429,15 +505,19 @@ class EosLoop(Generic[T]):
                 producer.init_transactions(self.config.kafka_timeout_s)
                 return producer
             except KafkaException as e:
-                err: KafkaError = e.args[0]
-                if not err.retriable() or time.monotonic() > deadline:
+                err = _kafka_error(e)
+                if err is None or not err.retriable() or (startup and time.monotonic() > deadline):
+                    detail = err.str() if err is not None else str(e)
                     raise TransactionError(
                         f"init_transactions for {self.config.transactional_id} failed: "
-                        f"{err.str()}; is the broker up and transactional.id unique?"
+                        f"{detail}; is the broker up and transactional.id unique?"
                     ) from e
+                if not startup:
+                    self._stall(f"init_transactions: {err.str()}")
 
     def _restart_producer(self) -> None:
         self.stats.producer_restarts += 1
+        self._count("new_producer")
         old = self._producer
         try:
             old.purge()
@@ -480,20 +560,51 @@ class EosLoop(Generic[T]):
         """Committed offsets, waiting out transactions still pending on them.
 
         A partition taken over from a dead instance has its open transaction's offsets
-        pending until the broker aborts it (up to ``transaction.timeout.ms``); the
-        read_committed offset fetch waits for that, so retry for up to twice that long.
+        pending until the broker aborts it (up to ``transaction.timeout.ms``), and a
+        coordinator that is away answers nothing: each call is bounded, and the loop
+        retries for as long as it takes (visibly), since without the committed offsets it
+        cannot rewind safely. A partition returned with an error is retried too (its
+        offset is not "none committed": rewinding it to the start would redo the log).
         """
-        timeout_s = int(self._producer_config["transaction.timeout.ms"]) / 1000
-        deadline = time.monotonic() + 2 * timeout_s
         while True:
             try:
-                return self._consumer.committed(owned, self.config.kafka_timeout_s)
+                offsets = self._consumer.committed(owned, self.config.kafka_timeout_s)
             except KafkaException as e:
-                if time.monotonic() > deadline:
-                    # Without committed offsets we cannot rewind safely: stop; a restart
-                    # resumes from the committed offsets.
-                    raise TransactionError(f"cannot read committed offsets: {e}") from e
-                log.warning("committed offsets not available yet (%s); retrying", e)
+                self._stall(f"committed offsets not available yet: {e}")
+                continue
+            failed = [tp for tp in offsets if tp.error is not None]
+            if not failed:
+                return offsets
+            self._stall(
+                "committed offsets not available yet: "
+                + ", ".join(f"{tp.topic}[{tp.partition}]: {tp.error}" for tp in failed[:3])
+            )
+            time.sleep(min(1.0, self.config.kafka_timeout_s))
+
+    # -- stall visibility --------------------------------------------------------------------
+
+    def _stall(self, detail: str, warn: bool = True) -> None:
+        """Transactions cannot go on now: log it, not ready (``kafka``), gauge the stall."""
+        now = time.monotonic()
+        if self._stalled_since is None:
+            self._stalled_since = now
+        self._kafka_down = True
+        stalled_s = now - self._stalled_since
+        self._health.report("kafka", False, f"transactions stalled {stalled_s:.0f}s: {detail}")
+        self._measure_stall()
+        if warn:
+            log.warning("transactions stalled for %.1fs: %s", stalled_s, detail)
+
+    def _measure_stall(self) -> None:
+        if self.config.component:
+            since = self._stalled_since
+            TRANSACTIONS_STALLED.labels(self.config.component).set(
+                0.0 if since is None else time.monotonic() - since
+            )
+
+    def _count(self, action: str) -> None:
+        if self.config.component:
+            TRANSACTION_RECOVERIES.labels(self.config.component, action).inc()
 
     # -- rebalance callbacks (run inside consume(), never during a transaction) -------------
 
@@ -520,6 +631,12 @@ class EosLoop(Generic[T]):
 
 def _coordinates(message: Message) -> Coordinates:
     return Coordinates(message.topic() or "", message.partition() or 0, message.offset() or 0)
+
+
+def _kafka_error(error: KafkaException) -> KafkaError | None:
+    """The ``KafkaError`` a confluent-kafka exception carries, if any."""
+    first = error.args[0] if error.args else None
+    return first if isinstance(first, KafkaError) else None
 
 
 def _is_record_fault(error: Exception) -> bool:

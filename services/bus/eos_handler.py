@@ -59,6 +59,14 @@ class Handler(Generic[T]):
     def on_revoke(self, partitions: Sequence[PartitionId]) -> None:
         """Partitions were revoked or lost: drop their state."""
 
+    def reload(self, partitions: Sequence[PartitionId]) -> None:
+        """The last commit's outcome is unknown (the broker may have committed it): read the
+        state of ``partitions`` back from the log, which holds whichever outcome it was.
+        Called after ``rolled_back``, outside any transaction. Default: ``on_revoke`` then
+        ``on_assign``, as when another instance hands the partitions over (ADR 0008)."""
+        self.on_revoke(partitions)
+        self.on_assign(partitions)
+
 
 @dataclass(frozen=True)
 class EosConfig:
@@ -109,6 +117,8 @@ class LoopStats:
     commits: int = 0
     aborts: int = 0
     producer_restarts: int = 0
+    reloads: int = 0
+    """Times the owner's state was read back from the log after a commit of unknown outcome."""
     isolated: int = 0
     """Records sent to the DLQ because their outputs (or batches) could not be produced."""
 

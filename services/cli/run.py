@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import faulthandler
 import logging
 import os
 import signal
@@ -103,6 +104,8 @@ def configure_cli_logging(level: str, log_format: str | None = None) -> None:
 
 def _setup(level: str, log_format: str | None = None) -> Settings:
     configure_cli_logging(level, log_format)
+    # `kill -USR1 <pid>` writes every thread's stack to stderr: what a stalled service waits on.
+    faulthandler.register(signal.SIGUSR1, all_threads=True)
     return require_broker(timeout_s=5.0)
 
 

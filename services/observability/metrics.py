@@ -114,6 +114,17 @@ DEPENDENCY_WAITS = Counter(
     "Backoff waits for an unavailable dependency (the work waits; no retry budget is spent).",
     ["component", "dependency"],
 )
+TRANSACTIONS_STALLED = Gauge(
+    "kflow_transactions_stalled_seconds",
+    "Seconds since the exactly-once loop's transactions began failing (0 while they commit).",
+    ["component"],
+)
+TRANSACTION_RECOVERIES = Counter(
+    "kflow_transaction_recoveries_total",
+    "Recovery steps of the exactly-once loop: abort, commit_resumed, new_producer, reload "
+    "(state read back from the log after a commit of unknown outcome; ADR 0008).",
+    ["component", "action"],
+)
 CLIENT_FATAL = Counter(
     "kflow_kafka_client_fatal_total",
     "Fatal Kafka client errors (the client was recreated or the process exited non-zero).",

@@ -8,9 +8,12 @@ step succeeded once in the log and its side effect ran once.
 
 from __future__ import annotations
 
+import os
+import signal
 import socket
 import subprocess
 import threading
+import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -29,7 +32,8 @@ from tests.runtime.test_crash import chain_definition, check_log, effects
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 CLUSTER_SCRIPT = DEVSTACK / "kafka-cluster.sh"
-BASE_PORT = 19520  # nodes 19520-19522, controllers 19523-19525 (the kafka area's range)
+BASE_PORT = int(os.environ.get("KFLOW_TEST_CLUSTER_PORT", "19520"))
+"""Nodes serve clients on BASE_PORT..+2, controllers on +3..+5 (19520-19525 by default)."""
 PARTITIONS = 4
 
 
@@ -104,11 +108,24 @@ def system(
     rt.stop()
 
 
+def _dump_stacks(procs: ServiceProcesses) -> None:
+    """Each live service writes its threads' stacks to its log (SIGUSR1, faulthandler)."""
+    for proc in procs.procs.values():
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGUSR1)
+    time.sleep(1)  # let them write before the logs are read
+
+
 def _run_with_broker_down(
-    cluster: Cluster, rt: Runtime, count: int, down_s: float, tag: str
+    cluster: Cluster,
+    system: tuple[Runtime, ServiceProcesses],
+    count: int,
+    down_s: float,
+    tag: str,
 ) -> list[str]:
     """Start ``count`` workflows; after a quarter, SIGKILL the broker leading the event
     log's partition 0, keep it down ``down_s`` while the rest start, then bring it back."""
+    rt, procs = system
     victim = cluster.leader_of(topic_names(rt.prefix).events, 0)
     ids = [f"{tag}-{i:03d}" for i in range(count)]
     restarted = threading.Event()
@@ -124,7 +141,16 @@ def _run_with_broker_down(
         if i == count // 4:
             cluster.run("kill", str(victim))
             threading.Timer(down_s, bring_back).start()
-    check_log(rt, ids)
+    try:
+        check_log(rt, ids)
+    except AssertionError as e:
+        _dump_stacks(procs)
+        tails = "".join(
+            f"\n--- {name}.log ---\n"
+            + (procs.log_dir / f"{name}.log").read_text(errors="replace")[-6000:]
+            for name in procs.procs
+        )
+        raise AssertionError(f"{e}{tails}") from None
     assert restarted.wait(180), "the killed broker did not come back"
     return ids
 
@@ -133,7 +159,7 @@ def test_sigkill_one_broker_while_200_workflows_run(
     cluster: Cluster, system: tuple[Runtime, ServiceProcesses]
 ) -> None:
     rt, _procs = system
-    ids = _run_with_broker_down(cluster, rt, 200, down_s=5.0, tag="kill")
+    ids = _run_with_broker_down(cluster, system, 200, down_s=5.0, tag="kill")
     counts = effects(rt.settings, rt.redis_prefix)
     assert set(counts) == {f"{w}/{n}" for w in ids for n in "abcd"}
     assert set(counts.values()) == {1}, {k: n for k, n in counts.items() if n > 1}
@@ -151,7 +177,7 @@ def test_a_broker_down_longer_than_the_transaction_timeout(
     """Down for 40 s, above the orchestrator's transaction.timeout.ms (30 s): transactions
     open on it are aborted by the broker and redone; nothing is lost or applied twice."""
     rt, _procs = system
-    ids = _run_with_broker_down(cluster, rt, 200, down_s=40.0, tag="long")
+    ids = _run_with_broker_down(cluster, system, 200, down_s=40.0, tag="long")
     counts = effects(rt.settings, rt.redis_prefix)
     assert set(counts) == {f"{w}/{n}" for w in ids for n in "abcd"}
     assert set(counts.values()) == {1}, {k: n for k, n in counts.items() if n > 1}

@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import threading
 import time
 from collections.abc import Callable, Sequence
 from typing import Generic, TypeVar
@@ -81,6 +82,9 @@ RECORD_FAULTS = frozenset(
     }
 )
 """Kafka errors caused by a record's content: the same records fail the same way again."""
+
+STUCK_CALL_MARGIN_S = 5.0
+"""Beyond twice its own timeout, a Kafka call is taken to be stuck (see _send_offsets)."""
 
 
 def _wrapped(message: Message, raw: bytes, value: T) -> BusMessage[T]:
@@ -149,6 +153,8 @@ class EosLoop(Generic[T]):
         self._assigned: set[PartitionId] = set()
         self._backoff_s = 0.0
         self._blamed_now = False
+        self._abandoned: set[Producer] = set()
+        """Producers left to a helper thread whose call never returned (see _send_offsets)."""
         self._stalled_since: float | None = None
         """When transactions began failing (monotonic); None while they commit."""
         self._producer = self._new_producer(startup=True)
@@ -213,10 +219,8 @@ class EosLoop(Generic[T]):
             if offsets:
                 if log.isEnabledFor(logging.DEBUG):
                     log.debug("committing %s", _offset_spans(batch))
-                self._producer.send_offsets_to_transaction(
-                    [TopicPartition(p.topic, p.partition, o) for p, o in sorted(offsets.items())],
-                    self._consumer.consumer_group_metadata(),
-                    self.config.kafka_timeout_s,
+                self._send_offsets(
+                    [TopicPartition(p.topic, p.partition, o) for p, o in sorted(offsets.items())]
                 )
             committing = True
             self._commit()
@@ -392,6 +396,45 @@ class EosLoop(Generic[T]):
             self._tally.produced(record.topic)
         self._producer.poll(0)
 
+    def _send_offsets(self, offsets: list[TopicPartition]) -> None:
+        """``send_offsets_to_transaction``, waited for no longer than its own timeout allows.
+
+        librdkafka 2.16 does not enforce that call's timeout, and when the group coordinator's
+        broker went away it can block for ever (librdkafka issues 5456, 5511; in the cluster
+        test 1 run in 4 of a 40 s outage). So the call runs on a helper thread; when it has
+        not returned in time its producer is left to that thread (never touched again: its
+        transaction is fenced by the next producer) and the batch recovers as from a fatal
+        error (ADR 0008).
+        """
+        producer = self._producer
+        metadata = self._consumer.consumer_group_metadata()
+        timeout_s = self.config.kafka_timeout_s
+        done = threading.Event()
+        failure: list[BaseException] = []
+
+        def call() -> None:
+            try:
+                producer.send_offsets_to_transaction(offsets, metadata, timeout_s)
+            except BaseException as e:  # handed to the loop's thread
+                failure.append(e)
+            finally:
+                done.set()
+
+        threading.Thread(target=call, name="eos-send-offsets", daemon=True).start()
+        if not done.wait(2 * timeout_s + STUCK_CALL_MARGIN_S):
+            self._abandoned.add(producer)
+            self._count("abandon_producer")
+            raise KafkaException(
+                KafkaError(
+                    KafkaError._TIMED_OUT,
+                    f"send_offsets_to_transaction did not return within {2 * timeout_s:.0f}s "
+                    "(its timeout is not enforced by librdkafka); replacing the producer",
+                    fatal=True,
+                )
+            )
+        if failure:
+            raise failure[0]
+
     def _commit(self) -> None:
         """``commit_transaction``, called again while librdkafka says it can be resumed.
 
@@ -519,11 +562,21 @@ class EosLoop(Generic[T]):
         self.stats.producer_restarts += 1
         self._count("new_producer")
         old = self._producer
-        try:
-            old.purge()
-            old.close()
-        except KafkaException as e:  # a fenced/fatal producer reports its error on close
-            log.info("closing the failed producer: %s", e)
+        if old in self._abandoned:  # a call is still blocked in it: leave it to that thread
+            self._abandoned.discard(old)
+            log.error(
+                "a Kafka call of the old producer never returned; it is abandoned (its "
+                "transaction is fenced by the new producer)"
+            )
+        else:
+            # Not close(): it waits for ever for an abort and a flush while the broker is
+            # away. Purge, flush what the purge reports (bounded), and let it be destroyed.
+            try:
+                old.purge()
+                old.flush(self.config.kafka_timeout_s)
+            except KafkaException as e:  # a fenced/fatal producer reports its error here
+                log.info("closing the failed producer: %s", e)
+        del old
         self._producer = self._new_producer()  # new epoch; the broker settles the old txn
 
     def _rewind(self) -> None:

@@ -166,11 +166,6 @@ def test_sigkill_one_broker_while_200_workflows_run(
 
 
 @pytest.mark.chaos
-@pytest.mark.xfail(
-    strict=False,
-    reason="issue 13: 1 run in 4 no workflow ends after a 40 s outage (199/200 did not end); "
-    "under investigation, see the closing note of stop 16",
-)
 def test_a_broker_down_longer_than_the_transaction_timeout(
     cluster: Cluster, system: tuple[Runtime, ServiceProcesses]
 ) -> None:

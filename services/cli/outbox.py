@@ -11,6 +11,9 @@ import typer
 from confluent_kafka import KafkaException
 
 from kflow.bus.credentials import CredentialsError, signer_from_settings
+from kflow.bus.errors import BusError
+from kflow.bus.layout import check_layout
+from kflow.bus.topics import topic_names
 from kflow.relay.outbox import failed_rows, install, is_installed, outbox_stats, retry_failed
 from kflow.settings import get_settings
 
@@ -152,6 +155,14 @@ def relay_cmd(
     target = _dsn(dsn)
     with _connect(target) as conn:
         _require_table(conn, target)
+    try:  # as every other service: a wrong prefix or a missing topic is one line at start-up
+        check_layout(
+            settings.kafka_bootstrap,
+            settings.topic_prefix,
+            [topic_names(settings.topic_prefix).commands],
+        )
+    except BusError as e:
+        _fail(str(e))
     try:
         relay = Relay(
             RelayConfig(

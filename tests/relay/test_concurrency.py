@@ -121,3 +121,22 @@ def test_relay_killed_mid_run_loses_no_row_and_repeats_only_identical_records(
     assert all(len(values) == 1 for values in by_key.values())
     # ... and only the batch in flight at the kill can have been published but not marked.
     assert sum(n - 1 for n in copies.values()) <= batch
+
+
+def test_the_relay_refuses_to_start_without_the_commands_topic(relay_config: RelayConfig) -> None:
+    """A wrong KFLOW_TOPIC_PREFIX is one line naming the topic and the fix, not a relay that
+    retries deliveries to a topic that does not exist."""
+    prefix = "no-such-prefix-relay"
+    env = {**os.environ, "KFLOW_TOPIC_PREFIX": prefix}
+    done = subprocess.run(
+        service_command("run", "relay", "--dsn", relay_config.dsn),
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=WAIT_S,
+        check=False,
+    )
+    assert done.returncode == 1, done.stderr
+    assert f"{prefix}.commands does not exist" in done.stderr
+    assert "kflow topics create" in done.stderr
+    assert "Traceback" not in done.stderr

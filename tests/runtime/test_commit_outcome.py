@@ -10,6 +10,7 @@ stopped for good (199 of 200 in the cluster test).
 from __future__ import annotations
 
 import threading
+import time
 from typing import Any
 
 import pytest
@@ -63,7 +64,7 @@ def test_a_commit_the_broker_made_but_the_client_did_not_confirm_loses_no_workfl
     runtime_factory: Runtime, monkeypatch: pytest.MonkeyPatch, error: KafkaError
 ) -> None:
     CommittedButFailed.commits = CommittedButFailed.injected = 0
-    CommittedButFailed.fail_at = frozenset({3, 5, 8})
+    CommittedButFailed.fail_at = frozenset({2, 3, 4})  # every run commits 4 times or more
     CommittedButFailed.error = error
     monkeypatch.setattr(eos, "Producer", CommittedButFailed)
     rt = runtime_factory
@@ -76,6 +77,9 @@ def test_a_commit_the_broker_made_but_the_client_did_not_confirm_loses_no_workfl
     check_log(rt, ids)  # every workflow completed once, gapless seq, each step once
     assert CommittedButFailed.injected == 3
     stats = orchestrator.loop.stats
+    guard = time.monotonic() + 60  # the last recovery may still be reading the log back
+    while stats.reloads < stats.producer_restarts and time.monotonic() < guard:
+        time.sleep(0.05)
     if error.retriable():  # the resumed commit was confirmed: nothing to redo
         assert (stats.reloads, stats.producer_restarts) == (0, 0), stats
     else:  # a new producer, and the state read back from the log

@@ -420,8 +420,11 @@ class EosLoop(Generic[T]):
             finally:
                 done.set()
 
+        started = time.monotonic()
         threading.Thread(target=call, name="eos-send-offsets", daemon=True).start()
         if not done.wait(2 * timeout_s + STUCK_CALL_MARGIN_S):
+            if self._stalled_since is None:  # the stall began when the call did
+                self._stalled_since = started
             self._abandoned.add(producer)
             self._count("abandon_producer")
             raise KafkaException(

@@ -627,15 +627,15 @@ class EosLoop(Generic[T]):
                 offsets = self._consumer.committed(owned, self.config.kafka_timeout_s)
             except KafkaException as e:
                 self._stall(f"committed offsets not available yet: {e}")
-                continue
-            failed = [tp for tp in offsets if tp.error is not None]
-            if not failed:
-                return offsets
-            self._stall(
-                "committed offsets not available yet: "
-                + ", ".join(f"{tp.topic}[{tp.partition}]: {tp.error}" for tp in failed[:3])
-            )
-            time.sleep(min(1.0, self.config.kafka_timeout_s))
+            else:
+                failed = [tp for tp in offsets if tp.error is not None]
+                if not failed:
+                    return offsets
+                self._stall(
+                    "committed offsets not available yet: "
+                    + ", ".join(f"{tp.topic}[{tp.partition}]: {tp.error}" for tp in failed[:3])
+                )
+            time.sleep(min(1.0, self.config.kafka_timeout_s))  # never a busy loop
 
     # -- stall visibility --------------------------------------------------------------------
 

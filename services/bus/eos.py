@@ -158,7 +158,10 @@ class EosLoop(Generic[T]):
         self._stalled_since: float | None = None
         """When transactions began failing (monotonic); None while they commit."""
         self._producer = self._new_producer(startup=True)
-        self._consumer = Consumer(self._consumer_config)
+        self._no_broker = False
+        """librdkafka said no broker answers (set from the consumer's error callback)."""
+        self._client_fatal: KafkaError | None = None
+        self._consumer = Consumer({**self._consumer_config, "error_cb": self._on_client_error})
         self._consumer.subscribe(
             list(config.topics),
             on_assign=self._on_assign,
@@ -206,6 +209,8 @@ class EosLoop(Generic[T]):
             if not batch:
                 outputs = [*self.handler.tick(self.clock_ms()), *self.handler.end_batch()]
                 if not outputs:
+                    if self._no_broker:
+                        self._probe_broker()
                     return 0
                 self._producer.begin_transaction()
                 in_transaction = True
@@ -248,6 +253,30 @@ class EosLoop(Generic[T]):
         self.handler.committed()
         return processed
 
+    def _on_client_error(self, error: KafkaError) -> None:
+        """The consumer's error callback (runs inside ``poll``, on the loop's thread): an
+        idle loop learns of an outage here, since no transaction fails."""
+        if is_fatal(error):
+            self._client_fatal = error
+        elif error.code() == KafkaError._ALL_BROKERS_DOWN:
+            self._no_broker = True
+            self._stall(f"no broker answers: {error.str()}")
+
+    def _probe_broker(self) -> None:
+        """While idle after "no broker answers": ask for metadata (bounded) to see one again."""
+        try:
+            self._consumer.list_topics(self.config.topics[0], timeout=1.0)
+        except KafkaException:
+            return
+        self._no_broker = False
+        if self._kafka_down:
+            self._kafka_down = False
+            self._health.report("kafka", True)
+            stalled_s = time.monotonic() - (self._stalled_since or time.monotonic())
+            log.warning("a broker answers again (after %.1fs)", stalled_s)
+        self._stalled_since = None
+        self._measure_stall()
+
     def _collect(self) -> list[Message]:
         """Carried-over records plus new ones, until the batch is full or time is up."""
         deadline = time.monotonic() + self.config.max_batch_ms / 1000
@@ -268,6 +297,8 @@ class EosLoop(Generic[T]):
             else:
                 first = self._consumer.poll(max(remaining, 0.001))
                 got = [] if first is None else [first]
+            if self._client_fatal is not None:
+                raise FatalClientError(self._fatal_message(self._client_fatal))
             for message in got:
                 error = message.error()
                 if error is None:

@@ -27,6 +27,7 @@ from kflow.bus.admin import create_topics, delete_topics
 from kflow.bus.topics import BUILTIN_QUEUES, TopicNames, topic_names, topic_specs
 from kflow.settings import Settings
 from kflow.stack import STACK_SCRIPT, stack_env, stack_health
+from tests.readside.dedicated import DedicatedKafka, port_answers
 
 DEFAULT_TEST_PARTITIONS = 2
 
@@ -141,3 +142,20 @@ def redis_prefix(request: pytest.FixtureRequest, redis_url: str) -> Iterator[str
             client.delete(*keys)
     finally:
         client.close()
+
+
+@pytest.fixture(scope="session")
+def _private_kafka_server(stack: Settings) -> Iterator[DedicatedKafka]:
+    broker = DedicatedKafka()
+    yield broker
+    broker.destroy()
+
+
+@pytest.fixture
+def private_kafka(_private_kafka_server: DedicatedKafka) -> DedicatedKafka:
+    """A single-node broker of the suite's own (never the shared one) that a test may stop,
+    SIGKILL and start again; running when handed over. One JVM for every such test: each
+    start costs seconds, and tests keep apart by their own topic names as on the shared one."""
+    if not port_answers(_private_kafka_server.port):
+        _private_kafka_server.start()  # after a test that left it stopped or killed
+    return _private_kafka_server

@@ -11,12 +11,10 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterator
-from pathlib import Path
+from collections.abc import Callable
 
 import pytest
 from confluent_kafka import Producer
@@ -46,29 +44,10 @@ def _eventually(check: Callable[[], bool], what: str) -> None:
         time.sleep(0.05)
 
 
-def _free_pair() -> int:
-    """Two adjacent free ports of this area's range (19620-19629)."""
-    for port in range(19620, 19629):
-        try:
-            with socket.socket() as a, socket.socket() as b:
-                a.bind(("127.0.0.1", port))
-                b.bind(("127.0.0.1", port + 1))
-        except OSError:
-            continue
-        return port
-    raise AssertionError("no free port pair in 19620-19629")
-
-
-@pytest.fixture
-def broker(tmp_path: Path, stack: object) -> Iterator[DedicatedKafka]:
-    b = DedicatedKafka(_free_pair(), tmp_path)
-    yield b
-    b.destroy()
-
-
 def test_the_loop_waits_out_a_broker_down_longer_than_the_transaction_timeout(
-    broker: DedicatedKafka,
+    private_kafka: DedicatedKafka,
 ) -> None:
+    broker = private_kafka
     names = topic_names(f"outage-{uuid.uuid4().hex[:6]}")
     create_topics(broker.bootstrap, topic_specs(names.prefix, 2, ("default",)))
     health = Health("eos-outage-test")

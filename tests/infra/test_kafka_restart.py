@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 from confluent_kafka import Producer
@@ -17,14 +15,8 @@ from tests.readside.dedicated import DedicatedKafka
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 
-@pytest.fixture
-def broker(tmp_path: Path, stack: object) -> Iterator[DedicatedKafka]:
-    b = DedicatedKafka(home=tmp_path)
-    yield b
-    b.stop()
-
-
-def test_committed_records_survive_a_restart(broker: DedicatedKafka) -> None:
+def test_committed_records_survive_a_restart(private_kafka: DedicatedKafka) -> None:
+    broker = private_kafka
     topic = f"restart-{uuid.uuid4().hex[:8]}"
     create_topics(broker.bootstrap, [TopicSpec(topic, 2)])
     producer = Producer(

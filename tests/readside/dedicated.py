@@ -21,12 +21,17 @@ from kflow.stack import KAFKA_SCRIPT, stack_env
 PG_BIN = Path("/usr/lib/postgresql/15/bin")
 
 
+def port_answers(port: int) -> bool:
+    """Whether something accepts connections on 127.0.0.1:``port``."""
+    with socket.socket() as s:
+        s.settimeout(0.2)
+        return s.connect_ex(("127.0.0.1", port)) == 0
+
+
 def _wait_port(port: int, up: bool, limit_s: float = 30.0) -> None:
     deadline = time.monotonic() + limit_s
     while time.monotonic() < deadline:
-        with socket.socket() as s:
-            s.settimeout(0.2)
-            is_up = s.connect_ex(("127.0.0.1", port)) == 0
+        is_up = port_answers(port)
         if is_up == up:
             return
         time.sleep(0.05)

@@ -7,8 +7,6 @@ break other tests running at the same time. PostgreSQL and Redis are the shared 
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
 import httpx
 import pytest
 
@@ -26,15 +24,13 @@ pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 
 @pytest.fixture
-def on_dedicated_kafka(readside: ReadSide) -> Iterator[tuple[ReadSide, DedicatedKafka]]:
+def on_dedicated_kafka(
+    readside: ReadSide, private_kafka: DedicatedKafka
+) -> tuple[ReadSide, DedicatedKafka]:
     """The test's schema and Redis prefix, with its topics on a broker of its own."""
-    broker = DedicatedKafka()
-    try:
-        settings = readside.settings.model_copy(update={"kafka_bootstrap": broker.bootstrap})
-        create_topics(broker.bootstrap, topic_specs(settings.topic_prefix, 2, ()))
-        yield ReadSide(settings), broker
-    finally:
-        broker.destroy()
+    settings = readside.settings.model_copy(update={"kafka_bootstrap": private_kafka.bootstrap})
+    create_topics(private_kafka.bootstrap, topic_specs(settings.topic_prefix, 2, ()))
+    return ReadSide(settings), private_kafka
 
 
 def _kafka_problem(r: httpx.Response) -> None:

@@ -6,7 +6,6 @@ never stopped); it is killed while many workflows run and started again a few se
 
 from __future__ import annotations
 
-import socket
 import threading
 import time
 import uuid
@@ -129,48 +128,34 @@ def test_a_redis_outage_delays_steps_but_fails_none(
     assert waits._value.get() > waits_before, "the outage is not counted in the wait metric"
 
 
-def _free_pair() -> int:
-    """Two adjacent free ports of this area's range (broker and controller listeners)."""
-    for port in range(19430, 19439):
-        try:
-            with socket.socket() as a, socket.socket() as b:
-                a.bind(("127.0.0.1", port))
-                b.bind(("127.0.0.1", port + 1))
-        except OSError:
-            continue
-        return port
-    raise AssertionError("no free port pair in 19430-19439")
-
-
-def test_a_processor_is_not_ready_while_no_broker_answers(topic_prefix: str) -> None:
+def test_a_processor_is_not_ready_while_no_broker_answers(
+    topic_prefix: str, private_kafka: DedicatedKafka
+) -> None:
     """A broker of its own, stopped and started: readiness names kafka, then recovers."""
-    broker = DedicatedKafka(_free_pair())
+    broker = private_kafka
+    create_topics(broker.bootstrap, topic_specs(topic_prefix, 1, ("default",)))
+    health = Health("processor")
+    processor = ProcessorService(
+        ProcessorConfig(
+            bootstrap=broker.bootstrap,
+            topic_prefix=topic_prefix,
+            queue="default",
+            redis_url=get_settings().redis_url,
+            redis_key_prefix=f"kafka-outage-{uuid.uuid4().hex[:6]}",
+        ),
+        registry,
+        health=health,
+    )
+    thread = threading.Thread(target=processor.run, name="processor-kafka", daemon=True)
+    thread.start()
     try:
-        create_topics(broker.bootstrap, topic_specs(topic_prefix, 1, ("default",)))
-        health = Health("processor")
-        processor = ProcessorService(
-            ProcessorConfig(
-                bootstrap=broker.bootstrap,
-                topic_prefix=topic_prefix,
-                queue="default",
-                redis_url=get_settings().redis_url,
-                redis_key_prefix=f"kafka-outage-{uuid.uuid4().hex[:6]}",
-            ),
-            registry,
-            health=health,
-        )
-        thread = threading.Thread(target=processor.run, name="processor-kafka", daemon=True)
-        thread.start()
-        try:
-            eventually(lambda: health.ready, "the processor to be ready")
-            broker.stop()
-            eventually(lambda: not health.ready, "readiness to turn false without a broker")
-            assert health.status()["checks"]["kafka"] != "ok", health.status()
-            assert health.alive and thread.is_alive()
-            broker.start()
-            eventually(lambda: health.ready, "readiness to come back with the broker")
-        finally:
-            processor.stop()
-            thread.join(30)
+        eventually(lambda: health.ready, "the processor to be ready")
+        broker.stop()
+        eventually(lambda: not health.ready, "readiness to turn false without a broker")
+        assert health.status()["checks"]["kafka"] != "ok", health.status()
+        assert health.alive and thread.is_alive()
+        broker.start()
+        eventually(lambda: health.ready, "readiness to come back with the broker")
     finally:
-        broker.destroy()
+        processor.stop()
+        thread.join(30)

@@ -161,6 +161,11 @@ def test_cli_of_tenant_a_cannot_command_or_read_tenant_b(
     assert read.returncode == 1 and "of tenant 'a'" in read.stderr and "Started" not in read.stdout
     own = _cli(secured, b, "events", wid, "--json")
     assert own.returncode == 0 and "WorkflowStarted" in own.stdout
+    audited = _cli(secured, a, "audit", "replay", wid)  # the audit shows only the own tenant too
+    assert audited.returncode == 1 and f"{wid!r} of tenant 'a'" in audited.stderr
+    assert "WorkflowStarted" not in audited.stdout
+    own_audit = _cli(secured, b, "audit", "replay", wid)
+    assert own_audit.returncode == 0 and "verified" in own_audit.stdout, own_audit.stderr
 
 
 def test_http_tenant_a_cannot_command_or_read_tenant_b(
@@ -365,7 +370,8 @@ def test_unsigned_commands_reach_only_the_default_tenant_when_signatures_are_opt
     _raw(rt, commands, CancelWorkflow(workflow_id=wid), None, None)
     claim = f"wf-{uuid.uuid4().hex[:8]}"
     _raw(rt, commands, StartWorkflow(workflow_id=claim, name="gate", version=0), "b", None)
-    mine = rt.start("gate")  # unsigned, no tenant: the default tenant, as before
+    mine = f"wf-{uuid.uuid4().hex[:8]}"  # unsigned, no tenant: the default tenant, as before
+    _raw(rt, commands, StartWorkflow(workflow_id=mine, name="gate", version=0), None, None)
     refused = _refusals(rt, wid, 1)
     assert [e.code for e in refused] == ["forbidden"]  # type: ignore[attr-defined]
     rejected = rt.wait_for(claim, "WorkflowRejected")[0]

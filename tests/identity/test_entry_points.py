@@ -8,11 +8,13 @@ notice in the log that says why. Real Kafka, PostgreSQL and Redis throughout.
 from __future__ import annotations
 
 import os
+import stat
 import subprocess
 import threading
 import time
 import uuid
 from collections.abc import Callable
+from pathlib import Path
 
 import httpx
 import psycopg
@@ -379,3 +381,28 @@ def test_unsigned_commands_reach_only_the_default_tenant_when_signatures_are_opt
     started = rt.wait_for(mine, "WorkflowStarted")[0]
     assert isinstance(started, WorkflowStarted) and started.tenant is None
     _untouched(rt, wid)
+
+
+def test_a_key_saved_by_the_cli_signs_the_cli(
+    secured: Runtime, readside: ReadSide, tmp_path: Path
+) -> None:
+    secured.apply(GATE)
+    env = {**_cli_env(secured, readside), "HOME": str(tmp_path)}  # a fresh user, no key
+    saved = tmp_path / ".config" / "kflow" / "api-key"
+    made = _run(env, "apikey", "create", "--name", "me", "--tenant", "a", "--scope", "write",
+                "--save")  # fmt: skip
+    assert made.returncode == 0, made.stderr
+    assert f"api key: saved to {saved} (mode 0600)" in made.stdout and "kf_" not in made.stdout
+    assert stat.S_IMODE(saved.stat().st_mode) == 0o600
+    wid = f"wf-{uuid.uuid4().hex[:8]}"
+    assert _run(env, "start", "gate", "--id", wid).returncode == 0
+    started = secured.wait_for(wid, "WorkflowStarted")[0]
+    assert isinstance(started, WorkflowStarted) and started.tenant == "a"
+    key = saved.read_text()
+    again = _run(env, "apikey", "create", "--name", "me", "--tenant", "a", "--scope", "write",
+                 "--save")  # fmt: skip
+    assert again.returncode == 1 and "never overwritten, so no key was created" in again.stderr
+    kept = _run(env, "apikey", "create", "--name", "me", "--tenant", "a", "--scope", "write",
+                "--save", "--unless-saved")  # fmt: skip
+    assert kept.returncode == 0 and "no key created" in kept.stdout
+    assert saved.read_text() == key

@@ -104,12 +104,16 @@ def console_key(settings: Settings) -> str:
 def save_for_cli(settings: Settings, token: str) -> None:
     """Write ``token`` to the key file (``KFLOW_API_KEY_FILE``, mode 0600) unless a key is
     configured already; say which key the CLI will sign with (ADR 0061)."""
+
+    def say(text: str) -> None:
+        console.print(text, soft_wrap=True)  # paths stay whole, to copy them
+
     if settings.api_key is not None:
-        console.print("  KFLOW_API_KEY is set: the CLI and kflow.Client keep signing with it")
+        say("  KFLOW_API_KEY is set: the CLI and kflow.Client keep signing with it")
         return
     path = key_file(settings)
     if save_key_file(token, path):
-        console.print(
+        say(
             f"  saved the demo's admin key to {path} (mode 0600): `kflow start`, `cancel`, ... "
             "and kflow.Client sign their commands with it"
         )
@@ -120,12 +124,12 @@ def save_for_cli(settings: Settings, token: str) -> None:
             settings.kafka_bootstrap, settings.topic_prefix, signer.key_id, timeout_s=10
         )
     except KflowError as e:
-        console.print(f"  [yellow]{path} exists but cannot be used ({e})[/]: kept as it is")
+        say(f"  [yellow]{path} exists but cannot be used ({e})[/]: kept as it is")
         return
     if known:
-        console.print(f"  {path} exists: kept as it is (not overwritten); the CLI signs with it")
+        say(f"  {path} exists: kept as it is (not overwritten); the CLI signs with it")
     else:
-        console.print(
+        say(
             f"  [yellow]{path} exists (not overwritten) but holds a key this stack does not "
             "know[/]: commands signed with it are refused; move it away and run the demo "
             "again, or write a current key there (`kflow apikey create ... --save`)"

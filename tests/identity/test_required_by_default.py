@@ -24,6 +24,7 @@ from kflow.core.events import InputRejected, WorkflowRejected, WorkflowStarted
 from kflow.core.inputs import CancelWorkflow, Input, PauseWorkflow, StartWorkflow
 from kflow.settings import Settings
 from tests.bus.kafka_helpers import end_offsets
+from tests.conftest import SESSION_KEY
 from tests.identity.conftest import Key
 from tests.runtime.conftest import TEST_QUEUES, Runtime, types_of
 
@@ -149,3 +150,21 @@ def test_senders_without_a_key_fail_fast_naming_the_fix(
     with Client(keyless) as client, pytest.raises(MissingApiKey, match="kflow apikey create"):
         client.start("gate", {}, id="w-2")
     assert sum(end_offsets(isolated_settings.kafka_bootstrap, commands).values()) == 0
+
+
+def test_the_demo_saves_its_key_once_and_says_what_it_kept(
+    isolated_settings: Settings, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from kflow.examples.demo import save_for_cli
+
+    path = tmp_path / "kflow" / "api-key"
+    fresh = isolated_settings.model_copy(update={"api_key": None, "api_key_file": str(path)})
+    save_for_cli(fresh, SESSION_KEY)  # a fresh machine: saved, private
+    assert f"saved the demo's admin key to {path} (mode 0600)" in capsys.readouterr().out
+    assert path.read_text() == SESSION_KEY + "\n" and path.stat().st_mode & 0o077 == 0
+    save_for_cli(fresh, "kf_0123456789ab_" + "x" * 43)  # a later run: kept, and it works
+    assert f"{path} exists: kept as it is (not overwritten)" in capsys.readouterr().out
+    assert path.read_text() == SESSION_KEY + "\n"
+    path.write_text("kf_0123456789ab_" + "y" * 43 + "\n")  # a key of another stack
+    save_for_cli(fresh, SESSION_KEY)
+    assert "holds a key this stack does not know" in " ".join(capsys.readouterr().out.split())

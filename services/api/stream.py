@@ -36,6 +36,7 @@ LAST_EVENT_ID_PATTERN = r"^([0-9]{1,19})?$"
 """Empty is allowed: it means no event was received yet."""
 MAX_SEQ = 2**62
 _POLL_S = 0.5
+_CONFIRM_S = 2.0
 _PAGE = 500
 
 
@@ -63,10 +64,17 @@ def parse_last_event_id(value: str) -> int | None:
 
 
 async def open_subscription(res: ApiResources, workflow_id: str) -> PubSub:
-    """Subscribe before anything is read from PostgreSQL; Redis down is a 503."""
+    """Subscribe before anything is read from PostgreSQL; Redis down is a 503.
+
+    ``subscribe`` only sends the command: on a pooled connection to a server that has just
+    died it "succeeds". The server's confirmation is what proves the subscription is live
+    (and that events published from now on reach it, which makes the backfill gapless)."""
     pubsub = res.redis.pubsub()
     try:
         await pubsub.subscribe(events_channel(res.config.redis_prefix, workflow_id))
+        confirmed = await pubsub.get_message(timeout=_CONFIRM_S)
+        if confirmed is None or confirmed.get("type") != "subscribe":
+            raise TimeoutError(f"no subscription confirmation within {_CONFIRM_S:.0f}s")
     except (RedisError, OSError) as e:
         await pubsub.aclose()  # type: ignore[no-untyped-call]
         raise unavailable("Redis", e) from e

@@ -35,6 +35,19 @@ class CopyHandler(Handler[bytes]):
         print("assigned", " ".join(str(p.partition) for p in partitions), flush=True)
 
 
+def _timeouts() -> dict[str, object]:
+    """``COPY_CHILD_TXN_TIMEOUT_MS`` shortens the broker's abort of a dead instance's
+    transaction (and the client timeouts it bounds) for tests that wait for it."""
+    txn_ms = os.environ.get("COPY_CHILD_TXN_TIMEOUT_MS")
+    if txn_ms is None:
+        return {}
+    return {
+        "kafka_timeout_s": int(txn_ms) / 1000 / 2 - 1,
+        "producer_overrides": {"transaction.timeout.ms": int(txn_ms)},
+        "consumer_overrides": {"session.timeout.ms": 6000},  # the broker's minimum
+    }
+
+
 def identity(data: bytes) -> bytes:
     return data
 
@@ -62,6 +75,7 @@ def main(argv: list[str]) -> None:
         topics=(source,),
         dlq_topic=f"{output}.dlq",
         batch_size=int(batch),
+        **_timeouts(),
     )
     loop = EosLoop(config, CopyHandler(output, delay_ms / 1000), identity)
     print("ready", flush=True)

@@ -31,7 +31,11 @@ def _start_child(
     instance: str = "copier-0",
     batch: int = 50,
     delay_ms: float = 0.0,
+    txn_timeout_ms: int | None = None,
 ) -> subprocess.Popen[str]:
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    if txn_timeout_ms is not None:
+        env["COPY_CHILD_TXN_TIMEOUT_MS"] = str(txn_timeout_ms)
     child = subprocess.Popen(
         [
             sys.executable,
@@ -48,7 +52,7 @@ def _start_child(
         cwd=REPO,
         stdout=subprocess.PIPE,
         text=True,
-        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+        env=env,
     )
     assert child.stdout is not None
     assert child.stdout.readline().strip() == "ready", "copy child did not start"
@@ -147,14 +151,16 @@ def test_survivor_takes_over_a_dead_instances_partitions_exactly_once(
     """Two instances share the group; one is SIGKILLed for good mid-stream.
 
     Its partitions move to the survivor after session.timeout.ms, and its open transaction
-    is aborted by the broker after transaction.timeout.ms (nobody restarts its id).
+    is aborted by the broker after transaction.timeout.ms (nobody restarts its id); both are
+    set near the broker's minimums here (6 s, 10 s) so the test waits less for them.
     """
     records, counters = _inputs()
     produce(kafka_bootstrap, topics.commands, records)
     group = f"{topics.prefix}.copy"
     # Small batches keep the copy slow enough to kill the doomed one half-way.
-    survivor = _start_child(kafka_bootstrap, topics, group, "copier-0", batch=10)
-    doomed = _start_child(kafka_bootstrap, topics, group, "copier-1", batch=10)
+    fast = {"batch": 10, "txn_timeout_ms": 10_000}
+    survivor = _start_child(kafka_bootstrap, topics, group, "copier-0", **fast)
+    doomed = _start_child(kafka_bootstrap, topics, group, "copier-1", **fast)
     progress = GroupProgress(kafka_bootstrap, group, topics.commands)
     try:
         assert doomed.stdout is not None

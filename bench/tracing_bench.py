@@ -28,6 +28,7 @@ from kflow.bus.topics import topic_names
 from kflow.core.definition import parse_definition
 from kflow.core.inputs import Input, StartWorkflow, StepResult
 from kflow.orchestrator.handler import OrchestratorHandler
+from kflow.orchestrator.identity import Authenticator, NoKeys
 
 try:
     from kflow.observability import tracing
@@ -79,6 +80,8 @@ def run_orchestrator(workflows: int) -> float:
         definitions=lambda name, version: DIAMOND,
         restore=lambda partitions: {},
         clock_ms=lambda: 1_000,
+        # unsigned commands accepted: this measures tracing, not verification (ADR 0060)
+        authenticator=Authenticator(NoKeys(), require_signatures=False),
     )
     pending: list[BusMessage[Envelope]] = [
         _message(StartWorkflow(workflow_id=f"w{i}", name="diamond", version=1, input=i), {}, i)

@@ -29,11 +29,13 @@ from rich.table import Table
 
 from kflow.api.apikeys import Scope, create_key
 from kflow.bus.admin import broker_reachable, create_topics
-from kflow.bus.principals import publish_key
+from kflow.bus.credentials import key_file, save_key_file, signer_from_settings
+from kflow.bus.principals import lookup_key, publish_key
 from kflow.bus.topics import TopicSpec, topic_names
 from kflow.cli.run import service_command, stop_children
 from kflow.client import AsyncClient, AsyncWorkflowHandle, WaitTimeout
 from kflow.core.definition import load_definition
+from kflow.core.errors import KflowError
 from kflow.core.events import (
     Event,
     StepRetryScheduled,
@@ -89,12 +91,49 @@ def start_services(
 
 def console_key(settings: Settings) -> str:
     """The read-model schema migrated, and a fresh admin API key for the console; its
-    signing key is published, so the demo's own commands are signed with it (ADR 0060)."""
+    signing key is published, so the demo's own commands are signed with it (ADR 0060), and
+    it is saved where the CLI and kflow.Client look for a key when none is configured."""
     with connect(settings.database_url, settings.db_schema) as conn:
         migrate(conn, settings.db_schema)
         key = create_key(conn, "demo", "default", [Scope.ADMIN])
     publish_key(settings.kafka_bootstrap, settings.topic_prefix, key.signing_record())
+    save_for_cli(settings, key.token)
     return key.token
+
+
+def save_for_cli(settings: Settings, token: str) -> None:
+    """Write ``token`` to the key file (``KFLOW_API_KEY_FILE``, mode 0600) unless a key is
+    configured already; say which key the CLI will sign with (ADR 0061)."""
+
+    def say(text: str) -> None:
+        console.print(text, soft_wrap=True)  # paths stay whole, to copy them
+
+    if settings.api_key is not None:
+        say("  KFLOW_API_KEY is set: the CLI and kflow.Client keep signing with it")
+        return
+    path = key_file(settings)
+    if save_key_file(token, path):
+        say(
+            f"  saved the demo's admin key to {path} (mode 0600): `kflow start`, `cancel`, ... "
+            "and kflow.Client sign their commands with it"
+        )
+        return
+    try:
+        signer = signer_from_settings(settings)
+        known = signer is not None and lookup_key(
+            settings.kafka_bootstrap, settings.topic_prefix, signer.key_id, timeout_s=10
+        )
+    except KflowError as e:
+        say(f"  [yellow]{path} exists but cannot be used ({e})[/]: kept as it is")
+        return
+    if known:
+        say(f"  {path} exists: kept as it is (not overwritten); the CLI signs with it")
+    else:
+        say(
+            f"  [yellow]{path} exists (not overwritten) but holds a key this stack does not "
+            "know[/]: commands signed with it are refused; move it away and run the demo "
+            "again, or write a current key there (`kflow apikey create ... --save`)"
+        )
 
 
 def wait_for_api(base: str, timeout_s: float = 60.0) -> bool:
@@ -162,9 +201,8 @@ def main() -> int:
 
     console.print("2. starting services")
     token = console_key(settings)
-    # the demo runs as a new install should: the orchestrator refuses unsigned commands
-    secure_env = {**os.environ, "KFLOW_REQUIRE_SIGNED_COMMANDS": "true"}
-    children = start_services(secure_env, args.concurrency, settings)
+    # the orchestrator refuses unsigned commands (the default, ADR 0061)
+    children = start_services(dict(os.environ), args.concurrency, settings)
     base = f"http://{settings.api_host}:{settings.api_port}"
     try:
         if not wait_for_api(base):

@@ -140,16 +140,19 @@ class Settings(BaseSettings):
     )
     """A key made by ``kflow apikey create`` (``kf_<id>_<secret>``). Without it, the file
     ``$KFLOW_API_KEY_FILE`` (default ``~/.config/kflow/api-key``) is read if present;
-    without either, commands go unsigned (refused where signatures are required)."""
+    without either, a process that sends commands stops with the fix before sending
+    (unless ``require_signed_commands`` is off: then they go unsigned; ADR 0061)."""
     api_key_file: str | None = Field(
         None, description="file holding the API key [default: ~/.config/kflow/api-key]"
     )
     require_signed_commands: bool = Field(
-        False, description="orchestrator: refuse unsigned commands (signed ones are always checked)"
+        True, description="refuse unsigned commands (off: the default tenant only, to migrate)"
     )
-    """Off, an unsigned command still acts only in the default tenant and can never touch
-    another tenant's workflow; on, it is refused with a reason event. ``kflow demo`` and
-    new deployments should turn it on (docs/security.md, migration)."""
+    """On (the default, ADR 0061): orchestrators refuse an unsigned command with a reason
+    event, and the CLI, ``kflow.Client`` and the relay refuse to send one (they stop with
+    the fix when no key is configured). Off, during a migration only: an unsigned command
+    acts in the default tenant and can never touch another tenant's workflow
+    (docs/security.md)."""
 
     # -- limits -----------------------------------------------------------------------------
 

@@ -8,12 +8,18 @@ them down: other sessions share them). Isolation per test:
   (``@pytest.mark.topics(partitions=N, queues=(...))`` to change the defaults);
 * ``pg_dsn``: a fresh PostgreSQL database per test module, dropped afterwards;
 * ``redis_prefix``: a unique key prefix whose keys are deleted afterwards.
+
+Commands must be signed (the production default, ADR 0061), so the session has an API key
+(``KFLOW_API_KEY``, also seen by the CLI and services the tests start as subprocesses) and
+``topic_prefix`` publishes its signing key to the prefix's principals topic. Tests of the
+"signatures off" migration mode turn them off explicitly.
 """
 
 from __future__ import annotations
 
 import os
 import re
+import secrets
 import subprocess
 import uuid
 from collections.abc import Iterator
@@ -21,18 +27,58 @@ from collections.abc import Iterator
 import psycopg
 import pytest
 import redis
+from confluent_kafka import Producer
 from psycopg import sql
+from pydantic import SecretStr
 
 from kflow.bus.admin import create_topics, delete_topics
+from kflow.bus.clients import make_producer
+from kflow.bus.principals import PrincipalKey, PrincipalsError, key_record
+from kflow.bus.signing import Signer
 from kflow.bus.topics import BUILTIN_QUEUES, TopicNames, topic_names, topic_specs
 from kflow.settings import Settings
 from kflow.stack import STACK_SCRIPT, stack_env, stack_health
 from tests.readside.dedicated import DedicatedKafka, port_answers
 
 DEFAULT_TEST_PARTITIONS = 2
+SESSION_KEY = f"kf_{secrets.token_hex(6)}_{secrets.token_urlsafe(32)}"
+"""The test session's API key (tenant ``default``, admin): what a developer's
+``~/.config/kflow/api-key`` is on their machine. Never stored in PostgreSQL: only its signing
+key is published, per topic prefix (HTTP tests make their own keys)."""
+
+
+def session_principal() -> PrincipalKey:
+    """The signing record of :data:`SESSION_KEY`."""
+    signer = Signer.from_token(SESSION_KEY)
+    return PrincipalKey(signer.key_id, "test-session", "default", frozenset({"admin"}), signer.key)
+
+
+_KEY_PRODUCERS: dict[str, Producer] = {}
+"""One producer per broker for the session key: a fresh one per test cost ~0.5 s (setup),
+a warm one a few ms."""
+
+
+def publish_session_key(bootstrap: str, prefix: str) -> None:
+    """Make :data:`SESSION_KEY` known to the orchestrators of ``prefix`` (the record `kflow
+    apikey create` writes); fixtures that create a prefix's topics call it."""
+    producer = _KEY_PRODUCERS.get(bootstrap)
+    if producer is None:
+        producer = _KEY_PRODUCERS[bootstrap] = make_producer(bootstrap, overrides={"linger.ms": 0})
+    failed: list[str] = []
+    record_key, value = key_record(session_principal())
+    producer.produce(
+        topic_names(prefix).principals,
+        value,
+        record_key,
+        on_delivery=lambda err, _msg: failed.append(err.str()) if err is not None else None,
+    )
+    if producer.flush(30) or failed:
+        raise PrincipalsError(f"the session key was not published to {prefix}: {failed}")
 
 
 def pytest_configure(config: pytest.Config) -> None:
+    # Every kflow process the tests start, in-process or as a subprocess, signs with it.
+    os.environ["KFLOW_API_KEY"] = SESSION_KEY
     config.addinivalue_line(
         "markers",
         "topics(partitions=2, queues=BUILTIN_QUEUES): topics made by the topic_prefix fixture",
@@ -45,8 +91,9 @@ def _slug(text: str, limit: int) -> str:
 
 @pytest.fixture(scope="session")
 def settings() -> Settings:
-    """Settings read from the ``KFLOW_*`` environment (no server needed)."""
-    return Settings()
+    """Settings read from the ``KFLOW_*`` environment (no server needed), with the session's
+    API key."""
+    return Settings().model_copy(update={"api_key": SecretStr(SESSION_KEY)})
 
 
 @pytest.fixture(scope="session")
@@ -81,7 +128,8 @@ def kafka_bootstrap(stack: Settings) -> str:
 
 @pytest.fixture
 def topic_prefix(request: pytest.FixtureRequest, kafka_bootstrap: str) -> Iterator[str]:
-    """A prefix unique to this test, with every kflow topic already created under it.
+    """A prefix unique to this test, with every kflow topic already created under it and the
+    session's signing key on its principals topic.
 
     Topics are deleted after the test unless ``KFLOW_KEEP_TEST_TOPICS=1``.
     """
@@ -92,6 +140,7 @@ def topic_prefix(request: pytest.FixtureRequest, kafka_bootstrap: str) -> Iterat
     prefix = f"test-{_slug(request.node.name, 40)}-{uuid.uuid4().hex[:8]}"
     specs = topic_specs(prefix, partitions, queues)
     create_topics(kafka_bootstrap, specs)
+    publish_session_key(kafka_bootstrap, prefix)
     yield prefix
     if os.environ.get("KFLOW_KEEP_TEST_TOPICS") != "1":
         delete_topics(kafka_bootstrap, [s.name for s in specs])

@@ -17,7 +17,6 @@ from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from kflow.api.console.queries import command_outcome
 from kflow.api.queries import AConn, ListFilter, filter_clauses
 from kflow.bus.commands import CommandPublisher
 from kflow.bus.envelope import envelope_meta
@@ -272,6 +271,10 @@ async def read_batch(
     conn: AConn, batch_id: str, tenant: str, with_items: bool = True
 ) -> BatchView | None:
     """The batch (None when unknown or another tenant's) with its progress and outcomes."""
+    # Not at the top: the console package imports the batch routes, which import this module
+    # (``kflow bulk`` imports it first and failed on the cycle).
+    from kflow.api.console import queries
+
     head = await (
         await conn.execute(
             "SELECT batch_id, tenant, actor, action, args, selection, created_at, total"
@@ -301,7 +304,7 @@ async def read_batch(
             continue
         assert isinstance(published, datetime)
         since = published - timedelta(seconds=5)
-        seen = await command_outcome(conn, wid, command, int(str(before)), actor, since)
+        seen = await queries.command_outcome(conn, wid, command, int(str(before)), actor, since)
         if not seen:
             items.append(ItemOutcome(wid, "pending"))
         elif seen[0].type == "InputRejected":

@@ -16,6 +16,7 @@ from rich.console import Console
 from rich.table import Table
 
 from kflow.api.apikeys import NewKey, Scope, create_key, revoke_key
+from kflow.bus.credentials import key_file, save_key_file
 from kflow.bus.principals import PrincipalsError, publish_key, publish_revocation
 from kflow.cli.readside_common import SchemaOption, fail, schema_or_default
 from kflow.projections.db import connect
@@ -36,18 +37,52 @@ def create(
         list[Scope], typer.Option("--scope", help="read, write or admin (repeatable)")
     ],
     schema: SchemaOption = None,
+    save: Annotated[
+        bool,
+        typer.Option(
+            "--save",
+            help="write the key to KFLOW_API_KEY_FILE [~/.config/kflow/api-key] (mode 0600) "
+            "instead of printing it: the CLI and kflow.Client sign with it; an existing file "
+            "is never overwritten",
+        ),
+    ] = False,
+    unless_saved: Annotated[
+        bool,
+        typer.Option(
+            "--unless-saved",
+            help="with --save: when that file exists, create nothing and exit 0 (init jobs)",
+        ),
+    ] = False,
 ) -> None:
-    """Create a key and print it once: only its hash is stored, its signing key published."""
+    """Create a key and print it once: only its hash is stored, its signing key published.
+
+    Example: kflow apikey create --name $USER --tenant default --scope write --save
+    """
+    settings = get_settings()
+    path = key_file(settings)
+    if unless_saved and not save:
+        raise typer.BadParameter("goes with --save", param_hint="--unless-saved")
+    if save and path.exists():
+        if unless_saved:
+            typer.echo(f"{path} holds a key already: kept as it is, no key created")
+            return
+        fail(
+            f"{path} exists: it is never overwritten, so no key was created; move it away "
+            "first, or leave out --save to print the new key"
+        )
     target = schema_or_default(schema)
     try:
-        with connect(get_settings().database_url, target) as conn:
+        with connect(settings.database_url, target) as conn:
             key = create_key(conn, name, tenant, scope)
     except ValueError as e:
         raise typer.BadParameter(str(e)) from e
     except (ReadSideError, psycopg.Error) as e:
         fail(f"{e} (did you run kflow db migrate?)")
     _publish_or_fail(key)
-    _print_key(key)
+    if save and save_key_file(key.token, path):
+        _print_key(key, saved_to=str(path))
+    else:  # not asked, or the file appeared meanwhile: printed, never lost
+        _print_key(key)
 
 
 def _publish_or_fail(key: NewKey) -> None:
@@ -61,14 +96,17 @@ def _publish_or_fail(key: NewKey) -> None:
         )
 
 
-def _print_key(key: NewKey) -> None:
+def _print_key(key: NewKey, saved_to: str | None = None) -> None:
     typer.echo(f"key id:  {key.key_id}")
     typer.echo(f"tenant:  {key.tenant}")
     typer.echo(f"scopes:  {','.join(key.scopes)}")
+    if saved_to is not None:
+        typer.echo(f"api key: saved to {saved_to} (mode 0600)")
+        return
     typer.echo(f"api key: {key.token}")
     typer.echo(
         "store the api key now: it cannot be shown again (CLI and kflow.Client read it "
-        "from KFLOW_API_KEY or ~/.config/kflow/api-key)",
+        "from KFLOW_API_KEY or ~/.config/kflow/api-key; --save writes that file)",
         err=True,
     )
 

@@ -12,6 +12,7 @@ from rich.table import Table
 
 from kflow.bus.reader import ReaderError
 from kflow.bus.topics import topic_names
+from kflow.cli.workflows import belongs_to, own_tenant
 from kflow.core.jsondoc import plain
 from kflow.core.views import step_view, summary
 from kflow.projections.audit import AuditResult, audit, read_workflow_events
@@ -52,6 +53,9 @@ def replay_cmd(
 ) -> None:
     """Read the workflow's events from the log, re-fold them with the core and verify them.
 
+    With an API key configured, only a workflow of its tenant is shown (like ``kflow
+    events``: a courtesy; reading the events topic reads every tenant, docs/security.md).
+
     Exits 1 when the log diverges from what the core re-derives (the first bad seq is shown).
     """
     settings = get_settings()
@@ -64,9 +68,13 @@ def replay_cmd(
         typer.echo(f"error: cannot audit {workflow_id!r} from the whole log: {e}", err=True)
         typer.echo("hint: raise --timeout for a long log, or check Kafka", err=True)
         raise typer.Exit(1) from e
+    tenant = own_tenant()  # with a key configured: only its tenant's workflows, as `events`
+    if tenant is not None and events and not belongs_to([le.event for le in events], tenant):
+        events = []
     if not events:
+        of = f" of tenant {tenant!r}" if tenant is not None else ""
         typer.echo(
-            f"error: no events for workflow {workflow_id!r} in {settings.topic_prefix}.events",
+            f"error: no events for workflow {workflow_id!r}{of} in {settings.topic_prefix}.events",
             err=True,
         )
         raise typer.Exit(1)

@@ -10,7 +10,7 @@ import psycopg
 import typer
 from confluent_kafka import KafkaException
 
-from kflow.bus.credentials import CredentialsError, signer_from_settings
+from kflow.bus.credentials import CredentialsError, command_signer
 from kflow.bus.errors import BusError
 from kflow.bus.layout import check_layout
 from kflow.bus.topics import topic_names
@@ -173,7 +173,7 @@ def relay_cmd(
                 poll_interval_s=poll_interval,
                 retention_s=retention,
                 max_payload_bytes=settings.max_payload_bytes,
-                signer=signer_from_settings(settings),
+                signer=command_signer(settings, "the outbox relay's StartWorkflow"),
             )
         )
     except CredentialsError as e:

@@ -18,6 +18,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from kflow.bus.signing import Signer
 from kflow.cli.broker import require_broker
 from kflow.core.errors import KflowError
 from kflow.settings import Settings
@@ -86,7 +87,7 @@ def _retry_one(workflow_id: str, reason: str, wait: bool, actor: str) -> None:
     from kflow.cli.workflows import _client, _follow
     from kflow.core.events import InputRejected, StepReopened, WorkflowRetried
 
-    with _client(actor) as client:
+    with _client(actor, "retry") as client:
         handle = client.get_handle(workflow_id).retry(reason)
         retried: WorkflowRetried | None = None
         reopened: list[str] = []
@@ -147,7 +148,13 @@ def _run_batch(
     actor: str,
 ) -> None:
     from kflow.api import batches
+    from kflow.bus.credentials import command_signer
+    from kflow.settings import get_settings
 
+    try:  # before anything is selected or sent: without a key, one line with the fix
+        signer = command_signer(get_settings(), f"kflow {'retry' if action == 'retry' else 'bulk'}")
+    except KflowError as e:
+        raise _fail(str(e)) from e
     settings = require_broker()
     selection = batches.Selection(
         ids, f.get("status"), f.get("name"), f.get("q"),
@@ -155,7 +162,7 @@ def _run_batch(
     )  # fmt: skip
     request = batches.BatchRequest(action, selection, reason, signal_name, payload, key)
     try:
-        view = asyncio.run(_submit_and_wait(settings, request, tenant, actor))
+        view = asyncio.run(_submit_and_wait(settings, request, tenant, actor, signer))
     except (KflowError, psycopg.Error) as e:
         raise _fail(str(e)) from e
     table = Table(title=f"batch {view.batch_id}: {view.action} on {view.total} workflow(s)")
@@ -171,15 +178,16 @@ def _run_batch(
         raise typer.Exit(1)
 
 
-async def _submit_and_wait(settings: Settings, request: Any, tenant: str, actor: str) -> Any:
+async def _submit_and_wait(
+    settings: Settings, request: Any, tenant: str, actor: str, signer: Signer | None
+) -> Any:
     from kflow.api import batches
     from kflow.bus.commands import CommandPublisher
-    from kflow.bus.credentials import signer_from_settings
     from kflow.projections.db import search_path_option
 
     publisher = CommandPublisher(
         settings.kafka_bootstrap, settings.topic_prefix, timeout_s=30, component="cli",
-        signer=signer_from_settings(settings),
+        signer=signer,
     )  # fmt: skip
     try:
         async with await psycopg.AsyncConnection.connect(

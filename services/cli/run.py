@@ -397,6 +397,7 @@ def run_all(
         f"started {len(children)} processes (pids {' '.join(str(c.pid) for c in children)}) "
         f"serving queues {', '.join(queues)}; Ctrl-C stops them"
     )
+    _note_missing_key(settings)
     stopping = False
 
     def stop_all(signum: int, frame: FrameType | None) -> None:
@@ -414,6 +415,18 @@ def run_all(
     if failed and not stopping:
         typer.echo(f"error: a service exited with code {failed[0].returncode}", err=True)
         raise typer.Exit(1)
+
+
+def _note_missing_key(settings: Settings) -> None:
+    """The orchestrators refuse unsigned commands (ADR 0061): say now, once, when this
+    shell has no key to send them with, rather than at the first `kflow start`."""
+    from kflow.bus.credentials import command_signer
+    from kflow.core.errors import KflowError
+
+    try:
+        command_signer(settings, "every command (kflow start, kflow.Client, ...)")
+    except KflowError as e:  # no key, or a bad one: each sender says it again
+        typer.echo(f"note: {e}", err=True)
 
 
 def _create_task_topics(settings: Settings, queues: list[str]) -> None:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import hmac
 import json
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import Annotated, Any, TypeVar
 
@@ -19,7 +19,7 @@ from rich.console import Console
 from rich.live import Live
 from rich.table import Table
 
-from kflow.bus.credentials import signer_from_settings
+from kflow.bus.credentials import command_signer, signer_from_settings
 from kflow.bus.principals import lookup_key
 from kflow.bus.topics import topic_names
 from kflow.cli.broker import require_broker
@@ -58,8 +58,17 @@ def _json(text: str | None, option: str) -> Any:
 
 
 @contextmanager
-def _client(actor: str | None) -> Iterator[Client]:
-    """A Client on the configured broker; any kflow error becomes one line and exit 1."""
+def _client(actor: str | None, sending: str | None = None) -> Iterator[Client]:
+    """A Client on the configured broker; any kflow error becomes one line and exit 1.
+
+    ``sending`` names the command about to be sent: without the API key it must be signed
+    with, that is the one line (before Kafka is asked anything, ADR 0061)."""
+    if sending is not None:
+        try:
+            command_signer(get_settings(), f"kflow {sending}")
+        except KflowError as e:
+            typer.echo(f"error: {e}", err=True)
+            raise typer.Exit(1) from e
     settings = require_broker()
     try:
         with Client(settings, actor=actor) as client:
@@ -103,7 +112,7 @@ def _command(
     timeout: float,
 ) -> None:
     """Send one command to ``workflow_id``; print the line ``done`` only once it was applied."""
-    with _client(actor) as client:
+    with _client(actor, what) as client:
         handle = client.get_handle(workflow_id)
         if no_wait:
             send(handle, None)
@@ -160,7 +169,7 @@ def start(
         )
         raise typer.Exit(2)
     value = _json(input, "--input")
-    with _client(actor) as client:
+    with _client(actor, "start") as client:
         handle = client.start(
             name, value, id=workflow_id, version=version, idempotency_key=key
         )  # without --id, the key gives the id: a retried start does not start twice
@@ -316,10 +325,10 @@ def events(
     """
     settings = get_settings()
     topic = topic_names(settings.topic_prefix).events
-    tenant = _own_tenant()
+    tenant = own_tenant()
     if tenant is not None:  # signed in: only this tenant's workflows are shown
         history = _send(workflow_id, None, lambda handle: list(handle.events(follow=False)))
-        if not _belongs_to(history, tenant):
+        if not belongs_to(history, tenant):
             typer.echo(
                 f"error: no events for workflow {workflow_id!r} of tenant {tenant!r} in {topic}",
                 err=True,
@@ -347,7 +356,7 @@ def events(
     Console(width=180).print(table)
 
 
-def _own_tenant() -> str | None:
+def own_tenant() -> str | None:
     """The tenant of the configured API key (None: no key configured).
 
     A courtesy for people sharing one CLI machine: a process that can read the events
@@ -372,7 +381,7 @@ def _own_tenant() -> str | None:
     return key.tenant
 
 
-def _belongs_to(history: list[Event], tenant: str) -> bool:
+def belongs_to(history: Sequence[Event], tenant: str) -> bool:
     started = next((e for e in history if isinstance(e, WorkflowStarted)), None)
     return started is not None and tenant_of(started.tenant) == tenant
 

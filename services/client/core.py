@@ -9,7 +9,7 @@ from typing import Any
 
 from kflow.bus.commands import CommandPublisher
 from kflow.bus.contracts import EnvelopeMeta
-from kflow.bus.credentials import signer_from_settings
+from kflow.bus.credentials import command_signer, signer_from_settings
 from kflow.bus.envelope import envelope_meta, workflow_id_for
 from kflow.bus.probe import check_connection
 from kflow.bus.reader import read_key
@@ -40,7 +40,8 @@ class ClientCore:
         self.names: TopicNames = topic_names(settings.topic_prefix)
         self._command_timeout_s = command_timeout_s
         self.signer = signer_from_settings(settings)
-        """Signs every command (KFLOW_API_KEY or its file; ADR 0060); None: unsigned."""
+        """Signs every command (KFLOW_API_KEY or its file; ADR 0060); None: unsigned, which
+        only a deployment with signatures turned off accepts (:meth:`check_can_send`)."""
         self._lock = threading.Lock()
         self._watcher: EventWatcher | None = None
         self._publisher: CommandPublisher | None = None
@@ -65,11 +66,18 @@ class ClientCore:
                 )
             return self._watcher
 
+    def check_can_send(self) -> None:
+        """Raise :class:`~kflow.bus.credentials.MissingApiKey` (naming the fix) when commands
+        must be signed and no key is configured: before anything is sent (ADR 0061)."""
+        if self.signer is None:
+            command_signer(self.settings, "a kflow.Client command")
+
     def publisher(self) -> CommandPublisher:
-        """The one command publisher (made on first use)."""
+        """The one command publisher (made on first use; needs a key, :meth:`check_can_send`)."""
         with self._lock:
             self._check_open()
             if self._publisher is None:
+                self.check_can_send()
                 self._connect()
                 self._publisher = CommandPublisher(
                     self.settings.kafka_bootstrap,

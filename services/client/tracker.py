@@ -177,6 +177,7 @@ class Tracker:
 def publish_tracked(core: ClientCore, command: Input, meta: EnvelopeMeta) -> Tracker:
     """Send ``command`` with a tracker on its workflow subscribed first, so none of the
     answer can be missed; the tracker is released if the command was not delivered."""
+    core.check_can_send()
     tracker = Tracker(core, command.workflow_id, meta.event_id)
     tracker.subscribe()
     try:
@@ -190,6 +191,7 @@ def publish_tracked(core: ClientCore, command: Input, meta: EnvelopeMeta) -> Tra
 async def publish_tracked_async(core: ClientCore, command: Input, meta: EnvelopeMeta) -> Tracker:
     """:func:`publish_tracked` from a coroutine (subscribing may start the watcher, which
     blocks: then it runs on a thread)."""
+    core.check_can_send()
     tracker = Tracker(core, command.workflow_id, meta.event_id)
     if core.watching:
         tracker.subscribe()

@@ -98,6 +98,21 @@ def authorize(
     return None
 
 
+def misrouted(record_key: str | None, command: Input) -> Refusal | None:
+    """None when the record carrying ``command`` is keyed by its workflow id; otherwise why
+    it is refused (ADR 0062). A command keyed otherwise lands in another workflow's
+    partition, whose owner neither holds the workflow's state nor its tenant: it could
+    start a second workflow of the same id, or act on one it cannot check."""
+    if record_key == command.workflow_id:
+        return None
+    return Refusal(
+        FORBIDDEN,
+        f"the record key {record_key!r} is not the workflow id {command.workflow_id!r}; a "
+        "command must be keyed by its workflow id (so the partition owning the workflow "
+        "reads it): send it again with that key",
+    )
+
+
 def refusal_event(command: Input, now: int, refusal: Refusal) -> Event:
     """The notice recording a refused command (WorkflowRejected for a start)."""
     if isinstance(command, StartWorkflow):

@@ -18,7 +18,7 @@ from kflow.bus.eos import Handler, PartitionId
 from kflow.bus.message import BusMessage, Headers, OutRecord, trace_headers
 from kflow.bus.records import ExecuteStep
 from kflow.bus.topics import DEFAULT_CLOSED_RETENTION_MS, TopicNames
-from kflow.core.access import Caller, Refusal, authorize, refusal_event
+from kflow.core.access import Caller, Refusal, authorize, misrouted, refusal_event
 from kflow.core.definition import WorkflowDefinition
 from kflow.core.errors import KflowError
 from kflow.core.events import Event, InputRejected, StepScheduled, is_notice
@@ -105,7 +105,7 @@ class OrchestratorHandler(Handler[Envelope]):
         authenticator: Authenticator | None = None,
     ) -> None:
         self.names = names
-        self.auth = authenticator or Authenticator(NoKeys(), require_signatures=False)
+        self.auth = authenticator or Authenticator(NoKeys(), require_signatures=True)
         self.stats = OrchestratorStats()
         self._definitions = definitions
         self._restore = restore
@@ -176,7 +176,9 @@ class OrchestratorHandler(Handler[Envelope]):
     ) -> list[OutRecord]:
         """A record of the commands topic: applied as its verified sender, or refused with
         a notice saying why (ADR 0060)."""
-        caller = self.auth.verify(message.key, message.raw, message.headers, envelope.actor)
+        caller: Caller | Refusal = misrouted(message.key, body) or self.auth.verify(
+            message.key, message.raw, message.headers, envelope.actor
+        )
         if isinstance(body, RetryWorkflow):
             # A finished run's state may be only in its retained snapshot: read it back
             # first, so the caller's tenant is checked against the run's (ADR 0082).

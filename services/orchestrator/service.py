@@ -69,8 +69,8 @@ class OrchestratorConfig:
     retry_window_ms: int = DEFAULT_RETRY_WINDOW_MS
     """How long a failed or cancelled run can be retried; its snapshot is kept that long
     (ADR 0082). 0 disables ``RetryWorkflow``."""
-    require_signatures: bool = False
-    """Refuse unsigned commands (signed ones are always verified; ADR 0060)."""
+    require_signatures: bool = True
+    """Refuse unsigned commands (signed ones are always verified; ADR 0060, 0061)."""
     consumer_overrides: dict[str, ConfigValue] = field(default_factory=dict)
     producer_overrides: dict[str, ConfigValue] = field(default_factory=dict)
 

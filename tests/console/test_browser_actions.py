@@ -13,7 +13,9 @@ from playwright.sync_api import Page, expect
 
 from kflow.bus.contracts import EnvelopeMeta, default_contracts, encode_input
 from kflow.bus.dead_letter import DeadLetter, encode_dead_letter
+from kflow.bus.signing import Signer
 from kflow.core.inputs import StartWorkflow
+from tests.conftest import SESSION_KEY
 from tests.console.conftest import APPROVAL, QUICK, Console, sign_in, task, wait_seconds
 
 pytestmark = pytest.mark.integration
@@ -80,15 +82,17 @@ def test_a_poisoned_record_is_redriven_from_the_dead_letter_page_once(
     console: Console, page: Page, shot: Shot
 ) -> None:
     console.define(QUICK)
-    # An unsigned command of the default tenant: a redriven record keeps its bytes but not
-    # its headers, so a signed one would lose its signature (see ADR 0083).
+    # A command signed by the session's key (tenant default): a redriven record gets its
+    # bytes and its headers back, the signature included (ADR 0083).
     admin = console.key("default", "admin")
     names = f"{console.runtime.prefix}"
     workflow_id = "wf-from-the-dlq"
     start = StartWorkflow(workflow_id=workflow_id, name="quick", version=0)
     original = encode_input(start, EnvelopeMeta(event_id="e-dlq-1", occurred_at=1, actor="svc"))
+    signed = Signer.from_token(SESSION_KEY).headers(workflow_id, original)
     letter = DeadLetter(workflow_id, original, f"{names}.commands", 0, 42, "handler_error",
-                        "RegistryDown", "definitions were not readable", 1_000)  # fmt: skip
+                        "RegistryDown", "definitions were not readable", 1_000,
+                        signed)  # fmt: skip
     producer = Producer({"bootstrap.servers": console.readside.settings.kafka_bootstrap})
     producer.produce(
         f"{names}.dlq", key=workflow_id, value=encode_dead_letter(letter, default_contracts().codec)

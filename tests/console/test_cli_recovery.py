@@ -14,9 +14,11 @@ from typer.testing import CliRunner
 
 from kflow.bus.contracts import EnvelopeMeta, default_contracts, encode_input
 from kflow.bus.dead_letter import DeadLetter, encode_dead_letter
+from kflow.bus.signing import Signer
 from kflow.cli.main import _register, app
 from kflow.core.inputs import StartWorkflow
 from kflow.settings import get_settings
+from tests.conftest import SESSION_KEY
 from tests.console.conftest import APPROVAL, QUICK, Console
 from tests.console.test_browser_actions import events_of, fixable
 
@@ -94,8 +96,9 @@ def test_dlq_list_show_redrive_and_discard(cli: Console) -> None:
     for i in range(2):
         start = StartWorkflow(workflow_id=f"wf-cli-{i}", name="quick", version=0)
         original = encode_input(start, EnvelopeMeta(event_id=f"e-{i}", occurred_at=1))
+        signed = Signer.from_token(SESSION_KEY).headers(f"wf-cli-{i}", original)
         letter = DeadLetter(f"wf-cli-{i}", original, f"{names}.commands", 0, i,
-                            "handler_error", "Boom", "try later", 1_000 + i)  # fmt: skip
+                            "handler_error", "Boom", "try later", 1_000 + i, signed)  # fmt: skip
         producer.produce(f"{names}.dlq", key=f"wf-cli-{i}", value=encode_dead_letter(letter, codec))
     assert producer.flush(30) == 0
 

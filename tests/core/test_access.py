@@ -14,6 +14,7 @@ from kflow.core.access import (
     UNAUTHENTICATED,
     Caller,
     authorize,
+    misrouted,
     refusal_event,
 )
 from kflow.core.events import InputRejected, WorkflowRejected
@@ -95,3 +96,12 @@ def test_refusals_are_notices_that_replay_takes_as_given() -> None:
     assert isinstance(notice, InputRejected) and notice.input_type == "CancelWorkflow"
     # a refused cancel re-decided would cancel: verify must not re-decide it
     assert verify([notice]) is None
+
+
+@given(st.text(min_size=1, max_size=20), st.text(min_size=0, max_size=20))
+def test_a_command_keyed_by_another_id_is_refused(workflow_id: str, record_key: str) -> None:
+    cancel = CancelWorkflow(workflow_id=workflow_id)
+    assert misrouted(workflow_id, cancel) is None
+    refusal = misrouted(record_key if record_key != workflow_id else None, cancel)
+    assert refusal is not None and refusal.code == FORBIDDEN
+    assert f"is not the workflow id {workflow_id!r}" in refusal.reason

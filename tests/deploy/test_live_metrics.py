@@ -13,6 +13,7 @@ import os
 import shutil
 import signal
 import socket
+import stat
 import subprocess
 import sys
 import time
@@ -196,7 +197,10 @@ def running(
         "KFLOW_METRICS_HOST": "127.0.0.1",
         "KFLOW_API_HOST": "127.0.0.1",
         "KFLOW_API_PORT": str(api_port),
+        # compose's init saves the relay's key there and the relay signs with it (no other)
+        "KFLOW_API_KEY_FILE": str(tmp_path / "keys" / "relay"),
     }
+    env.pop("KFLOW_API_KEY", None)
     system = System(isolated_settings, env, tmp_path)
     commands = compose_commands()
     for args in commands.pop("init"):
@@ -204,6 +208,8 @@ def running(
         result = system.kflow(*local)
         assert result.returncode == 0, f"kflow {' '.join(local)}:\n{result.stdout}{result.stderr}"
     assert set(commands) == set(ROLES)
+    relay_key = tmp_path / "keys" / "relay"
+    assert stat.S_IMODE(relay_key.stat().st_mode) == 0o600, "init saved no key for the relay"
     try:
         for (name, (args,)), port in zip(commands.items(), ports, strict=True):
             system.ports[name] = port

@@ -1,4 +1,4 @@
-"""Fixtures of the identity tests: a runtime that requires signatures, keys per tenant."""
+"""Fixtures of the identity tests: a runtime requiring signatures (the default), keys per tenant."""
 
 from __future__ import annotations
 
@@ -51,7 +51,8 @@ def issue(readside: ReadSide) -> Callable[..., Key]:  # noqa: F811
 
 @pytest.fixture
 def secured(runtime_factory: Runtime, readside: ReadSide) -> Runtime:  # noqa: F811
-    """One orchestrator that refuses unsigned commands (no processor: nothing runs steps)."""
+    """One orchestrator, refusing unsigned commands as by default (no processor: nothing runs
+    steps)."""
     runtime_factory.settings = readside.settings
-    runtime_factory.start_orchestrator(require_signatures=True)
+    runtime_factory.start_orchestrator()
     return runtime_factory

@@ -8,11 +8,13 @@ notice in the log that says why. Real Kafka, PostgreSQL and Redis throughout.
 from __future__ import annotations
 
 import os
+import stat
 import subprocess
 import threading
 import time
 import uuid
 from collections.abc import Callable
+from pathlib import Path
 
 import httpx
 import psycopg
@@ -161,6 +163,11 @@ def test_cli_of_tenant_a_cannot_command_or_read_tenant_b(
     assert read.returncode == 1 and "of tenant 'a'" in read.stderr and "Started" not in read.stdout
     own = _cli(secured, b, "events", wid, "--json")
     assert own.returncode == 0 and "WorkflowStarted" in own.stdout
+    audited = _cli(secured, a, "audit", "replay", wid)  # the audit shows only the own tenant too
+    assert audited.returncode == 1 and f"{wid!r} of tenant 'a'" in audited.stderr
+    assert "WorkflowStarted" not in audited.stdout
+    own_audit = _cli(secured, b, "audit", "replay", wid)
+    assert own_audit.returncode == 0 and "verified" in own_audit.stdout, own_audit.stderr
 
 
 def test_http_tenant_a_cannot_command_or_read_tenant_b(
@@ -365,7 +372,8 @@ def test_unsigned_commands_reach_only_the_default_tenant_when_signatures_are_opt
     _raw(rt, commands, CancelWorkflow(workflow_id=wid), None, None)
     claim = f"wf-{uuid.uuid4().hex[:8]}"
     _raw(rt, commands, StartWorkflow(workflow_id=claim, name="gate", version=0), "b", None)
-    mine = rt.start("gate")  # unsigned, no tenant: the default tenant, as before
+    mine = f"wf-{uuid.uuid4().hex[:8]}"  # unsigned, no tenant: the default tenant, as before
+    _raw(rt, commands, StartWorkflow(workflow_id=mine, name="gate", version=0), None, None)
     refused = _refusals(rt, wid, 1)
     assert [e.code for e in refused] == ["forbidden"]  # type: ignore[attr-defined]
     rejected = rt.wait_for(claim, "WorkflowRejected")[0]
@@ -373,3 +381,28 @@ def test_unsigned_commands_reach_only_the_default_tenant_when_signatures_are_opt
     started = rt.wait_for(mine, "WorkflowStarted")[0]
     assert isinstance(started, WorkflowStarted) and started.tenant is None
     _untouched(rt, wid)
+
+
+def test_a_key_saved_by_the_cli_signs_the_cli(
+    secured: Runtime, readside: ReadSide, tmp_path: Path
+) -> None:
+    secured.apply(GATE)
+    env = {**_cli_env(secured, readside), "HOME": str(tmp_path)}  # a fresh user, no key
+    saved = tmp_path / ".config" / "kflow" / "api-key"
+    made = _run(env, "apikey", "create", "--name", "me", "--tenant", "a", "--scope", "write",
+                "--save")  # fmt: skip
+    assert made.returncode == 0, made.stderr
+    assert f"api key: saved to {saved} (mode 0600)" in made.stdout and "kf_" not in made.stdout
+    assert stat.S_IMODE(saved.stat().st_mode) == 0o600
+    wid = f"wf-{uuid.uuid4().hex[:8]}"
+    assert _run(env, "start", "gate", "--id", wid).returncode == 0
+    started = secured.wait_for(wid, "WorkflowStarted")[0]
+    assert isinstance(started, WorkflowStarted) and started.tenant == "a"
+    key = saved.read_text()
+    again = _run(env, "apikey", "create", "--name", "me", "--tenant", "a", "--scope", "write",
+                 "--save")  # fmt: skip
+    assert again.returncode == 1 and "never overwritten, so no key was created" in again.stderr
+    kept = _run(env, "apikey", "create", "--name", "me", "--tenant", "a", "--scope", "write",
+                "--save", "--unless-saved")  # fmt: skip
+    assert kept.returncode == 0 and "no key created" in kept.stdout
+    assert saved.read_text() == key

@@ -25,6 +25,7 @@ from kflow.bus.topics import topic_names, topic_specs
 from kflow.processor.registry import load_node_modules
 from kflow.settings import Settings
 from kflow.stack import DEVSTACK, stack_env
+from tests.conftest import publish_session_key
 from tests.runtime.conftest import Runtime
 from tests.runtime.services import ServiceProcesses
 from tests.runtime.test_crash import chain_definition, check_log, effects
@@ -87,6 +88,7 @@ def system(
     )
     specs = topic_specs(prefix, PARTITIONS, ("default",))
     create_topics(cluster.bootstrap, specs)  # the policy is asked of the cluster
+    publish_session_key(cluster.bootstrap, prefix)  # what the tests' commands are signed with
     states = describe_topics(cluster.bootstrap, [s.name for s in specs])
     assert {(s.replication_factor, s.config["min.insync.replicas"]) for s in states.values()} == {
         (3, "2")

@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
+import stat
 import subprocess
 import sys
 import time
@@ -22,6 +24,7 @@ import redis
 
 from kflow.bus.admin import delete_topics, list_topics
 from kflow.settings import Settings
+from tests.conftest import publish_session_key
 from tests.readside.conftest import free_port
 
 pytestmark = pytest.mark.integration
@@ -308,6 +311,7 @@ def test_a_workflow_runs_from_the_install_outside_the_checkout(
         created = installed.kflow("topics", "create", env=env)
         assert created.returncode == 0, created.stderr
         assert f"created  {outside_prefix}.events" in created.stdout
+        publish_session_key(stack.kafka_bootstrap, outside_prefix)  # what env signs with
         services.spawn("run-all", "run", "all", "--example", "docpipe")
         # the console script itself, not a `python -c` child: --nodes must import from the cwd
         services.spawn(
@@ -364,8 +368,10 @@ def test_the_demo_runs_from_the_install(
     installed: Installed, stack: Settings, outside_prefix: str, pg_dsn: str
 ) -> None:
     home = installed.elsewhere / "demo-home"
+    user = installed.elsewhere / "fresh-user"  # a new machine: no key configured anywhere
     port = free_port()
     env = installed.env(
+        HOME=str(user),
         KFLOW_HOME=str(home),
         KFLOW_TOPIC_PREFIX=outside_prefix,
         KFLOW_KAFKA_BOOTSTRAP=stack.kafka_bootstrap,
@@ -374,6 +380,7 @@ def test_the_demo_runs_from_the_install(
         KFLOW_API_PORT=str(port),
         KFLOW_PARTITIONS="2",
     )
+    env.pop("KFLOW_API_KEY")
     created = installed.kflow("topics", "create", env=env)
     assert created.returncode == 0, created.stderr
 
@@ -385,5 +392,15 @@ def test_the_demo_runs_from_the_install(
     assert "status completed" in " ".join(demo.stdout.split())
     assert f"Open http://127.0.0.1:{port}/ui and sign in with the API key" in demo.stdout
     assert (home / "demo-logs" / "orchestrator.log").is_file()
+    # the console's key is saved where the CLI finds it, privately, and the CLI can use it
+    saved = user / ".config" / "kflow" / "api-key"
+    said = " ".join(demo.stdout.split())
+    assert f"saved the demo's admin key to {saved} (mode 0600)" in said
+    assert stat.S_IMODE(saved.stat().st_mode) == 0o600
+    assert saved.read_text().strip() in said
+    example = re.search(r"kflow events (doc-\S+)", said)
+    assert example is not None, said
+    events = installed.kflow("events", example.group(1), env=env)
+    assert events.returncode == 0 and "WorkflowCompleted" in events.stdout, events.stderr
     assert not (installed.site_packages / ".kflow").exists()
     assert not (installed.site_packages / "kflow" / ".kflow").exists()

@@ -12,8 +12,10 @@ import pytest
 from psycopg import sql
 
 from kflow.bus.contracts import Envelope, decode
+from kflow.bus.credentials import command_signer
 from kflow.relay.outbox import install
 from kflow.relay.relay import RelayConfig
+from kflow.settings import Settings
 from tests.kafka_helpers import consume_all
 
 WAIT_S = 60.0  # a safety net against hangs, not a speed assertion
@@ -34,10 +36,14 @@ def outbox_dsn(pg_dsn: str) -> Iterator[str]:
 
 
 @pytest.fixture
-def relay_config(outbox_dsn: str, kafka_bootstrap: str, topic_prefix: str) -> RelayConfig:
-    """A relay configuration on this test's outbox and topics."""
+def relay_config(outbox_dsn: str, isolated_settings: Settings) -> RelayConfig:
+    """A relay configuration on this test's outbox and topics, signing with the session's key."""
     return RelayConfig(
-        dsn=outbox_dsn, bootstrap=kafka_bootstrap, topic_prefix=topic_prefix, poll_interval_s=0.2
+        dsn=outbox_dsn,
+        bootstrap=isolated_settings.kafka_bootstrap,
+        topic_prefix=isolated_settings.topic_prefix,
+        poll_interval_s=0.2,
+        signer=command_signer(isolated_settings, "the test relay's StartWorkflow"),
     )
 
 

@@ -14,6 +14,7 @@ import pytest
 import tests.runtime.nodes  # noqa: F401  (registers the test node types)
 from kflow.bus.commands import CommandPublisher
 from kflow.bus.contracts import decode
+from kflow.bus.credentials import command_signer
 from kflow.bus.envelope import envelope_meta
 from kflow.bus.reader import TopicReader
 from kflow.bus.topics import topic_names
@@ -51,10 +52,11 @@ class Runtime:
         instance: str = "orchestrator-0",
         finished_capacity: int | None = None,
         retry_window_ms: int | None = None,
-        require_signatures: bool = False,
+        require_signatures: bool = True,
     ) -> OrchestratorService:
         """Start one (the same ``instance`` again is a restart); ``finished_capacity`` shrinks
-        the in-memory window of finished workflows."""
+        the in-memory window of finished workflows. Unsigned commands are refused, as in
+        production; ``require_signatures=False`` is the migration mode."""
         config = OrchestratorConfig(
             bootstrap=self.settings.kafka_bootstrap,
             topic_prefix=self.prefix,
@@ -97,7 +99,11 @@ class Runtime:
     def send(self, command: Input) -> None:
         if self.publisher is None:
             self.publisher = CommandPublisher(
-                self.settings.kafka_bootstrap, self.prefix, timeout_s=30, component="test"
+                self.settings.kafka_bootstrap,
+                self.prefix,
+                timeout_s=30,
+                component="test",
+                signer=command_signer(self.settings, "the test's command"),
             )
         self.publisher.publish(command, envelope_meta(command, actor="test"))
 

@@ -11,6 +11,7 @@ import pytest
 
 import kflow
 from kflow.bus.commands import CommandPublisher
+from kflow.bus.credentials import command_signer
 from kflow.bus.envelope import envelope_meta
 from kflow.core.events import Event, InputRejected, WorkflowPaused, WorkflowSignalled
 from kflow.core.inputs import Input, PauseWorkflow, ResumeWorkflow, SignalWorkflow
@@ -30,7 +31,11 @@ GATED = {
 def _publish(runtime: Runtime, command: Input, key: str) -> None:
     with_key = envelope_meta(command, actor="raw-producer", idempotency_key=key)
     publisher = CommandPublisher(
-        runtime.settings.kafka_bootstrap, runtime.prefix, timeout_s=30, component="test"
+        runtime.settings.kafka_bootstrap,
+        runtime.prefix,
+        timeout_s=30,
+        component="test",
+        signer=command_signer(runtime.settings),
     )
     try:
         publisher.publish(command, with_key)

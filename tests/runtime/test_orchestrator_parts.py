@@ -9,7 +9,9 @@ import pytest
 
 from kflow.bus.contracts import Envelope, default_contracts
 from kflow.bus.message import BusMessage
+from kflow.bus.principals import PrincipalKey
 from kflow.bus.records import WorkflowDefinitionRecord
+from kflow.bus.signing import Signer
 from kflow.bus.topics import topic_names
 from kflow.core.definition import parse_definition
 from kflow.core.inputs import Input, StartWorkflow, StepHeartbeat, StepResult
@@ -24,6 +26,7 @@ from kflow.orchestrator.closed import (
     encode_marker,
 )
 from kflow.orchestrator.handler import OrchestratorHandler
+from kflow.orchestrator.identity import Authenticator
 from kflow.orchestrator.snapshots import SnapshotEncoder
 from kflow.orchestrator.table import WorkflowTable
 from kflow.orchestrator.timers import TimerHeap
@@ -227,6 +230,22 @@ def test_timer_heap_takes_a_moved_deadline_under_the_same_id() -> None:
     assert heap.pop_due(300, 10) == [("w1", "heartbeat:w1/a#1", 250)]
 
 
+class _Keys:
+    """A key directory holding one key (the orchestrator's is the principals topic)."""
+
+    def __init__(self, key: PrincipalKey) -> None:
+        self.key = key
+
+    def get(self, key_id: str) -> PrincipalKey | None:
+        return self.key if key_id == self.key.key_id else None
+
+    def is_revoked(self, key_id: str) -> bool:
+        return False
+
+    def refresh(self, key_id: str = "") -> None:
+        return None
+
+
 def test_a_heartbeat_timeout_fires_after_the_heartbeat_moved_it() -> None:
     """Heartbeat, then silence: the moved deadline still times the step out."""
     definition = parse_definition(
@@ -243,8 +262,14 @@ def test_a_heartbeat_timeout_fires_after_the_heartbeat_moved_it() -> None:
         }
     )
     clock = [1_000]
+    signer = Signer("0123456789ab", b"k" * 32)
+    key = PrincipalKey(signer.key_id, "test", "default", frozenset({"write"}), signer.key)
     handler = OrchestratorHandler(
-        topic_names("t"), lambda name, version: definition, lambda parts: {}, lambda: clock[0]
+        topic_names("t"),
+        lambda name, version: definition,
+        lambda parts: {},
+        lambda: clock[0],
+        authenticator=Authenticator(_Keys(key), require_signatures=True),
     )
 
     def deliver(body: Input) -> list[str]:
@@ -262,7 +287,9 @@ def test_a_heartbeat_timeout_fires_after_the_heartbeat_moved_it() -> None:
             1,
             body,
         )
-        out = list(handler.handle(BusMessage("t.commands", 0, 0, body.workflow_id, b"", envelope)))
+        headers = signer.headers(body.workflow_id, b"")
+        message = BusMessage("t.commands", 0, 0, body.workflow_id, b"", envelope, headers)
+        out = list(handler.handle(message))
         out += handler.tick(clock[0])
         out += handler.end_batch()
         handler.committed()

@@ -18,6 +18,7 @@ from kflow.bus.admin import admin_client, create_topics, delete_topics, topic_co
 from kflow.bus.clients import make_producer
 from kflow.bus.codec import AvroCodec
 from kflow.bus.contracts import EnvelopeMeta, encode_input
+from kflow.bus.credentials import command_signer
 from kflow.bus.dead_letter import DeadLetter, decode_dead_letter
 from kflow.bus.layout import TopicLayoutError, check_layout
 from kflow.bus.topics import MAX_RECORD_BYTES, TopicSpec, topic_names
@@ -63,17 +64,22 @@ GATED = {
 
 
 def _send_raw(runtime: Runtime, topic: str, inputs: list[Input], partition: int = -1) -> None:
-    """Write envelopes as any producer allowed by the topic limit could (no kflow checks)."""
+    """Write envelopes as any producer allowed by the topic limit could (no kflow checks),
+    signed with the session's key."""
+    signer = command_signer(runtime.settings)
+    assert signer is not None
     producer = make_producer(
         runtime.settings.kafka_bootstrap, overrides={"message.max.bytes": MAX_RECORD_BYTES}
     )
     errors: list[str] = []
     for value in inputs:
         meta = EnvelopeMeta(event_id=str(uuid.uuid4()), occurred_at=1, actor="test")
+        encoded = encode_input(value, meta)
         producer.produce(
             topic,
-            encode_input(value, meta),
+            encoded,
             value.workflow_id,
+            headers=list(signer.headers(value.workflow_id, encoded).items()),
             partition=partition,
             on_delivery=lambda err, _m: errors.append(err.str()) if err else None,
         )

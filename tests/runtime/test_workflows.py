@@ -75,7 +75,8 @@ def test_diamond_runs_branches_after_root_and_join_after_both(runtime: Runtime) 
     assert done[0] == "a" and done[-1] == "d" and set(done[1:3]) == {"b", "c"}
     assert last(events).output == {"d": {"b": {"from_a": 7}, "c": {"y": 2}}}  # type: ignore[attr-defined]
     started = events[0]
-    assert isinstance(started, WorkflowStarted) and started.actor == "test"  # from the envelope
+    assert isinstance(started, WorkflowStarted)  # the verified key, then the envelope's actor
+    assert started.actor is not None and started.actor.endswith(":test-session as test")
 
 
 def test_chain_runs_in_order(runtime: Runtime) -> None:

@@ -20,6 +20,7 @@ import pytest
 from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.trace import SpanKind, StatusCode
 
+from kflow.bus.credentials import command_signer
 from kflow.bus.message import TRACE_HEADER
 from kflow.bus.reader import read_key
 from kflow.bus.topics import topic_names
@@ -232,7 +233,10 @@ def test_outbox_row_carries_its_writers_trace_through_the_relay(
         enqueue_start(conn, name="traced", input={"x": 5}, workflow_id=workflow_id)
     relay = Relay(
         RelayConfig(
-            dsn=dsn, bootstrap=runtime.settings.kafka_bootstrap, topic_prefix=runtime.prefix
+            dsn=dsn,
+            bootstrap=runtime.settings.kafka_bootstrap,
+            topic_prefix=runtime.prefix,
+            signer=command_signer(runtime.settings),
         )
     )
     try:
@@ -321,7 +325,10 @@ def test_an_outbox_table_from_before_tracing_still_works_and_says_how_to_upgrade
         workflow_id = enqueue_start(conn, name="traced", input={"x": 5})  # no span: no column
     relay = Relay(
         RelayConfig(
-            dsn=dsn, bootstrap=runtime.settings.kafka_bootstrap, topic_prefix=runtime.prefix
+            dsn=dsn,
+            bootstrap=runtime.settings.kafka_bootstrap,
+            topic_prefix=runtime.prefix,
+            signer=command_signer(runtime.settings),
         )
     )
     try:

@@ -362,7 +362,8 @@ def run_all(
                     f"(add --queue {q}, or leave out --queue to serve them all)",
                     err=True,
                 )
-    _create_task_topics(settings, queues)
+    # Every applied queue's topic, served here or not: another team's processor starts on it.
+    _create_task_topics(settings, [*queues, *(q for q in needed if q not in queues)])
     shared = ["--log-level", log_level, "--log-format", log_format or default_format(sys.stderr)]
     if metrics_host is not None:
         shared += ["--metrics-host", metrics_host]

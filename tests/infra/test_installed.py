@@ -246,6 +246,8 @@ class Services:
             out, _ = process.communicate()
         finally:
             stop(process)
+            if process.stdout is not None:
+                process.stdout.close()
         assert process.returncode == 0, f"{process.args!r}: {out}{self.output()}"
         return str(out)
 

@@ -14,7 +14,7 @@ from prometheus_client import REGISTRY
 from typer.testing import CliRunner
 
 from kflow.bus.clients import make_consumer
-from kflow.bus.reader import TopicReader
+from kflow.bus.reader import TopicReader, partition_for
 from kflow.bus.topics import topic_names
 from kflow.cli.main import _register, app
 from kflow.observability.lag import LagRow, consumer_lag
@@ -53,7 +53,10 @@ def test_a_group_that_consumed_every_event_has_lag_0(
     runtime: Runtime, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     runtime.apply({"name": "pair", "nodes": [task("a"), task("b", depends_on=["a"])]})
-    runtime.wait_final([runtime.start("pair") for _ in range(6)])
+    # fixed ids on both of the 2 partitions (random ones all land on one 1 run in 32)
+    ids = [runtime.start("pair", workflow_id=f"lag-{i}") for i in range(6)]
+    assert {partition_for(w, 2) for w in ids} == {0, 1}
+    runtime.wait_final(ids)
     bootstrap, events = runtime.settings.kafka_bootstrap, topic_names(runtime.prefix).events
     last = _last_records(bootstrap, events)
     assert len(last) == 2  # both partitions have events

@@ -242,13 +242,7 @@ class EosLoop(Generic[T]):
         self.stats.records_in += processed
         self.isolation.committed(offsets)
         self._backoff_s = 0.0
-        if self._kafka_down:
-            self._kafka_down = False
-            self._health.report("kafka", True)
-            stalled_s = time.monotonic() - (self._stalled_since or time.monotonic())
-            log.warning("transactions commit again (they failed for %.1fs)", stalled_s)
-        self._stalled_since = None
-        self._measure_stall()
+        self._kafka_back("transactions commit again (they failed for %.1fs)")
         self._tally.publish()
         self.handler.committed()
         return processed
@@ -269,11 +263,15 @@ class EosLoop(Generic[T]):
         except KafkaException:
             return
         self._no_broker = False
+        self._kafka_back("a broker answers again (after %.1fs)")
+
+    def _kafka_back(self, message: str) -> None:
+        """Ready again after a stall: say so once (``message`` takes the stall's seconds)."""
         if self._kafka_down:
             self._kafka_down = False
             self._health.report("kafka", True)
             stalled_s = time.monotonic() - (self._stalled_since or time.monotonic())
-            log.warning("a broker answers again (after %.1fs)", stalled_s)
+            log.warning(message, stalled_s)
         self._stalled_since = None
         self._measure_stall()
 

@@ -28,15 +28,19 @@ def _command(reason: str) -> bytes:
 
 
 def _config(bootstrap: str, topics: TopicNames, **extra: object) -> EosConfig:
+    """A loop's config on ``topics`` (commands in, DLQ); ``extra`` overrides any field."""
+    fields: dict[str, object] = {
+        "instance_id": "test-0",
+        "batch_size": 100,
+        "max_batch_ms": 200,
+        **extra,
+    }
     return EosConfig(
         bootstrap=bootstrap,
         group_id=f"{topics.prefix}.group",
-        instance_id="test-0",
         topics=(topics.commands,),
         dlq_topic=topics.dlq,
-        batch_size=100,
-        max_batch_ms=200,
-        **extra,  # type: ignore[arg-type]
+        **fields,  # type: ignore[arg-type]
     )
 
 

@@ -21,13 +21,13 @@ from confluent_kafka import Producer
 
 from kflow.bus.admin import create_topics
 from kflow.bus.contracts import EnvelopeMeta, decode, encode_input
-from kflow.bus.eos import EosConfig, EosLoop
+from kflow.bus.eos import EosLoop
 from kflow.bus.topics import topic_names, topic_specs
 from kflow.core.inputs import CancelWorkflow
 from kflow.observability.health import Health
 from kflow.observability.metrics import TRANSACTIONS_STALLED
 from tests.bus.kafka_helpers import read_all
-from tests.bus.test_eos import Forward, _reason
+from tests.bus.test_eos import Forward, _config, _reason
 from tests.readside.dedicated import DedicatedKafka
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
@@ -52,12 +52,10 @@ def test_the_loop_waits_out_a_broker_down_longer_than_the_transaction_timeout(
     create_topics(broker.bootstrap, topic_specs(names.prefix, 2, ("default",)))
     health = Health("eos-outage-test")
     loop = EosLoop(
-        EosConfig(
-            bootstrap=broker.bootstrap,
-            group_id=f"{names.prefix}.group",
+        _config(
+            broker.bootstrap,
+            names,
             instance_id="outage-0",
-            topics=(names.commands,),
-            dlq_topic=names.dlq,
             batch_size=50,
             max_batch_ms=20,
             kafka_timeout_s=2.0,

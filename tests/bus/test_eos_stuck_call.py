@@ -18,11 +18,11 @@ from confluent_kafka import Producer
 
 import kflow.bus.eos as eos
 from kflow.bus.contracts import EnvelopeMeta, decode, encode_input
-from kflow.bus.eos import EosConfig, EosLoop
+from kflow.bus.eos import EosLoop
 from kflow.bus.topics import TopicNames
 from kflow.core.inputs import CancelWorkflow
 from tests.bus.kafka_helpers import produce, read_all
-from tests.bus.test_eos import Forward, _reason
+from tests.bus.test_eos import Forward, _config, _reason
 
 pytestmark = pytest.mark.integration
 
@@ -50,12 +50,10 @@ def test_a_send_offsets_call_that_never_returns_is_given_up_and_the_batch_redone
     monkeypatch.setattr(eos, "Producer", StuckOnce)
     monkeypatch.setattr(eos, "STUCK_CALL_MARGIN_S", 0.5)
     loop = EosLoop(
-        EosConfig(
-            bootstrap=kafka_bootstrap,
-            group_id=f"{topics.prefix}.group",
+        _config(
+            kafka_bootstrap,
+            topics,
             instance_id="stuck-0",
-            topics=(topics.commands,),
-            dlq_topic=topics.dlq,
             batch_size=10,
             max_batch_ms=50,
             kafka_timeout_s=1.0,

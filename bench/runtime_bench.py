@@ -28,11 +28,14 @@ from collections.abc import Awaitable
 from typing import Any, TypeVar
 
 from json_bench import document  # bench/ is on sys.path when run as a script
+from pydantic import SecretStr
 from readside_bench import process_cpu_s
 
 from kflow.bus.admin import create_topics, delete_topics
 from kflow.bus.contracts import decode
+from kflow.bus.principals import PrincipalKey, publish_key
 from kflow.bus.reader import TopicReader, partition_for
+from kflow.bus.signing import new_api_key
 from kflow.bus.topics import topic_names, topic_specs
 from kflow.cli.run import service_command, stop_children
 from kflow.client import AsyncClient
@@ -164,7 +167,12 @@ async def measure(args: argparse.Namespace, env: dict[str, str], pids: tuple[int
             f"processor {used[1] / tasks * 1e6:.0f} us per task"
         )
 
-    settings = get_settings().model_copy(update={"topic_prefix": env["KFLOW_TOPIC_PREFIX"]})
+    settings = get_settings().model_copy(
+        update={
+            "topic_prefix": env["KFLOW_TOPIC_PREFIX"],
+            "api_key": SecretStr(env["KFLOW_API_KEY"]),
+        }
+    )
     prefix = settings.topic_prefix
     async with AsyncClient(settings, actor="bench") as client:
         bench = Bench(client)
@@ -226,7 +234,19 @@ def main() -> None:
     prefix = f"bench-{uuid.uuid4().hex[:8]}"
     specs = topic_specs(prefix, PARTITIONS, ["default"])
     create_topics(settings.kafka_bootstrap, specs)
-    env = {**os.environ, "KFLOW_TOPIC_PREFIX": prefix, "KFLOW_PARTITIONS": str(PARTITIONS)}
+    # Commands must be signed (ADR 0061): a throwaway key, known only to this prefix.
+    token = new_api_key()
+    publish_key(
+        settings.kafka_bootstrap,
+        prefix,
+        PrincipalKey.of_token(token, "bench", "default", {"admin"}),
+    )
+    env = {
+        **os.environ,
+        "KFLOW_TOPIC_PREFIX": prefix,
+        "KFLOW_PARTITIONS": str(PARTITIONS),
+        "KFLOW_API_KEY": token,
+    }
     chain = {
         "name": "bench-chain",
         "nodes": [noop("s0")] + [noop(f"s{i}", [f"s{i - 1}"]) for i in range(1, args.chain)],

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import os
 import re
-import secrets
 import subprocess
 import uuid
 from collections.abc import Iterator
@@ -33,15 +32,15 @@ from pydantic import SecretStr
 
 from kflow.bus.admin import create_topics, delete_topics
 from kflow.bus.clients import make_producer
-from kflow.bus.principals import PrincipalKey, PrincipalsError, key_record
-from kflow.bus.signing import Signer
+from kflow.bus.principals import PrincipalKey, publish_key
+from kflow.bus.signing import new_api_key
 from kflow.bus.topics import BUILTIN_QUEUES, TopicNames, topic_names, topic_specs
 from kflow.settings import Settings
 from kflow.stack import STACK_SCRIPT, stack_env, stack_health
 from tests.readside.dedicated import DedicatedKafka, port_answers
 
 DEFAULT_TEST_PARTITIONS = 2
-SESSION_KEY = f"kf_{secrets.token_hex(6)}_{secrets.token_urlsafe(32)}"
+SESSION_KEY = new_api_key()
 """The test session's API key (tenant ``default``, admin): what a developer's
 ``~/.config/kflow/api-key`` is on their machine. Never stored in PostgreSQL: only its signing
 key is published, per topic prefix (HTTP tests make their own keys)."""
@@ -49,8 +48,7 @@ key is published, per topic prefix (HTTP tests make their own keys)."""
 
 def session_principal() -> PrincipalKey:
     """The signing record of :data:`SESSION_KEY`."""
-    signer = Signer.from_token(SESSION_KEY)
-    return PrincipalKey(signer.key_id, "test-session", "default", frozenset({"admin"}), signer.key)
+    return PrincipalKey.of_token(SESSION_KEY, "test-session", "default", {"admin"})
 
 
 _KEY_PRODUCERS: dict[str, Producer] = {}
@@ -64,16 +62,7 @@ def publish_session_key(bootstrap: str, prefix: str) -> None:
     producer = _KEY_PRODUCERS.get(bootstrap)
     if producer is None:
         producer = _KEY_PRODUCERS[bootstrap] = make_producer(bootstrap, overrides={"linger.ms": 0})
-    failed: list[str] = []
-    record_key, value = key_record(session_principal())
-    producer.produce(
-        topic_names(prefix).principals,
-        value,
-        record_key,
-        on_delivery=lambda err, _msg: failed.append(err.str()) if err is not None else None,
-    )
-    if producer.flush(30) or failed:
-        raise PrincipalsError(f"the session key was not published to {prefix}: {failed}")
+    publish_key(bootstrap, prefix, session_principal(), producer=producer)
 
 
 def pytest_configure(config: pytest.Config) -> None:

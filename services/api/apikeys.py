@@ -9,14 +9,13 @@ from __future__ import annotations
 import hashlib
 import hmac
 import re
-import secrets
 from dataclasses import dataclass, field
 from enum import StrEnum
 
 import psycopg
 
 from kflow.bus.principals import PrincipalKey
-from kflow.bus.signing import Signer
+from kflow.bus.signing import Signer, new_api_key
 
 REVOKED_CHANNEL = "kflow_api_key_revoked"
 """PostgreSQL NOTIFY channel; the payload is the revoked key's id (API processes evict it)."""
@@ -75,10 +74,7 @@ class NewKey:
 
     def signing_record(self) -> PrincipalKey:
         """The record orchestrators verify this key's signatures with (ADR 0060)."""
-        signer = Signer.from_token(self.token)
-        return PrincipalKey(
-            self.key_id, self.name, self.tenant, frozenset(map(str, self.scopes)), signer.key
-        )
+        return PrincipalKey.of_token(self.token, self.name, self.tenant, map(str, self.scopes))
 
 
 def hash_token(token: str) -> bytes:
@@ -105,8 +101,8 @@ def create_key(
         raise ValueError(f"tenant {tenant!r}: use 1-64 letters, digits, '.', '_' or '-'")
     if not scopes:
         raise ValueError("scopes: give at least one of read, write, admin")
-    key_id = secrets.token_hex(6)
-    token = f"kf_{key_id}_{secrets.token_urlsafe(32)}"
+    token = new_api_key()
+    key_id = Signer.from_token(token).key_id
     with conn.transaction():
         conn.execute(
             "INSERT INTO api_keys (key_id, key_hash, name, tenant, scopes)"

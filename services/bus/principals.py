@@ -12,14 +12,16 @@ from __future__ import annotations
 import json
 import logging
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass
 
-from confluent_kafka import KafkaError
+from confluent_kafka import KafkaError, Producer
 
 from kflow.bus.clients import make_producer
 from kflow.bus.errors import BusError
 from kflow.bus.follower import TopicFollower
 from kflow.bus.reader import RawRecord, ReaderError, read_key
+from kflow.bus.signing import Signer
 from kflow.bus.topics import topic_names
 
 log = logging.getLogger(__name__)
@@ -41,6 +43,13 @@ class PrincipalKey:
     tenant: str
     scopes: frozenset[str]
     signing_key: bytes
+
+    @classmethod
+    def of_token(cls, token: str, name: str, tenant: str, scopes: Iterable[str]) -> PrincipalKey:
+        """The record of API key ``token`` (its key id and derived signing key, never the key
+        itself); ``ValueError`` when ``token`` is not a kflow API key."""
+        signer = Signer.from_token(token)
+        return cls(signer.key_id, name, tenant, frozenset(scopes), signer.key)
 
     @property
     def actor(self) -> str:
@@ -80,9 +89,19 @@ def key_record(key: PrincipalKey) -> tuple[str, bytes]:
     return KEY_PREFIX + key.key_id, key.to_json()
 
 
-def publish_key(bootstrap: str, prefix: str, key: PrincipalKey, timeout_s: float = 15.0) -> None:
-    """Write ``key`` to the principals topic and wait (``timeout_s``) for the broker's ack."""
-    _publish(bootstrap, prefix, *key_record(key), timeout_s)
+def publish_key(
+    bootstrap: str,
+    prefix: str,
+    key: PrincipalKey,
+    timeout_s: float = 15.0,
+    producer: Producer | None = None,
+) -> None:
+    """Write ``key`` to the principals topic and wait (``timeout_s``) for the broker's ack.
+
+    ``producer``: one of ``bootstrap`` to reuse (a fresh one costs about half a second);
+    by default one is made for this record.
+    """
+    _publish(bootstrap, prefix, *key_record(key), timeout_s, producer)
 
 
 def publish_revocation(bootstrap: str, prefix: str, key_id: str) -> None:
@@ -91,11 +110,20 @@ def publish_revocation(bootstrap: str, prefix: str, key_id: str) -> None:
     _publish(bootstrap, prefix, REVOKED_PREFIX + key_id, body.encode(), 15.0)
 
 
-def _publish(bootstrap: str, prefix: str, record_key: str, value: bytes, timeout_s: float) -> None:
+def _publish(
+    bootstrap: str,
+    prefix: str,
+    record_key: str,
+    value: bytes,
+    timeout_s: float,
+    producer: Producer | None = None,
+) -> None:
     topic = topic_names(prefix).principals
-    producer = make_producer(
-        bootstrap, overrides={"linger.ms": 0, "message.timeout.ms": max(1, int(timeout_s * 1000))}
-    )
+    if producer is None:
+        producer = make_producer(
+            bootstrap,
+            overrides={"linger.ms": 0, "message.timeout.ms": max(1, int(timeout_s * 1000))},
+        )
     errors: list[str] = []
 
     def on_delivery(err: KafkaError | None, _msg: object) -> None:

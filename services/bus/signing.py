@@ -14,6 +14,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import re
+import secrets
 from collections.abc import Mapping
 from dataclasses import dataclass
 
@@ -23,6 +24,11 @@ SIGNING_LABEL = b"kflow command signing v1"
 """Derivation label of signing keys: never change it, or every distributed key is wrong."""
 _VERSION = "v1"
 _TOKEN_RE = re.compile(r"^kf_([0-9a-f]{12})_([A-Za-z0-9_-]{43})$")
+
+
+def new_api_key() -> str:
+    """A fresh random API key, ``kf_<12 hex key id>_<43 url-safe characters>``."""
+    return f"kf_{secrets.token_hex(6)}_{secrets.token_urlsafe(32)}"
 
 
 def signing_key(token: str) -> bytes:

@@ -8,7 +8,9 @@
 #
 # Settings (environment): KFLOW_HOME (required; `kflow dev up` and the Makefile set it, ADR 0004),
 # KFLOW_KAFKA_PORT (9092), KFLOW_KAFKA_CONTROLLER_PORT (port+1), KFLOW_KAFKA_DIR (KFLOW_HOME/kafka),
-# KFLOW_KAFKA_VERSION, KFLOW_KAFKA_HEAP (512m), KFLOW_KAFKA_LOG_LEVEL (WARN).
+# KFLOW_KAFKA_VERSION, KFLOW_KAFKA_HEAP (512m), KFLOW_KAFKA_LOG_LEVEL (WARN),
+# KFLOW_KAFKA_AUTO_CREATE_TOPICS (false; true only for tests that prove kflow's clients never
+# create a topic on a broker that would let them).
 #
 # A secured broker: KFLOW_KAFKA_LISTENER=SASL_SSL serves clients only on a SASL_SSL listener
 # (SCRAM-SHA-512, TLS with a throwaway CA made by openssl under $KFLOW_KAFKA_DIR/ssl; clients
@@ -35,6 +37,11 @@ PIDFILE="$DIR/kafka.pid"
 LOG="$DIR/server.out"
 PROPS="$DIR/server.properties"
 LISTENER="${KFLOW_KAFKA_LISTENER:-PLAINTEXT}"
+AUTO_CREATE="${KFLOW_KAFKA_AUTO_CREATE_TOPICS:-false}"
+case "$AUTO_CREATE" in
+  true | false) ;;
+  *) echo "kafka.sh: KFLOW_KAFKA_AUTO_CREATE_TOPICS must be true or false, got $AUTO_CREATE" >&2; exit 2 ;;
+esac
 SSL_DIR="$DIR/ssl"
 case "$LISTENER" in
   PLAINTEXT | SASL_SSL) ;;
@@ -118,6 +125,7 @@ write_props() {
       echo "advertised.listeners=PLAINTEXT://127.0.0.1:$PORT,CONTROLLER://127.0.0.1:$CONTROLLER_PORT"
     fi
     echo "controller.quorum.voters=1@127.0.0.1:$CONTROLLER_PORT"
+    echo "auto.create.topics.enable=$AUTO_CREATE"
     echo "log.dirs=$DATA"
   } >"$PROPS"
   chmod 600 "$PROPS"  # holds the inter-broker secret when SASL_SSL

@@ -143,12 +143,15 @@ class DedicatedRedis:
 def free_port_pair() -> int:
     """A port p with p and p+1 bindable (broker and controller listeners).
 
-    Drawn from 20000-29999, below Linux's ephemeral range (32768+), where the client
-    side of other tests' connections could take p+1 before the broker binds it.
+    Drawn from ``KFLOW_TEST_PORTS`` (``LOW-HIGH``) when set, so tests on a shared machine keep
+    to their range; else from 20000-29999. Both lie below Linux's ephemeral range (32768+),
+    where the client side of other tests' connections could take p+1 before the broker binds it.
     """
+    low, _, high = os.environ.get("KFLOW_TEST_PORTS", "").partition("-")
+    first, last = (int(low), int(high)) if low and high else (20000, 29999)
     rng = random.Random()
     for _ in range(100):
-        port = rng.randrange(20000, 29998)
+        port = rng.randrange(first, last)
         try:
             with socket.socket() as a, socket.socket() as b:
                 a.bind(("127.0.0.1", port))
@@ -156,7 +159,7 @@ def free_port_pair() -> int:
         except OSError:
             continue
         return port
-    raise RuntimeError("no free port pair in 20000-29999 for the dedicated broker")
+    raise RuntimeError(f"no free port pair in {first}-{last} for the dedicated broker")
 
 
 class DedicatedKafka:

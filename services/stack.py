@@ -45,16 +45,63 @@ class ServerHealth:
     log: Path | None
 
 
+LOCAL_HOSTS = ("127.0.0.1", "localhost")
+
+
 def stack_env() -> dict[str, str]:
     """The environment for ``stack.sh``/``kafka.sh``: this process's, with ``KFLOW_HOME`` set."""
     return {**os.environ, "KFLOW_HOME": str(kflow_home())}
 
 
-def run_stack(command: str) -> int:
-    """Run ``stack.sh <command>`` with output passed through; return its exit code."""
-    return subprocess.run(
-        ["bash", str(STACK_SCRIPT), command], env=stack_env(), check=False
-    ).returncode
+def server_ports(settings: Settings) -> dict[str, str]:
+    """The ``stack.sh`` port variables for the servers ``settings`` point at.
+
+    The local stack starts its servers where kflow will look for them, so a user moves them
+    with the usual ``KFLOW_KAFKA_BOOTSTRAP``, ``KFLOW_DATABASE_URL`` and ``KFLOW_REDIS_URL``.
+    Raises :class:`SettingsError` for an address the local stack cannot serve (another host,
+    several brokers) or a ``stack.sh`` port variable that disagrees with the settings.
+    """
+    wanted = {
+        "KFLOW_KAFKA_PORT": ("KFLOW_KAFKA_BOOTSTRAP", f"//{settings.kafka_bootstrap}", 9092),
+        "KFLOW_PG_PORT": ("KFLOW_DATABASE_URL", settings.database_url, 5432),
+        "KFLOW_REDIS_PORT": ("KFLOW_REDIS_URL", settings.redis_url, 6379),
+    }
+    ports: dict[str, str] = {}
+    problems: list[str] = []
+    for variable, (setting, address, default) in wanted.items():
+        parts = urlsplit(address)
+        shown = (  # never the URL's password
+            settings.kafka_bootstrap
+            if setting == "KFLOW_KAFKA_BOOTSTRAP"
+            else f"{parts.hostname}:{parts.port or default}"
+        )
+        if "," in parts.netloc or parts.hostname not in LOCAL_HOSTS:
+            problems.append(
+                f"  {setting} points at {shown}: the local stack serves one server on"
+                " 127.0.0.1; unset it, or point it at 127.0.0.1:PORT"
+            )
+            continue
+        port = str(parts.port or default)
+        given = os.environ.get(variable)
+        if given is not None and given != port:
+            problems.append(
+                f"  {variable}={given} but {setting} points at {shown}: set"
+                f" {setting} to port {given} (kflow looks for the server there) and drop"
+                f" {variable}"
+            )
+        ports[variable] = port
+    if problems:
+        raise SettingsError("kflow dev cannot start the local stack:\n" + "\n".join(problems))
+    return ports
+
+
+def run_stack(command: str, settings: Settings) -> int:
+    """Run ``stack.sh <command>`` for the servers ``settings`` point at; return its exit code.
+
+    Output is passed through. Raises :class:`SettingsError` (see :func:`server_ports`).
+    """
+    env = {**stack_env(), **server_ports(settings)}
+    return subprocess.run(["bash", str(STACK_SCRIPT), command], env=env, check=False).returncode
 
 
 def _read_pid(path: Path) -> int | None:

@@ -32,11 +32,12 @@ def _print_table(health: list[ServerHealth]) -> None:
 @dev_app.command("up")
 def up() -> None:
     """Install what is missing, start the three servers and wait until they answer."""
-    code = run_stack("up")
+    settings = get_settings()
+    code = run_stack("up", settings)
     if code != 0:
         typer.echo(f"stack.sh up failed (exit {code}); see the messages above", err=True)
         raise typer.Exit(code)
-    health = stack_health(get_settings())
+    health = stack_health(settings)
     _print_table(health)
     if not all(h.healthy for h in health):
         raise typer.Exit(1)
@@ -45,7 +46,7 @@ def up() -> None:
 @dev_app.command("down")
 def down() -> None:
     """Stop the servers that ``kflow dev up`` started (data is kept)."""
-    raise typer.Exit(run_stack("down"))
+    raise typer.Exit(run_stack("down", get_settings()))
 
 
 @dev_app.command("status")

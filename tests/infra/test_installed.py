@@ -9,10 +9,12 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
 import signal
 import stat
 import subprocess
 import sys
+import tempfile
 import time
 import uuid
 from collections.abc import Iterator, Sequence
@@ -24,8 +26,10 @@ import redis
 
 from kflow.bus.admin import delete_topics, list_topics
 from kflow.settings import Settings
+from kflow.stack import kflow_home
 from tests.conftest import publish_session_key
 from tests.readside.conftest import free_port
+from tests.readside.dedicated import free_port_pair
 
 pytestmark = pytest.mark.integration
 
@@ -314,13 +318,11 @@ def test_a_workflow_runs_from_the_install_outside_the_checkout(
         assert created.returncode == 0, created.stderr
         assert f"created  {outside_prefix}.events" in created.stdout
         publish_session_key(stack.kafka_bootstrap, outside_prefix)  # what env signs with
-        services.spawn("run-all", "run", "all", "--example", "docpipe")
-        # the console script itself, not a `python -c` child: --nodes must import from the cwd
-        services.spawn(
-            "processor", "run", "processor", "--queue", "outside", "--nodes", "mypkg.nodes"
-        )
         applied = installed.kflow("definitions", "apply", "shout.yaml", env=env)
         assert applied.returncode == 0, applied.stderr
+        # One command serves the example's queues and the user's: its processors are `python
+        # -m` children of the console script, and --nodes must still import from the cwd.
+        services.spawn("run-all", "run", "all", "--example", "docpipe", "--nodes", "mypkg.nodes")
         assert "is up to date" in services.finish(migrating)
         shout = services.finish(
             services.popen(
@@ -406,3 +408,59 @@ def test_the_demo_runs_from_the_install(
     assert events.returncode == 0 and "WorkflowCompleted" in events.stdout, events.stderr
     assert not (installed.site_packages / ".kflow").exists()
     assert not (installed.site_packages / "kflow" / ".kflow").exists()
+
+
+@pytest.fixture
+def fresh_home() -> Iterator[Path]:
+    """A KFLOW_HOME user ``postgres`` can enter (pytest's temp dirs are private to root)."""
+    base = Path(tempfile.mkdtemp(prefix="kflow-installed-home-"))
+    base.chmod(0o755)
+    home = base / "home"
+    home.mkdir()
+    jars = kflow_home() / "cache"
+    if jars.is_dir():  # spare the test a Maven resolve; the scripts still run from the install
+        (home / "cache").symlink_to(jars)
+    yield home
+    shutil.rmtree(base, ignore_errors=True)
+
+
+def test_dev_up_status_and_down_from_the_install(installed: Installed, fresh_home: Path) -> None:
+    """``kflow dev up`` runs the shipped scripts and starts servers where the settings point."""
+    kafka, pg, redis_port = free_port_pair(), free_port(), free_port()
+    env = installed.env(
+        KFLOW_HOME=str(fresh_home),
+        KFLOW_KAFKA_BOOTSTRAP=f"127.0.0.1:{kafka}",
+        KFLOW_DATABASE_URL=f"postgresql://kflow:kflow@127.0.0.1:{pg}/kflow",
+        KFLOW_REDIS_URL=f"redis://127.0.0.1:{redis_port}/0",
+    )
+    for name in ("KFLOW_KAFKA_PORT", "KFLOW_PG_PORT", "KFLOW_REDIS_PORT"):
+        env.pop(name, None)
+    scripts = installed.site_packages / "kflow" / "devstack"
+    shipped = sorted(scripts.rglob("*"))
+    try:
+        up = installed.kflow("dev", "up", env=env, timeout=300)
+        assert up.returncode == 0, up.stdout + up.stderr
+        status = installed.kflow("dev", "status", env=env)
+        assert status.returncode == 0, status.stdout + status.stderr
+        for address in (f"127.0.0.1:{kafka}", f"127.0.0.1:{pg}", f"127.0.0.1:{redis_port}"):
+            assert address in up.stdout and address in status.stdout, address
+        rows = [line for line in status.stdout.splitlines() if "127.0.0.1:" in line]
+        assert len(rows) == 3 and all(" up " in row for row in rows), status.stdout
+        for data in ("kafka/data", "postgres/data", "redis"):  # state in KFLOW_HOME only
+            assert (fresh_home / data).is_dir(), data
+        assert sorted(scripts.rglob("*")) == shipped  # nothing written next to the scripts
+    finally:
+        down = installed.kflow("dev", "down", env=env, timeout=120)
+    assert down.returncode == 0, down.stdout + down.stderr
+    after = installed.kflow("dev", "status", env=env)
+    assert after.returncode == 1 and after.stdout.count(" down ") == 3, after.stdout
+
+
+def test_dev_up_refuses_a_port_its_settings_do_not_point_at(installed: Installed) -> None:
+    env = installed.env(KFLOW_KAFKA_BOOTSTRAP="127.0.0.1:9092", KFLOW_KAFKA_PORT="19092")
+    refused = installed.kflow("dev", "up", env=env)
+    assert refused.returncode == 2, refused.stdout + refused.stderr
+    assert "KFLOW_KAFKA_PORT=19092 but KFLOW_KAFKA_BOOTSTRAP points at 127.0.0.1:9092" in (
+        refused.stderr
+    )
+    assert "Traceback" not in refused.stderr and refused.stdout == ""

@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from kflow.settings import Settings
-from kflow.stack import ROOT_HOME, STACK_SCRIPT, kflow_home, stack_env
+from kflow.settings import Settings, SettingsError
+from kflow.stack import ROOT_HOME, STACK_SCRIPT, kflow_home, server_ports, stack_env
 
 
 def test_kflow_home_is_the_variable_when_set(
@@ -84,3 +84,40 @@ def test_up_reuses_servers_another_checkout_started(stack: Settings, tmp_path: P
     assert "is already served by another process; reusing it" in result.stdout  # Kafka
     assert "is already served by another server; reusing it" in result.stdout  # PostgreSQL, Redis
     assert not (home / "postgres" / "data").exists() and not (home / "kafka" / "data").exists()
+
+
+def _ports(monkeypatch: pytest.MonkeyPatch, **values: str) -> dict[str, str]:
+    for name in ("KFLOW_KAFKA_PORT", "KFLOW_PG_PORT", "KFLOW_REDIS_PORT"):
+        monkeypatch.delenv(name, raising=False)
+    return server_ports(Settings.model_validate(values))
+
+
+def test_the_stack_starts_its_servers_where_the_settings_point(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    assert _ports(monkeypatch) == {
+        "KFLOW_KAFKA_PORT": "9092",
+        "KFLOW_PG_PORT": "5432",
+        "KFLOW_REDIS_PORT": "6379",
+    }
+    assert _ports(
+        monkeypatch,
+        kafka_bootstrap="localhost:19092",
+        database_url="postgresql://kflow:kflow@127.0.0.1:15432/kflow",
+        redis_url="redis://127.0.0.1:16379/0",
+    ) == {"KFLOW_KAFKA_PORT": "19092", "KFLOW_PG_PORT": "15432", "KFLOW_REDIS_PORT": "16379"}
+
+
+def test_the_stack_refuses_servers_it_cannot_run_without_showing_passwords(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    with pytest.raises(SettingsError) as refused:
+        _ports(
+            monkeypatch,
+            kafka_bootstrap="10.0.0.1:9092,10.0.0.2:9092",
+            database_url="postgresql://kflow:s3cret@db.internal:5432/kflow",
+        )
+    message = str(refused.value)
+    assert "KFLOW_KAFKA_BOOTSTRAP points at 10.0.0.1:9092,10.0.0.2:9092" in message
+    assert "KFLOW_DATABASE_URL points at db.internal:5432" in message
+    assert "s3cret" not in message and "KFLOW_REDIS_URL" not in message

@@ -14,7 +14,14 @@ from kflow.bus.credentials import CredentialsError, command_signer
 from kflow.bus.errors import BusError
 from kflow.bus.layout import check_layout
 from kflow.bus.topics import topic_names
-from kflow.relay.outbox import failed_rows, install, is_installed, outbox_stats, retry_failed
+from kflow.relay.outbox import (
+    dsn_location,
+    failed_rows,
+    install,
+    is_installed,
+    outbox_stats,
+    retry_failed,
+)
 from kflow.settings import get_settings
 
 outbox_app = typer.Typer(
@@ -40,25 +47,18 @@ def _dsn(dsn: str | None) -> str:
     return dsn or get_settings().database_url
 
 
-def _where(dsn: str) -> str:
-    """The DSN without its password, for messages."""
-    try:
-        parts = psycopg.conninfo.conninfo_to_dict(dsn)
-    except psycopg.ProgrammingError:
-        return "<unparsable DSN>"
-    return f"{parts.get('host', 'localhost')}:{parts.get('port', 5432)}/{parts.get('dbname', '')}"
-
-
 def _connect(dsn: str) -> psycopg.Connection[Any]:
     try:
         return psycopg.connect(dsn, autocommit=True, connect_timeout=10)
     except psycopg.Error as e:
-        _fail(f"cannot connect to PostgreSQL at {_where(dsn)}: {e}".strip())
+        _fail(f"cannot connect to PostgreSQL at {dsn_location(dsn)}: {e}".strip())
 
 
 def _require_table(conn: psycopg.Connection[Any], dsn: str) -> None:
     if not is_installed(conn):
-        _fail(f"no outbox table in {_where(dsn)}; run: kflow outbox install --dsn '<your DSN>'")
+        _fail(
+            f"no outbox table in {dsn_location(dsn)}; run: kflow outbox install --dsn '<your DSN>'"
+        )
 
 
 @outbox_app.command("install")
@@ -72,8 +72,8 @@ def install_cmd(dsn: DsnOption = None) -> None:
         try:
             install(conn)
         except psycopg.Error as e:
-            _fail(f"installing the outbox in {_where(target)} failed: {e}")
-    typer.echo(f"outbox installed in {_where(target)}")
+            _fail(f"installing the outbox in {dsn_location(target)} failed: {e}")
+    typer.echo(f"outbox installed in {dsn_location(target)}")
 
 
 @outbox_app.command("status")
@@ -188,10 +188,6 @@ def relay_cmd(
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
     start_health_server(metrics_port, metrics_host, "relay")
-    typer.echo(
-        f"relaying {_where(target)} kflow_outbox -> {relay.topic} at {settings.kafka_bootstrap}",
-        err=True,
-    )
     relay.run()
 
 

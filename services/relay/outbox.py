@@ -80,6 +80,15 @@ CREATE OR REPLACE TRIGGER {TABLE}_inserted
 """
 
 
+def dsn_location(dsn: str) -> str:
+    """``host:port/dbname`` of a DSN, without its password: for messages and logs."""
+    try:
+        parts = psycopg.conninfo.conninfo_to_dict(dsn)
+    except psycopg.ProgrammingError:
+        return "<unparsable DSN>"
+    return f"{parts.get('host', 'localhost')}:{parts.get('port', 5432)}/{parts.get('dbname', '')}"
+
+
 def install(conn: psycopg.Connection[Any]) -> None:
     """Create the outbox table, its indexes and the NOTIFY trigger (idempotent; commits)."""
     with conn.transaction():

@@ -40,7 +40,7 @@ from kflow.relay.metrics import (
     OUTBOX_PUBLISH_ERRORS,
     OUTBOX_PUBLISHED,
 )
-from kflow.relay.outbox import CHANNEL, TABLE, has_trace_column, pending_backlog
+from kflow.relay.outbox import CHANNEL, TABLE, dsn_location, has_trace_column, pending_backlog
 from kflow.relay.rows import CLAIM_SQL, UNTRACED_CLAIM_SQL, EncodedRow, OutboxRow, encode_row
 
 log = logging.getLogger(__name__)
@@ -316,7 +316,13 @@ class Relay:
 
     def run(self) -> None:
         """Publish until :meth:`stop`; survives broker and database outages by retrying."""
-        log.info("relay publishing %s to %s", TABLE, self.topic)
+        log.info(
+            "relaying %s %s -> %s at %s",
+            dsn_location(self.config.dsn),
+            TABLE,
+            self.topic,
+            self.config.bootstrap,
+        )
         HEALTH.report(STARTUP, True)
         while not self._stop.is_set():
             try:

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
-from pathlib import Path
+import re
+from pathlib import Path, PurePosixPath
 from typing import Any
 
 import kubernetes_validate
 import pytest
 import yaml
 
+from kflow.bus.clients import connection_config
+from kflow.settings import Settings, env_name
 from tests.deploy.files import K8S, k8s_documents, load_yaml, pod_spec
 
 KUBERNETES_VERSION = "1.30.0"
@@ -131,3 +134,87 @@ def test_the_init_job_sets_up_before_it_applies_the_definition() -> None:
         ["definitions", "apply"],
     ]
     assert spec["restartPolicy"] == "OnFailure"
+
+
+_REF = re.compile(r"\$\(([A-Z0-9_]+)\)")
+"""A ``$(VAR)`` reference in a container's args."""
+
+
+def _config_and_secrets() -> tuple[dict[str, str], dict[str, str]]:
+    docs = {(d["kind"], d["metadata"]["name"]): d for _, d in k8s_documents()}
+    config: dict[str, str] = docs[("ConfigMap", "kflow-config")]["data"]
+    secrets: dict[str, str] = docs[("Secret", "kflow-secrets")]["stringData"]
+    return config, secrets
+
+
+def _containers() -> list[tuple[str, dict[str, Any], dict[str, Any]]]:
+    """(object/container, container, pod spec) of every pod template, init containers too."""
+    out = []
+    for _, doc in k8s_documents():
+        spec = pod_spec(doc)
+        if spec is not None:
+            for c in [*spec.get("initContainers", []), *spec["containers"]]:
+                out.append((f"{doc['metadata']['name']}/{c['name']}", c, spec))
+    return out
+
+
+def test_every_variable_of_the_config_and_secrets_is_a_kflow_setting() -> None:
+    config, secrets = _config_and_secrets()
+    fields = {env_name(f) for f in Settings.model_fields}
+    expanded = {  # $(VAR) in a command line, expanded by Kubernetes, not read by kflow
+        ref for _, c, _ in _containers() for a in c.get("args", []) for ref in _REF.findall(a)
+    }
+    unknown = sorted(
+        name
+        for name in (set(config) | set(secrets)) - fields - expanded
+        if not name.startswith("OTEL_")  # read by the OpenTelemetry SDK (docs/deploy.md#trace)
+    )
+    assert not unknown, f"not a kflow setting (services/settings.py): {unknown}"
+
+
+def test_every_pod_mounts_the_kafka_ca_where_the_config_points() -> None:
+    config, _ = _config_and_secrets()
+    ca = PurePosixPath(config["KFLOW_KAFKA_SSL_CA_LOCATION"])
+    for name, container, spec in _containers():
+        assert {"configMapRef": {"name": "kflow-config"}} in container["envFrom"], name
+        assert {"secretRef": {"name": "kflow-secrets"}} in container["envFrom"], name
+        (mount,) = [m for m in container["volumeMounts"] if m["mountPath"] == str(ca.parent)]
+        assert mount["readOnly"] is True, name
+        (volume,) = [v for v in spec["volumes"] if v["name"] == mount["name"]]
+        assert volume["secret"] == {
+            "secretName": "kflow-kafka-ca",
+            "optional": True,  # a PLAINTEXT cluster needs none
+        }, name
+
+
+def test_the_shipped_config_connects_in_plaintext_and_a_secured_cluster_is_one_change(
+    tmp_path: Path,
+) -> None:
+    """As shipped, PLAINTEXT (the SASL and CA values unused); with SASL_SSL in the ConfigMap,
+    every client logs in with the Secret's user and password and trusts the mounted CA."""
+    config, secrets = _config_and_secrets()
+
+    def settings(env: dict[str, str]) -> Settings:
+        return Settings(**{k.removeprefix("KFLOW_").lower(): v for k, v in env.items()})
+
+    shipped = connection_config(settings({**config, **secrets}))
+    assert shipped["security.protocol"] == "PLAINTEXT"
+    assert not {k for k in shipped if k.startswith(("sasl.", "ssl."))}, shipped
+
+    ca = tmp_path / "ca.crt"  # stands in for the mounted Secret's key
+    ca.write_text("-----BEGIN CERTIFICATE-----\n")
+    assert PurePosixPath(config["KFLOW_KAFKA_SSL_CA_LOCATION"]).name == ca.name
+    secured = {
+        **config,
+        **secrets,
+        "KFLOW_KAFKA_SECURITY_PROTOCOL": "SASL_SSL",
+        "KFLOW_KAFKA_SSL_CA_LOCATION": str(ca),
+    }
+    client = connection_config(settings(secured))
+    assert {k: client[k] for k in ("security.protocol", "sasl.mechanism", "ssl.ca.location")} == {
+        "security.protocol": "SASL_SSL",
+        "sasl.mechanism": config["KFLOW_KAFKA_SASL_MECHANISM"],
+        "ssl.ca.location": str(ca),
+    }
+    assert client["sasl.username"] == secrets["KFLOW_KAFKA_SASL_USERNAME"]
+    assert client["sasl.password"] == secrets["KFLOW_KAFKA_SASL_PASSWORD"]

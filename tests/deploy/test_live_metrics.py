@@ -3,7 +3,9 @@
 The services run as docker-compose.yml runs them (its command lines, with this test's metrics
 ports), a few workflows go through, and each /metrics is scraped. Then a real Prometheus scrapes
 them through the Kubernetes relabelling of prometheus-kubernetes.yml, loads alerts.yml, and every
-dashboard expression answers with data.
+dashboard expression answers with data. Last, every line each service wrote to stdout/stderr,
+from start-up to shutdown, is a JSON log record (as a log collector reads them), the API's
+access record of a request included.
 """
 
 from __future__ import annotations
@@ -60,6 +62,8 @@ WAIT_S = 120.0  # a guard against hangs, not a speed assertion
 PROMETHEUS_SYNTHESIZED = {"up"}
 """Names Prometheus makes itself (not exported by kflow)."""
 COMPOSE_METRICS_PORT = "9100"
+LOG_RECORD_KEYS = {"time", "level", "logger", "message"}
+"""What every line of kflow.observability.logging.JsonFormatter has."""
 ROLES = {
     # compose service -> Prometheus job
     "orchestrator": "kflow-orchestrator",
@@ -148,6 +152,21 @@ class System:
 
     def log(self, name: str) -> str:
         return (self.log_dir / f"{name}.log").read_text(errors="replace")[-3000:]
+
+    def log_records(self, name: str) -> tuple[list[dict[str, Any]], list[str]]:
+        """One service's stdout/stderr lines: the JSON log records, and every other line."""
+        records: list[dict[str, Any]] = []
+        other: list[str] = []
+        for line in (self.log_dir / f"{name}.log").read_text(errors="replace").splitlines():
+            try:
+                record = json.loads(line)
+            except ValueError:
+                record = None
+            if isinstance(record, dict) and record.keys() >= LOG_RECORD_KEYS:
+                records.append(record)
+            else:
+                other.append(line)
+        return records, other
 
     def serving(self, name: str) -> bool:
         self.check_alive()
@@ -280,6 +299,8 @@ def test_every_metric_in_an_alert_or_a_panel_is_exported(running: System, tmp_pa
         client.start("deploy-fail", {}, id=f"after-{uuid.uuid4().hex[:6]}")
     status, _ = http_get(f"http://127.0.0.1:{running.ports['api']}/healthz")
     assert status == 200
+    access_status, _ = http_get(f"http://127.0.0.1:{running.ports['api']}/workflows/no-key")
+    assert access_status == 401  # no bearer key: still a request the access log records
     prefix = running.settings.topic_prefix
 
     def scraped() -> dict[str, list[dict[str, str]]]:
@@ -323,10 +344,20 @@ def test_every_metric_in_an_alert_or_a_panel_is_exported(running: System, tmp_pa
     _check_with_prometheus(running, tmp_path)
     # last, so that what is still to be added does not hide the checks above
     unhealthy = _failing_health_checks(running)
-    assert not missing and not unhealthy, (
+    running.stop()  # the logs up to and including each service's shutdown
+    not_json = {name: running.log_records(name)[1] for name in running.ports}
+    not_json = {name: lines[:5] for name, lines in not_json.items() if lines}
+    access = [
+        (r["method"], r["route"], r["status"])
+        for r in running.log_records("api")[0]
+        if r["logger"] == "kflow.api.access" and r.get("path") == "/workflows/no-key"
+    ]
+    assert not missing and not unhealthy and not not_json, (
         f"read by alerts/dashboard but not exported by any service: {missing}; "
-        f"compose healthchecks / Kubernetes probes failing: {unhealthy}"
+        f"compose healthchecks / Kubernetes probes failing: {unhealthy}; "
+        f"log lines that are not JSON records: {not_json}"
     )
+    assert access == [("GET", "/workflows/{workflow_id}", access_status)], access
 
 
 def _failing_health_checks(system: System) -> dict[str, str]:

@@ -123,7 +123,8 @@ def workflow_page(
     wf = detail.workflow_id
     cut = len(wf) + 1
     drawn, problem, count = None, "", 0
-    dag_data, levels = None, ()
+    dag_data: Markup | None = None
+    levels: tuple[canvas.LevelSummary, ...] = ()
     if definition is not None:
         try:
             defn = parse_definition(definition)

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from kflow.api.console import dag, timeline
+import orjson
+
+from kflow.api.console import canvas, dag, timeline
 from kflow.api.console.jsonview import pretty
 from kflow.api.console.routes_auth import _safe_next
 from kflow.api.console.session import csrf_token
@@ -48,6 +50,20 @@ def test_columns_are_the_kahn_levels_and_the_layout_is_deterministic() -> None:
     assert x["a"] < x["items"] == x["maybe"] < x["after_maybe"] < x["join"]
     assert dag.draw(DIAMOND, []) == layout
     assert all(0 <= b.y <= layout.height - dag.NODE_H for b in layout.nodes)
+
+
+def test_level_summary_counts_each_depth_and_the_canvas_data_cannot_close_its_script() -> None:
+    steps = [dag.StepState("a", None, "succeeded"), dag.StepState("maybe", None, "skipped")]
+    layout = dag.draw(DIAMOND, steps)
+    levels = {lv.level: (lv.total, lv.statuses) for lv in canvas.levels(layout)}
+    assert levels[0] == (1, (("succeeded", 1),))
+    assert levels[1] == (2, (("pending", 1), ("skipped", 1)))
+    assert sum(total for total, _ in levels.values()) == len(DIAMOND.nodes)
+    sneaky = dag.DagLayout((dag.NodeBox("</script>", "echo", "x", 0, 0, "l", "d"),), (), 1, 1)
+    html = str(canvas.dag_data(sneaky))
+    assert html.count("</script>") == 1
+    body = html.split(">", 1)[1].rsplit("<", 1)[0]
+    assert orjson.loads(body)["nodes"][0][0] == "</script>"
 
 
 def test_timeline_shows_each_attempt_retry_backoff_and_waits() -> None:

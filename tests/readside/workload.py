@@ -92,6 +92,38 @@ def run_workflow(
     return WorkflowLog(workflow_id, tenant, actor, log)
 
 
+def wide_definition(steps: int, levels: int = 20) -> WorkflowDefinition:
+    """``steps`` echo nodes in ``levels`` levels, each joining two nodes of the level before."""
+    width = max(1, steps // levels)
+    nodes = []
+    for i in range(steps):
+        level, col = divmod(i, width)
+        deps = () if level == 0 else tuple(
+            sorted({f"n{(level - 1) * width + col}", f"n{(level - 1) * width + (col + 1) % width}"})
+        )  # fmt: skip
+        nodes.append(NodeSpec(id=f"n{i}", type="echo", depends_on=deps))
+    return WorkflowDefinition(name="bench-wide", version=1, nodes=tuple(nodes))
+
+
+def project(dsn: str, schema: str, wlog: WorkflowLog, topic: str = "b.events") -> int:
+    """Fold ``wlog`` straight into the read model with the projector's own ``apply``
+    (no Kafka); returns the number of events."""
+    from kflow.projections.log_event import LogEvent
+    from kflow.projections.postgres import PostgresProjector
+
+    events = [
+        LogEvent(topic, 0, n, e, f"id-{n}", wlog.tenant, wlog.actor, 0)
+        for n, e in enumerate(wlog.events)
+    ]
+    sink = PostgresProjector(dsn, schema)
+    try:
+        for i in range(0, len(events), 5_000):
+            sink.apply(events[i : i + 5_000])
+    finally:
+        sink.close()
+    return len(events)
+
+
 def encode(wlog: WorkflowLog, event: Event) -> bytes:
     """Envelope bytes of one event, with a deterministic event id."""
     meta = envelope_meta(

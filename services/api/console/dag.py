@@ -51,6 +51,8 @@ class NodeBox:
     y: int
     label: str
     detail: str
+    level: int = 0
+    """The node's column: its depth in the DAG (Kahn level)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -140,7 +142,9 @@ def layout(definition: WorkflowDefinition, states: dict[str, NodeState]) -> DagL
             detail = f"{node.type} · {state.status}"
             if state.items is not None:
                 detail = f"map {state.done}/{state.items} · {state.status}"
-            boxes.append(NodeBox(node_id, node.type, state.status, x, y, _short(node_id), detail))
+            boxes.append(
+                NodeBox(node_id, node.type, state.status, x, y, _short(node_id), detail, col)
+            )
     edges: list[EdgeLine] = []
     for node in definition.nodes:
         tx, ty = where[node.id]

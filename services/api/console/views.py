@@ -9,7 +9,7 @@ from typing import Any
 
 from markupsafe import Markup
 
-from kflow.api.console import dag, svg, timeline
+from kflow.api.console import canvas, dag, svg, timeline
 from kflow.api.console.jsonview import Pretty, pretty
 from kflow.api.console.queries import StepRow
 from kflow.api.models import EventView, WorkflowDetail, WorkflowSummary
@@ -97,6 +97,12 @@ class WorkflowPage:
     """Local step keys a signal can go to (approvals waiting, reviews)."""
     node_count: int
     steps_total: int = 0
+    dag_data: Markup | None = None
+    """A large graph as JSON for the page's canvas (then ``dag_svg`` is None)."""
+    levels: tuple[canvas.LevelSummary, ...] = ()
+    """Per-level counts of a large graph (what the page shows without JavaScript)."""
+    timeline_data: Markup | None = None
+    """A large timeline as JSON for the page's canvas (then ``timeline_svg`` is empty)."""
 
     def with_steps_cut(self, limit: int) -> WorkflowPage:
         """The same page listing only the first ``limit`` steps (the graph and timeline keep
@@ -117,11 +123,17 @@ def workflow_page(
     wf = detail.workflow_id
     cut = len(wf) + 1
     drawn, problem, count = None, "", 0
+    dag_data: Markup | None = None
+    levels: tuple[canvas.LevelSummary, ...] = ()
     if definition is not None:
         try:
             defn = parse_definition(definition)
             states = [dag.StepState(s.node_id, s.index, s.status) for s in steps]
-            drawn, count = svg.dag_svg(dag.draw(defn, states)), len(defn.nodes)
+            laid_out, count = dag.draw(defn, states), len(defn.nodes)
+            if count > canvas.CANVAS_ABOVE:
+                dag_data, levels = canvas.dag_data(laid_out), canvas.levels(laid_out)
+            else:
+                drawn = svg.dag_svg(laid_out)
         except KflowError as e:
             problem = f"the definition cannot be drawn: {e}"
     else:
@@ -129,6 +141,9 @@ def workflow_page(
     finished = detail.finished_at
     now_ms = _ms(finished) if finished else _ms(datetime.now(UTC))
     chart = timeline.view(timeline.lanes_from_events(points, wf), now_ms)
+    big_chart = len(chart.labels) > canvas.CANVAS_ABOVE
+    chart_svg = Markup("") if big_chart else svg.timeline_svg(chart)
+    chart_data = canvas.timeline_data(chart) if big_chart else None
     panels = tuple(
         StepPanel(s, s.step_key[cut:], ": ".join(p for p in (s.error_type, s.message) if p))
         for s in steps
@@ -140,6 +155,6 @@ def workflow_page(
     )
     return WorkflowPage(
         detail, pretty(detail.input), pretty(detail.output), drawn, problem, chart,
-        svg.timeline_svg(chart), panels, tuple(events), events_total, waiting, count,
-        len(panels),
+        chart_svg, panels, tuple(events), events_total, waiting, count,
+        len(panels), dag_data, levels, chart_data,
     )  # fmt: skip

@@ -73,7 +73,7 @@ def server_ports(settings: Settings) -> dict[str, str]:
         shown = (  # never the URL's password
             settings.kafka_bootstrap
             if setting == "KFLOW_KAFKA_BOOTSTRAP"
-            else f"{parts.hostname}:{parts.port or default}"
+            else _host_port(address, default)
         )
         if "," in parts.netloc or parts.hostname not in LOCAL_HOSTS:
             problems.append(
